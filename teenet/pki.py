@@ -1,0 +1,132 @@
+"""A development PKI for a consortium on one machine, and the gRPC TLS plumbing.
+
+`DevPki.create` makes a CA and, per member, a certificate whose common name is the member's
+consortium name (with loopback SANs for servers). Every gRPC connection is mutual TLS: a
+server learns who called from the client certificate (`peer_name`), and a client checks the
+server's name. In production the consortium replaces this CA with its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from teenet.errors import InputError
+from teenet.identity import write_private_file
+
+# gRPC's default is 4 MiB; sealed chunks are at most 3 MiB plus framing.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths of a member's TLS material: the consortium CA, its certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        out = []
+        for name, path in (("ca", self.ca), ("cert", self.cert), ("key", self.key)):
+            try:
+                out.append(path.read_bytes())
+            except OSError as exc:
+                raise InputError(f"cannot read TLS {name}: {exc.strerror}", source=str(path)) from None
+        return out[0], out[1], out[2]
+
+
+class DevPki:
+    """A CA on disk under `directory` that issues member certificates."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def create(cls, directory: Path) -> "DevPki":
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "teenet development"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, "teenet development CA")])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=825))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+                .sign(key, hashes.SHA256()))
+        write_private_file(directory / "ca.key", _pem_key(key))
+        (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cls(directory)
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def issue(self, member: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
+        """Issue `member`'s certificate (client and server use) with loopback SANs."""
+        ca_key = serialization.load_pem_private_key((self.directory / "ca.key").read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.timezone.utc)
+        sans: list[x509.GeneralName] = [x509.DNSName(member)]
+        for host in hosts:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                sans.append(x509.DNSName(host))
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, member)]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=397))
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+        cert_path = self.directory / f"{member}.pem"
+        key_path = self.directory / f"{member}.key"
+        write_private_file(key_path, _pem_key(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return TlsFiles(self.ca_path, cert_path, key_path)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """Server side of mutual TLS: clients must present a certificate from the consortium CA."""
+    ca, cert, key = tls.read()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+
+
+def secure_channel(target: str, tls: TlsFiles, *, server_name: str) -> grpc.Channel:
+    """A mutual-TLS channel to `target` whose certificate must name `server_name`."""
+    ca, cert, key = tls.read()
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    options = GRPC_OPTIONS + [("grpc.ssl_target_name_override", server_name)]
+    return grpc.secure_channel(target, creds, options=options)
+
+
+def peer_name(context: grpc.ServicerContext) -> str:
+    """The consortium name of the caller, from its verified client certificate."""
+    auth = context.auth_context()
+    names = auth.get("x509_common_name") or []
+    if len(names) != 1:
+        return ""
+    return names[0].decode("utf-8", "replace")

@@ -1,0 +1,299 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SignedJob(_message.Message):
+    __slots__ = ("canonical_spec", "analyst", "signature")
+    CANONICAL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    ANALYST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    canonical_spec: bytes
+    analyst: str
+    signature: bytes
+    def __init__(self, canonical_spec: _Optional[bytes] = ..., analyst: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class PartyDecision(_message.Message):
+    __slots__ = ("party", "decision", "reason")
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    party: str
+    decision: str
+    reason: str
+    def __init__(self, party: _Optional[str] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class JobStatus(_message.Message):
+    __slots__ = ("job_id", "name", "state", "reason", "analyst", "function", "compute", "decisions", "uploaded", "created_at", "updated_at", "results")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ANALYST_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    UPLOADED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    state: str
+    reason: str
+    analyst: str
+    function: str
+    compute: str
+    decisions: _containers.RepeatedCompositeFieldContainer[PartyDecision]
+    uploaded: _containers.RepeatedScalarFieldContainer[str]
+    created_at: float
+    updated_at: float
+    results: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., analyst: _Optional[str] = ..., function: _Optional[str] = ..., compute: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[PartyDecision, _Mapping]]] = ..., uploaded: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., results: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitJobReply(_message.Message):
+    __slots__ = ("job_id", "state", "duplicate")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: str
+    duplicate: bool
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("limit", "state")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    state: str
+    def __init__(self, limit: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
+
+class ListJobsReply(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobStatus]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("job_id", "analyst", "reason", "signature")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ANALYST_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    analyst: str
+    reason: str
+    signature: bytes
+    def __init__(self, job_id: _Optional[str] = ..., analyst: _Optional[str] = ..., reason: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class SignedDecision(_message.Message):
+    __slots__ = ("job_id", "party", "decision", "signature")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    party: str
+    decision: bytes
+    signature: bytes
+    def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., decision: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ComputeOffer(_message.Message):
+    __slots__ = ("job_id", "compute", "hpke_suite", "hpke_public_key", "signing_public_key", "evidence", "endpoint")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FIELD_NUMBER: _ClassVar[int]
+    HPKE_SUITE_FIELD_NUMBER: _ClassVar[int]
+    HPKE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    compute: str
+    hpke_suite: str
+    hpke_public_key: bytes
+    signing_public_key: bytes
+    evidence: bytes
+    endpoint: str
+    def __init__(self, job_id: _Optional[str] = ..., compute: _Optional[str] = ..., hpke_suite: _Optional[str] = ..., hpke_public_key: _Optional[bytes] = ..., signing_public_key: _Optional[bytes] = ..., evidence: _Optional[bytes] = ..., endpoint: _Optional[str] = ...) -> None: ...
+
+class PollRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class WorkItem(_message.Message):
+    __slots__ = ("kind", "job_id", "job", "decisions", "offer", "reason")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    job_id: str
+    job: SignedJob
+    decisions: _containers.RepeatedCompositeFieldContainer[SignedDecision]
+    offer: ComputeOffer
+    reason: str
+    def __init__(self, kind: _Optional[str] = ..., job_id: _Optional[str] = ..., job: _Optional[_Union[SignedJob, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[SignedDecision, _Mapping]]] = ..., offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PollReply(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[WorkItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[WorkItem, _Mapping]]] = ...) -> None: ...
+
+class StatusReport(_message.Message):
+    __slots__ = ("job_id", "node", "event", "detail")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    node: str
+    event: str
+    detail: str
+    def __init__(self, job_id: _Optional[str] = ..., node: _Optional[str] = ..., event: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class SealedResult(_message.Message):
+    __slots__ = ("job_id", "recipient", "kind", "envelope", "signature")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    recipient: str
+    kind: str
+    envelope: bytes
+    signature: bytes
+    def __init__(self, job_id: _Optional[str] = ..., recipient: _Optional[str] = ..., kind: _Optional[str] = ..., envelope: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class PostResultsRequest(_message.Message):
+    __slots__ = ("job_id", "results")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    results: _containers.RepeatedCompositeFieldContainer[SealedResult]
+    def __init__(self, job_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SealedResult, _Mapping]]] = ...) -> None: ...
+
+class FetchResultsRequest(_message.Message):
+    __slots__ = ("job_id", "recipient")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    recipient: str
+    def __init__(self, job_id: _Optional[str] = ..., recipient: _Optional[str] = ...) -> None: ...
+
+class FetchResultsReply(_message.Message):
+    __slots__ = ("job", "offer", "results", "status")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    job: SignedJob
+    offer: ComputeOffer
+    results: _containers.RepeatedCompositeFieldContainer[SealedResult]
+    status: JobStatus
+    def __init__(self, job: _Optional[_Union[SignedJob, _Mapping]] = ..., offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., results: _Optional[_Iterable[_Union[SealedResult, _Mapping]]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ...) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ("after_seq", "limit")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    limit: int
+    def __init__(self, after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("seq", "prev_hash", "entry_hash", "payload")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_HASH_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    prev_hash: str
+    entry_hash: str
+    payload: str
+    def __init__(self, seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., entry_hash: _Optional[str] = ..., payload: _Optional[str] = ...) -> None: ...
+
+class AuditCheckpoint(_message.Message):
+    __slots__ = ("seq", "entry_hash", "signature", "signer_public_key")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    entry_hash: str
+    signature: bytes
+    signer_public_key: str
+    def __init__(self, seq: _Optional[int] = ..., entry_hash: _Optional[str] = ..., signature: _Optional[bytes] = ..., signer_public_key: _Optional[str] = ...) -> None: ...
+
+class AuditReply(_message.Message):
+    __slots__ = ("entries", "checkpoint")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    checkpoint: AuditCheckpoint
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("ok", "detail")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    detail: str
+    def __init__(self, ok: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class KeyEnvelope(_message.Message):
+    __slots__ = ("job_id", "party", "table", "sealed_key", "evidence", "signing_public_key", "signature")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    SEALED_KEY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    party: str
+    table: str
+    sealed_key: bytes
+    evidence: bytes
+    signing_public_key: bytes
+    signature: bytes
+    def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., table: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., evidence: _Optional[bytes] = ..., signing_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class UploadMessage(_message.Message):
+    __slots__ = ("key", "header", "chunk")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    key: KeyEnvelope
+    header: bytes
+    chunk: bytes
+    def __init__(self, key: _Optional[_Union[KeyEnvelope, _Mapping]] = ..., header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadReply(_message.Message):
+    __slots__ = ("job_id", "party", "table", "rows", "sealed_bytes")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    party: str
+    table: str
+    rows: int
+    sealed_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., table: _Optional[str] = ..., rows: _Optional[int] = ..., sealed_bytes: _Optional[int] = ...) -> None: ...

@@ -17,6 +17,13 @@ from teenet.errors import TeenetError
 COMMAND_GROUPS: list[tuple[str, str, str]] = [
     ("enclave", "enclave", "The enclave's code measurement."),
     ("attest", "attest", "Verify attestation evidence."),
+    ("job", "job", "Validate, submit and follow joint jobs; fetch verified results."),
+    ("approvals", "approvals", "An owner's pending approvals: list, approve, reject."),
+    ("audit", "audit", "Show and verify hash-chained audit logs."),
+    ("node", "node", "Run an institution's node daemon."),
+    ("coordinator", "coordinator", "Run the (untrusted) coordinator."),
+    ("sandbox", "sandbox", "A whole consortium on this machine, on loopback."),
+    ("demo", "demo", "Run a PSI, an aggregate and a joint training job end to end, then stop."),
 ]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

@@ -18,3 +18,11 @@ def attestation_fixtures() -> Path:
         pytest.skip(f"genuine attestation evidence not found at {ATTESTATION_FIXTURES} "
                     "(the shared/ folder sits beside the project root in CI and development)")
     return ATTESTATION_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def sim_platform(tmp_path_factory):
+    """One simulated SEV-SNP platform per test session (RSA-4096 keys are slow to make)."""
+    from teenet.attestation.sim import SimulatedPlatform
+
+    return SimulatedPlatform.load_or_create(tmp_path_factory.mktemp("sim-platform"))

@@ -1,0 +1,92 @@
+"""`teenet approvals list|approve|reject`: the operator's view of jobs waiting on this node."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from teenet.cli.common import config_path, resolve_job_id
+from teenet.cli.output import JSON_HELP, emit
+from teenet.config import load_node_config
+from teenet.errors import InputError
+from teenet.node.store import NodeStore
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _store(config: Path | None) -> tuple[NodeStore, str]:
+    cfg = load_node_config(config_path(config))
+    db = cfg.state_dir / "node.db"
+    if not db.exists():
+        raise InputError(f"node '{cfg.node}' has no state yet ({db}); is `teenet node serve` running?")
+    return NodeStore(db), cfg.node
+
+
+def _describe(canonical: bytes, party: str) -> dict:
+    spec = json.loads(canonical)
+    return {
+        "name": spec.get("name"), "analyst": spec.get("analyst"), "function": spec.get("function"),
+        "compute": spec.get("compute"),
+        "tables": [{"table": i["table"], "columns": list(i.get("keys", [])) + list(i.get("columns", []))}
+                   for i in spec.get("inputs", []) if i.get("party") == party],
+        "release": [{"kind": r["kind"], "to": r["to"]} for r in spec.get("release", [])],
+    }
+
+
+@app.command("list")
+def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's config."),
+          all_: bool = typer.Option(False, "--all", help="Also show jobs already decided."),
+          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Jobs that wait for an operator's decision: who asks, for which columns, what leaves, to whom."""
+    store, party = _store(config)
+    records = store.jobs() if all_ else store.jobs("pending")
+    rows = [{"job_id": r.job_id, "status": r.status, "reason": r.reason, **_describe(r.canonical_spec, party)}
+            for r in records]
+
+    def render(console) -> None:
+        if not rows:
+            console.print("no jobs wait for a decision" if not all_ else "no jobs seen yet")
+            return
+        t = Table("job", "name", "analyst", "function", "your tables and columns", "release", "status")
+        for r in rows:
+            t.add_row(r["job_id"][:12], r["name"], r["analyst"], r["function"],
+                      "; ".join(f"{x['table']}({', '.join(x['columns'])})" for x in r["tables"]),
+                      "; ".join(f"{x['kind']}->{', '.join(x['to'])}" for x in r["release"]),
+                      r["status"] + (f": {r['reason']}" if r["status"] in ("rejected", "failed") else ""))
+        console.print(t)
+
+    emit(rows, as_json, render)
+
+
+def _act(action: str, job: str, config: Path | None, operator: str, reason: str, as_json: bool) -> None:
+    store, _ = _store(config)
+    job_id = resolve_job_id(job, [r.job_id for r in store.jobs()])
+    record = store.job(job_id)
+    if record.status not in ("pending", "new"):
+        raise InputError(f"job {job_id[:12]} is already {record.status}; a node decides once per job")
+    store.record_operator_action(job_id, action, operator, reason)
+    emit({"job_id": job_id, "action": action, "operator": operator, "reason": reason}, as_json,
+         lambda c: c.print(f"{action} recorded for job {job_id[:12]}; the node signs and sends it on its next poll"))
+
+
+@app.command("approve")
+def approve(job: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+            config: Path = typer.Option(None, "--config", "-c", help="The node's config."),
+            operator: str = typer.Option("operator", "--operator", help="Who approves (recorded in the audit log)."),
+            reason: str = typer.Option("", "--reason", help="Why."),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Approve a waiting job (only within what the owner's policy allows at all)."""
+    _act("approve", job, config, operator, reason, as_json)
+
+
+@app.command("reject")
+def reject(job: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+           reason: str = typer.Option(..., "--reason", help="Why (the analyst sees it)."),
+           config: Path = typer.Option(None, "--config", "-c", help="The node's config."),
+           operator: str = typer.Option("operator", "--operator", help="Who rejects."),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Reject a waiting job with a reason."""
+    _act("reject", job, config, operator, reason, as_json)

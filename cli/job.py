@@ -1,0 +1,238 @@
+"""`teenet job validate|submit|status|list|result|cancel`: what an analyst does."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import grpc
+import typer
+from rich.table import Table
+
+from teenet.cli.common import config_path, resolve_job_id
+from teenet.cli.output import JSON_HELP, console, emit
+from teenet.errors import InputError, TeenetError
+from teenet.proto import teenet_pb2 as pb
+
+app = typer.Typer(no_args_is_help=True)
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+ConfigOpt = typer.Option(None, "--config", "-c", help="The analyst's config (or TEENET_CONFIG).")
+
+
+class _Analyst:
+    """The analyst's config, keys and coordinator connection."""
+
+    def __init__(self, config: Path | None) -> None:
+        from teenet.config import load_analyst_config, load_consortium
+        from teenet.identity import MemberKeys
+        from teenet.node.links import CoordinatorLink
+        from teenet.pki import TlsFiles
+
+        self.path = config_path(config)
+        self.cfg = load_analyst_config(self.path)
+        self.consortium = load_consortium(self.cfg.consortium)
+        self.consortium.member(self.cfg.analyst, role="analyst")
+        self.keys = MemberKeys.load(self.cfg.keys)
+        self.tls = TlsFiles(self.cfg.tls.ca, self.cfg.tls.cert, self.cfg.tls.key)
+        endpoint = self.cfg.coordinator or self.consortium.coordinator_endpoint
+        self.link = CoordinatorLink(endpoint, self.tls, self.consortium.coordinator_name)
+
+    @property
+    def stub(self):
+        return self.link.stub
+
+    def job_id(self, prefix: str) -> str:
+        if len(prefix) == 64:
+            return prefix.lower()
+        jobs = self.stub.ListJobs(pb.ListJobsRequest(limit=1000), timeout=10).jobs
+        return resolve_job_id(prefix, [j.job_id for j in jobs])
+
+
+def _rpc(fn):
+    """Turn gRPC failures into one clear line."""
+    try:
+        return fn()
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            raise TeenetError("the coordinator is not reachable (is `teenet coordinator serve` running?)") from None
+        raise TeenetError(f"coordinator refused: {exc.details()}") from None
+
+
+def _validate(spec_path: Path, analyst: "_Analyst | None"):
+    from teenet.jobspec import check_against_consortium, parse_job_spec
+    from teenet.models import InputSpec, ReleaseRequest, validate_job
+
+    spec = parse_job_spec(spec_path, source=str(spec_path))
+    if analyst is not None:
+        check_against_consortium(spec, analyst.consortium, source=str(spec_path))
+    try:
+        validate_job(spec.function, [InputSpec(i.party, i.table, tuple(i.keys), tuple(i.columns)) for i in spec.inputs],
+                     dict(spec.params), [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release])
+    except InputError as exc:
+        line = spec.line_of(exc.field) if exc.field and hasattr(spec, "line_of") else None
+        raise InputError(str(exc).split(": ", 1)[-1] if exc.field else str(exc), source=str(spec_path),
+                         line=line, field=exc.field) from None
+    return spec
+
+
+@app.command("validate")
+def validate(spec: Path = typer.Argument(..., help="The job spec (YAML)."),
+             config: Path = ConfigOpt,
+             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Check a job spec: schema, names, the consortium's catalog and the function's parameters."""
+    import os
+
+    analyst = _Analyst(config) if (config or os.environ.get("TEENET_CONFIG")) else None
+    s = _validate(spec, analyst)
+    emit({"valid": True, "name": s.name, "function": s.function}, as_json,
+         lambda c: c.print(f"[green]valid[/green]: {s.name} ({s.function}, "
+                           f"{len(s.inputs)} inputs, releases {', '.join(r.kind for r in s.release)})"))
+
+
+def _status_json(st: pb.JobStatus) -> dict:
+    return {"job_id": st.job_id, "name": st.name, "state": st.state, "reason": st.reason, "analyst": st.analyst,
+            "function": st.function, "compute": st.compute,
+            "decisions": [{"party": d.party, "decision": d.decision, "reason": d.reason} for d in st.decisions],
+            "uploaded": list(st.uploaded), "results": list(st.results),
+            "created_at": st.created_at, "updated_at": st.updated_at}
+
+
+def _progress_line(st: pb.JobStatus) -> str:
+    approvals = ", ".join(f"{d.party}:{d.decision}" for d in st.decisions)
+    parts = [f"[bold]{st.state}[/bold]"]
+    if approvals:
+        parts.append(f"approvals {approvals}")
+    if st.uploaded:
+        parts.append(f"uploaded {', '.join(st.uploaded)}")
+    if st.reason and st.state in TERMINAL:
+        parts.append(st.reason)
+    return " | ".join(parts)
+
+
+def wait_for(analyst: _Analyst, job_id: str, timeout: float, quiet: bool = False) -> pb.JobStatus:
+    deadline = time.monotonic() + timeout
+    last = ""
+    delay = 0.05
+    while True:
+        try:
+            st = analyst.stub.GetJob(pb.JobRef(job_id=job_id), timeout=10)
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise TeenetError(f"coordinator refused: {exc.details()}") from None
+            st = None  # the coordinator is restarting; keep waiting
+        if st is not None:
+            line = _progress_line(st)
+            if line != last and not quiet:
+                console.print(f"  {job_id[:12]} {line}")
+                last = line
+            if st.state in TERMINAL:
+                return st
+        if time.monotonic() > deadline:
+            raise TeenetError(f"job {job_id[:12]} did not finish within {timeout:.0f}s "
+                              f"(last state: {st.state if st else 'unknown'})")
+        time.sleep(delay)
+        delay = min(0.5, delay * 1.5)
+
+
+@app.command("submit")
+def submit(spec: Path = typer.Argument(..., help="The job spec (YAML)."),
+           config: Path = ConfigOpt,
+           wait: bool = typer.Option(False, "--wait", help="Wait and show progress until the job ends."),
+           timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait with --wait."),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Sign a job spec with the analyst's key and submit it to the coordinator."""
+    from teenet.jobspec import sign_job
+
+    analyst = _Analyst(config)
+    s = _validate(spec, analyst)
+    signed = sign_job(s, analyst.cfg.analyst, analyst.consortium.name, analyst.keys.signing)
+    reply = _rpc(lambda: analyst.stub.SubmitJob(signed.to_proto(), timeout=10))
+    if not as_json:
+        console.print(f"submitted [bold]{s.name}[/bold] as job {reply.job_id}")
+    if not wait:
+        emit({"job_id": reply.job_id, "state": reply.state}, as_json, lambda c: None)
+        return
+    st = wait_for(analyst, reply.job_id, timeout, quiet=as_json)
+    emit(_status_json(st), as_json, lambda c: c.print(
+        f"job {st.job_id[:12]} {st.state}" + (f": {st.reason}" if st.reason else "")))
+    if st.state != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(job: str = typer.Argument(..., help="Job id or unique prefix."), config: Path = ConfigOpt,
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """A job's state, each owner's decision, uploads and results."""
+    analyst = _Analyst(config)
+    st = _rpc(lambda: analyst.stub.GetJob(pb.JobRef(job_id=analyst.job_id(job)), timeout=10))
+
+    def render(c) -> None:
+        c.print(f"job {st.job_id}\n  name {st.name} ({st.function} on {st.compute}), analyst {st.analyst}\n"
+                f"  state [bold]{st.state}[/bold]" + (f": {st.reason}" if st.reason else ""))
+        for d in st.decisions:
+            c.print(f"  {d.party}: {d.decision}" + (f" ({d.reason})" if d.reason else ""))
+        if st.uploaded:
+            c.print(f"  uploaded: {', '.join(st.uploaded)}")
+        if st.results:
+            c.print(f"  results: {', '.join(st.results)}")
+
+    emit(_status_json(st), as_json, render)
+
+
+@app.command("list")
+def list_(config: Path = ConfigOpt, state: str = typer.Option("", "--state", help="Only jobs in this state."),
+          limit: int = typer.Option(50, "--limit"), as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Recent jobs."""
+    analyst = _Analyst(config)
+    jobs = _rpc(lambda: analyst.stub.ListJobs(pb.ListJobsRequest(limit=limit, state=state), timeout=10)).jobs
+
+    def render(c) -> None:
+        t = Table("job", "name", "function", "analyst", "state", "reason")
+        for j in jobs:
+            t.add_row(j.job_id[:12], j.name, j.function, j.analyst, j.state, j.reason)
+        c.print(t)
+
+    emit([_status_json(j) for j in jobs], as_json, render)
+
+
+@app.command("cancel")
+def cancel(job: str = typer.Argument(..., help="Job id or unique prefix."), config: Path = ConfigOpt,
+           reason: str = typer.Option("cancelled by the analyst", "--reason"),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Cancel a job that has not ended (signed by the analyst's key)."""
+    from teenet.canonical import domain_message
+
+    analyst = _Analyst(config)
+    job_id = analyst.job_id(job)
+    sig = analyst.keys.signing.sign(domain_message("teenet/cancel/v1", bytes.fromhex(job_id), reason.encode()))
+    st = _rpc(lambda: analyst.stub.CancelJob(pb.CancelRequest(job_id=job_id, analyst=analyst.cfg.analyst,
+                                                               reason=reason, signature=sig), timeout=10))
+    emit(_status_json(st), as_json, lambda c: c.print(f"job {job_id[:12]} {st.state}"))
+
+
+@app.command("result")
+def result(job: str = typer.Argument(..., help="Job id or unique prefix."), config: Path = ConfigOpt,
+           out: Path = typer.Option(Path("results"), "--out", "-o", help="Folder to write the results to."),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Verify the enclave's evidence and signature, then decrypt and write this analyst's results."""
+    from teenet.node.results import fetch_and_open, write_results
+
+    analyst = _Analyst(config)
+    job_id = analyst.job_id(job)
+    opened, claims = fetch_and_open(analyst.stub, job_id, analyst.cfg.analyst, analyst.keys, analyst.consortium,
+                                    sim_dir=getattr(analyst.cfg, "sim_dir", None))
+    files = write_results(opened, out)
+    data = {"job_id": job_id, "verified": True, "enclave": claims.to_json(),
+            "results": [{"kind": o.kind, "media_type": o.media_type, "summary": o.summary} for o in opened],
+            "files": [str(f) for f in files]}
+
+    def render(c) -> None:
+        sim = " [yellow](SIMULATED attestation)[/yellow]" if claims.simulated else ""
+        c.print(f"[green]verified[/green]: signed by the attested compute enclave "
+                f"{claims.measurement.hex()[:16]}... on {claims.platform.value}{sim}")
+        for f in files:
+            c.print(f"  wrote {f}")
+
+    emit(data, as_json, render)

@@ -1,0 +1,324 @@
+"""`teenet sandbox init|up|down`: a whole consortium on one machine, on loopback.
+
+`init` writes a development PKI, member keys, a simulated TEE platform, a consortium file,
+configs for three data nodes (bank, telco, insurer), one compute node and a coordinator,
+synthetic tables with overlapping customers (or the parties' own CSV/Parquet files), and
+example jobs. `up` starts every daemon as its own process; `down` stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+import yaml
+
+from teenet.cli.output import JSON_HELP, emit
+from teenet.errors import InputError, TeenetError
+
+app = typer.Typer(no_args_is_help=True)
+
+DATA_PARTIES = ("bank", "telco", "insurer")
+COMPUTE = "compute-1"
+ANALYST = "analyst"
+COORDINATOR = "coordinator"
+PROCESS_FILE = "run/processes.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dump(path: Path, data: dict, header: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=100))
+
+
+def _own_tables(specs: list[str]) -> dict[str, dict[str, Path]]:
+    """Parse --data party:table=path options (CSV or Parquet)."""
+    out: dict[str, dict[str, Path]] = {}
+    for spec in specs:
+        try:
+            left, path = spec.split("=", 1)
+            party, table = left.split(":", 1)
+        except ValueError:
+            raise InputError(f"--data {spec!r}: expected PARTY:TABLE=PATH, e.g. bank:customers=./customers.csv") from None
+        if party not in DATA_PARTIES:
+            raise InputError(f"--data {spec!r}: party must be one of {', '.join(DATA_PARTIES)}")
+        p = Path(path).expanduser().resolve()
+        if not p.is_file() or p.suffix.lower() not in (".csv", ".parquet"):
+            raise InputError(f"--data {spec!r}: expected an existing .csv or .parquet file", source=str(p))
+        out.setdefault(party, {})[table] = p
+    return out
+
+
+def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str, Path]] | None = None,
+                 force: bool = False) -> dict:
+    """Create a sandbox consortium in `directory`; returns a summary."""
+    from teenet.attestation.measure import enclave_manifest
+    from teenet.attestation.sim import SimulatedPlatform
+    from teenet.identity import MemberKeys
+    from teenet.pki import DevPki
+    from teenet.cli.sandbox_data import generate
+    from teenet.node.catalog import Catalog, CatalogTable
+
+    directory = directory.resolve()
+    if (directory / "consortium.yaml").exists() and not force:
+        raise InputError(f"{directory} already holds a sandbox; use --force to replace it")
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = DevPki.create(directory / "pki")
+    SimulatedPlatform.load_or_create(directory / "sim-platform")
+    measurement = enclave_manifest().measurement().hex()
+    tables = generate(directory / "data", rows=rows)
+    for party, extra in (own or {}).items():
+        tables[party] = dict(extra)  # the party's own files replace its synthetic ones
+
+    members: dict[str, dict] = {}
+    keys: dict[str, MemberKeys] = {}
+    for name in (*DATA_PARTIES, COMPUTE, ANALYST):
+        k = MemberKeys.generate()
+        k.save(directory / "members" / name / "keys")
+        keys[name] = k
+        pki.issue(name)
+    pki.issue(COORDINATOR)
+    coordinator_port, compute_port = _free_port(), _free_port()
+    sim_attestation = {"allow_simulated": True, "measurements": [measurement]}
+
+    for party in DATA_PARTIES:
+        catalog = Catalog({t: CatalogTable(t, p.suffix.lstrip(".").lower(), p, None, None)
+                           for t, p in tables[party].items()})
+        members[party] = {"role": "data", **keys[party].public().to_config(),
+                          "tables": {t: catalog.columns(t) for t in tables[party]}}
+    members[COMPUTE] = {"role": "compute", "endpoint": f"127.0.0.1:{compute_port}", **keys[COMPUTE].public().to_config()}
+    members[ANALYST] = {"role": "analyst", **keys[ANALYST].public().to_config()}
+    _dump(directory / "consortium.yaml", {
+        "consortium": "sandbox",
+        "coordinator": {"name": COORDINATOR, "endpoint": f"127.0.0.1:{coordinator_port}"},
+        "attestation": sim_attestation,
+        "members": members,
+    }, "# A sandbox consortium made by `teenet sandbox init`. SIMULATED attestation: development only.\n")
+
+    def tls(name: str) -> dict:
+        return {"ca": "pki/ca.pem", "cert": f"pki/{name}.pem", "key": f"pki/{name}.key"}
+
+    everyone = [*DATA_PARTIES, ANALYST]
+    for party in DATA_PARTIES:
+        cols = members[party]["tables"]
+        _dump(directory / f"{party}.yaml", {
+            "node": party, "role": "data", "consortium": "consortium.yaml",
+            "state_dir": f"state/{party}", "keys": f"members/{party}/keys", "tls": tls(party),
+            "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
+            "poll_interval": 0.2,
+            "tables": {t: {"format": p.suffix.lstrip(".").lower(), "path": str(p)} for t, p in tables[party].items()},
+            "policy": {
+                "analysts": [ANALYST], "functions": ["psi", "aggregate", "train", "predict"],
+                "tables": cols, "min_group_size": 10, "recipients": everyone, "id_recipients": [party],
+                "auto_approve": [{"analysts": [ANALYST],
+                                  "functions": ["psi", "aggregate", "train"] if party != "insurer" else ["psi", "aggregate"],
+                                  "release_kinds": ["size", "sums", "aggregate", "model", "metrics"],
+                                  "recipients": everyone}],
+                "compute_attestation": sim_attestation,
+            },
+        }, f"# {party}'s node. Jobs outside its auto-approve rules wait for `teenet approvals approve`.\n")
+    _dump(directory / f"{COMPUTE}.yaml", {
+        "node": COMPUTE, "role": "compute", "consortium": "consortium.yaml",
+        "state_dir": f"state/{COMPUTE}", "keys": f"members/{COMPUTE}/keys", "tls": tls(COMPUTE),
+        "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
+        "listen": f"127.0.0.1:{compute_port}", "poll_interval": 0.2,
+        "policy": {"data_attestation": sim_attestation, "compute_attestation": sim_attestation},
+    })
+    _dump(directory / "coordinator.yaml", {
+        "name": COORDINATOR, "listen": f"127.0.0.1:{coordinator_port}", "consortium": "consortium.yaml",
+        "database": "state/coordinator/coordinator.db", "tls": tls(COORDINATOR),
+        "audit_key": "state/coordinator/audit.key",
+    })
+    _dump(directory / "analyst.yaml", {
+        "analyst": ANALYST, "consortium": "consortium.yaml", "keys": f"members/{ANALYST}/keys",
+        "tls": tls(ANALYST), "sim_dir": "sim-platform",
+    })
+    _write_jobs(directory / "jobs", tables)
+    return {"directory": str(directory), "measurement": measurement, "coordinator": f"127.0.0.1:{coordinator_port}",
+            "compute": f"127.0.0.1:{compute_port}", "parties": list(DATA_PARTIES),
+            "tables": {p: {t: str(x) for t, x in ts.items()} for p, ts in tables.items()}}
+
+
+def _write_jobs(d: Path, tables: dict[str, dict[str, Path]]) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "psi-overlap.yaml").write_text(
+        "# How many customers do the bank, the telco and the insurer share? Only the count leaves.\n"
+        "name: psi-overlap\nfunction: psi\ncompute: compute-1\ninputs:\n"
+        "  - {party: bank,    table: customers, key: customer_id, columns: []}\n"
+        "  - {party: telco,   table: usage,     key: customer_id, columns: []}\n"
+        "  - {party: insurer, table: policies,  key: customer_id, columns: []}\n"
+        "params: {normalize: {trim: true, case: none, type: int}}\n"
+        "release:\n  - {kind: size, to: [analyst, bank, telco, insurer]}\n")
+    (d / "spend-by-region.yaml").write_text(
+        "# Mean income and premium by region over customers of both the bank and the insurer.\n"
+        "name: spend-by-region\nfunction: aggregate\ncompute: compute-1\ninputs:\n"
+        "  - {party: bank,    table: customers, key: customer_id, columns: [region, income]}\n"
+        "  - {party: insurer, table: policies,  key: customer_id, columns: [premium, claims]}\n"
+        "params:\n  combine: join\n  group_by: [{party: bank, column: region}]\n"
+        "  metrics:\n    - {party: bank, column: income, stats: [count, mean, p50]}\n"
+        "    - {party: insurer, column: premium, stats: [mean, std]}\n"
+        "release:\n  - {kind: aggregate, to: [analyst, bank, insurer]}\n")
+    (d / "default-risk.yaml").write_text(
+        "# A default-risk model trained on bank and telco features joined on the customer.\n"
+        "name: default-risk\nfunction: train\ncompute: compute-1\ninputs:\n"
+        "  - {party: bank,  table: customers, key: customer_id, columns: [age, income, defaulted]}\n"
+        "  - {party: telco, table: usage,     key: customer_id, columns: [minutes, data_gb, late_payments]}\n"
+        "params: {layout: vertical, model: logistic_regression,\n"
+        "         label: {party: bank, column: defaulted}, test_fraction: 0.2, seed: 7}\n"
+        "release:\n  - {kind: model,   to: [analyst, bank]}\n  - {kind: metrics, to: [analyst, bank, telco]}\n")
+
+
+@app.command("init")
+def init(directory: Path = typer.Argument(..., help="Folder for the sandbox."),
+         rows: int = typer.Option(20_000, "--rows", help="Rows per synthetic table (about)."),
+         data: list[str] = typer.Option([], "--data", help="Use your own file: PARTY:TABLE=PATH (CSV or Parquet); "
+                                                           "repeatable. Parties: bank, telco, insurer."),
+         force: bool = typer.Option(False, "--force", help="Replace an existing sandbox."),
+         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Create a consortium of three agencies, a compute node and a coordinator on loopback."""
+    summary = init_sandbox(directory, rows=rows, own=_own_tables(data), force=force)
+
+    def render(c) -> None:
+        c.print(f"sandbox in {summary['directory']}")
+        c.print(f"  enclave measurement pinned by every owner: {summary['measurement']}")
+        c.print("  [yellow]attestation is SIMULATED (allow_simulated: true): development only[/yellow]")
+        c.print(f"  next: teenet sandbox up {directory}")
+
+    emit(summary, as_json, render)
+
+
+def _processes(directory: Path) -> list[dict]:
+    f = directory / PROCESS_FILE
+    return json.loads(f.read_text()) if f.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours is not alive
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def start_process(directory: Path, name: str, args: list[str]) -> dict:
+    log = directory / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "teenet.cli.main", "--verbose", *args], cwd=directory,
+                                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    return {"name": name, "pid": proc.pid, "log": str(log), "args": args}
+
+
+def _wait_ready(p: dict, marker: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    log = Path(p["log"])
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if marker in text:
+            return
+        if not _alive(p["pid"]):
+            tail = "\n".join(text.strip().splitlines()[-5:])
+            raise TeenetError(f"{p['name']} exited during start-up; its log ({log}) ends:\n{tail}")
+        time.sleep(0.1)
+    raise TeenetError(f"{p['name']} did not become ready within {timeout:.0f}s (log: {log})")
+
+
+def up_sandbox(directory: Path, timeout: float = 60.0) -> list[dict]:
+    from teenet.attestation.measure import enclave_manifest
+
+    directory = directory.resolve()
+    if not (directory / "consortium.yaml").exists():
+        raise InputError(f"{directory} holds no sandbox; run `teenet sandbox init {directory}` first")
+    running = [p for p in _processes(directory) if _alive(p["pid"])]
+    if running:
+        raise TeenetError(f"the sandbox is already up ({len(running)} processes); `teenet sandbox down {directory}` first")
+    pinned = yaml.safe_load((directory / "consortium.yaml").read_text())["attestation"]["measurements"]
+    current = enclave_manifest().measurement().hex()
+    if current not in pinned:
+        raise TeenetError(f"the enclave code changed since `sandbox init` (measurement {current[:16]}... is not "
+                          f"pinned by the owners); re-run `teenet sandbox init --force {directory}`")
+    procs: list[dict] = []
+    (directory / "run").mkdir(exist_ok=True)
+
+    def record() -> None:
+        (directory / PROCESS_FILE).write_text(json.dumps(procs, indent=2))
+
+    try:
+        procs.append(start_process(directory, COORDINATOR, ["coordinator", "serve", "--config", "coordinator.yaml"]))
+        record()
+        _wait_ready(procs[-1], "listening", timeout)
+        for name in (COMPUTE, *DATA_PARTIES):
+            procs.append(start_process(directory, name, ["node", "serve", "--config", f"{name}.yaml"]))
+            record()
+        for p in procs[1:]:
+            _wait_ready(p, " up; enclave ", timeout)
+    except BaseException:
+        down_sandbox(directory)
+        raise
+    return procs
+
+
+def down_sandbox(directory: Path, timeout: float = 15.0) -> list[str]:
+    directory = directory.resolve()
+    procs = _processes(directory)
+    stopped = []
+    for p in procs:
+        if _alive(p["pid"]):
+            try:
+                os.kill(p["pid"], signal.SIGTERM)
+            except OSError:
+                pass
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        while _alive(p["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(p["pid"]):
+            try:
+                os.kill(p["pid"], signal.SIGKILL)
+            except OSError:
+                pass
+        stopped.append(p["name"])
+    f = directory / PROCESS_FILE
+    if f.exists():
+        f.unlink()
+    return stopped
+
+
+@app.command("up")
+def up(directory: Path = typer.Argument(..., help="A folder made by `teenet sandbox init`."),
+       as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Start the coordinator, the compute node and the three data nodes as processes."""
+    procs = up_sandbox(directory)
+
+    def render(c) -> None:
+        for p in procs:
+            c.print(f"  {p['name']:<12} pid {p['pid']:<7} log {p['log']}")
+        c.print(f"up. Try: teenet job submit --config {directory}/analyst.yaml {directory}/jobs/psi-overlap.yaml --wait")
+
+    emit(procs, as_json, render)
+
+
+@app.command("down")
+def down(directory: Path = typer.Argument(..., help="A sandbox folder."),
+         as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Stop every process of the sandbox."""
+    stopped = down_sandbox(directory)
+    emit({"stopped": stopped}, as_json, lambda c: c.print(f"stopped {len(stopped)} processes"))

@@ -1,0 +1,226 @@
+"""A compute node's work: check every owner's approval, attest, receive sealed tables, run, release.
+
+The enclave refuses a job unless every input owner's signed approval matches it and
+trusts this enclave's measurement. It then makes fresh per-job keys and evidence (the
+offer), accepts a table only from the owner's own attested enclave over that owner's
+TLS identity, opens it only when the whole sealed stream verifies, runs the function from
+`teenet.models` under the combined release rules, and releases each result signed with
+its attested key and sealed to each recipient. Inputs and keys are dropped when the job ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import grpc
+import pyarrow as pa
+
+from teenet.approval import ApprovedTerms, SignedDecision, verify_approvals
+from teenet.errors import TeenetError
+from teenet.jobspec import SignedJob, verify_signed_job
+from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
+from teenet.pki import peer_name
+from teenet.proto import teenet_pb2 as pb
+from teenet.proto import teenet_pb2_grpc as rpc
+from teenet.release import seal_result
+from teenet.sealing import SealedTableReader, StreamBinding
+from teenet.node.links import call_with_retry
+from teenet.node.runtime import NodeRuntime
+
+log = logging.getLogger("teenet.node.compute")
+
+
+@dataclass
+class JobRun:
+    """One job's state inside the enclave. Dropped when the job ends."""
+
+    job_id: str
+    spec: object
+    terms: ApprovedTerms
+    session: ComputeEnclaveSession
+    tables: dict[tuple[str, str], pa.Table] = field(default_factory=dict)
+    started: bool = False
+
+
+class ComputeRole(rpc.ComputeServicer):
+    def __init__(self, rt: NodeRuntime, suite: HpkeSuite = HpkeSuite.X25519) -> None:
+        self.rt = rt
+        self.suite = suite
+        self.runs: dict[str, JobRun] = {}
+        self.finished: set[str] = set()
+        self._lock = threading.Lock()
+
+    # poll items ---------------------------------------------------------------------------
+    def on_compute(self, item: pb.WorkItem) -> None:
+        rt = self.rt
+        job_id = item.job_id
+        with self._lock:
+            if job_id in self.runs or job_id in self.finished:
+                run = self.runs.get(job_id)
+                if run is not None:
+                    self._post_offer(run)  # the coordinator may have lost it; offers are idempotent
+                return
+        signed = SignedJob.from_proto(item.job)
+        try:
+            spec = verify_signed_job(signed, rt.consortium)
+            if spec.compute != rt.name:
+                raise TeenetError(f"job names compute '{spec.compute}', this is '{rt.name}'")
+            party_keys = {m.name: m.keys.signing for m in rt.consortium.members.values() if m.role == "data"}
+            terms = verify_approvals(
+                job_id=signed.job_id, function=spec.function, compute=spec.compute,
+                inputs=[(i.party, i.table, list(i.keys) + list(i.columns)) for i in spec.inputs],
+                release=[(r.kind, list(r.to)) for r in spec.release],
+                signed=[SignedDecision(d.job_id, d.party, d.decision, d.signature) for d in item.decisions],
+                party_keys=party_keys, own_measurement=rt.enclave.measurement)
+        except TeenetError as exc:
+            self._fail(job_id, f"compute enclave refused the job: {exc}")
+            return
+        session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
+        run = JobRun(job_id, spec, terms, session)
+        with self._lock:
+            self.runs[job_id] = run
+        rt.audit("job_accepted", job_id=job_id, function=spec.function,
+                 parties=sorted({i.party for i in spec.inputs}), min_group_size=terms.min_group_size)
+        self._post_offer(run)
+
+    def _post_offer(self, run: JobRun) -> None:
+        rt = self.rt
+        offer = run.session.offer(rt.name, rt.config.listen or "")
+        call_with_retry(lambda: rt.coordinator.stub.PostOffer(pb.ComputeOffer(
+            job_id=offer.job_id, compute=offer.compute, hpke_suite=offer.suite.value,
+            hpke_public_key=offer.hpke_public_key, signing_public_key=offer.signing_public_key,
+            evidence=offer.evidence, endpoint=offer.endpoint), timeout=10), what="post offer", stop=rt.stopping)
+
+    def on_stop(self, item: pb.WorkItem) -> None:
+        with self._lock:
+            run = self.runs.pop(item.job_id, None)
+            self.finished.add(item.job_id)
+        if run is not None:
+            run.tables.clear()
+            self.rt.audit("job_dropped", job_id=item.job_id, reason=item.reason)
+            log.info("job %s stopped (%s); inputs and keys dropped", item.job_id[:16], item.reason)
+
+    # uploads ------------------------------------------------------------------------------
+    def UploadTable(self, request_iterator: Iterator[pb.UploadMessage], context: grpc.ServicerContext) -> pb.UploadReply:
+        rt = self.rt
+        caller = peer_name(context)
+        try:
+            first = next(request_iterator)
+        except StopIteration:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload stream")
+        if first.WhichOneof("part") != "key":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an upload must start with the key envelope")
+        k = first.key
+        with self._lock:
+            run = self.runs.get(k.job_id)
+        if run is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this enclave has no approved job with that id")
+        if caller != k.party:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"'{caller}' may not upload a table of '{k.party}'")
+        if not any(i.party == k.party and i.table == k.table for i in run.spec.inputs):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{k.party}/{k.table} is not an input of this job")
+        if (k.party, k.table) in run.tables:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{k.party}/{k.table} was already received")
+        envelope = KeyEnvelope(k.job_id, k.party, k.table, k.sealed_key, k.evidence, k.signing_public_key, k.signature)
+        try:
+            key, claims = run.session.open_key_envelope(envelope, expected_party=k.party, expected_table=k.table,
+                                                        data_policy=rt.data_policy, roots=rt.enclave.roots)
+            sealed_bytes = [0]
+
+            def parts() -> Iterator[bytes]:
+                for msg in request_iterator:
+                    which = msg.WhichOneof("part")
+                    if which not in ("header", "chunk"):
+                        raise TeenetError("a key envelope may only come first")
+                    data = msg.header if which == "header" else msg.chunk
+                    sealed_bytes[0] += len(data)
+                    yield data
+
+            table = SealedTableReader(key, StreamBinding(bytes.fromhex(k.job_id), k.party, k.table)).read_table(parts())
+            inp = next(i for i in run.spec.inputs if i.party == k.party and i.table == k.table)
+            expected = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
+            if table.column_names != expected:
+                raise TeenetError(f"{k.party}/{k.table} arrived with columns {table.column_names}, "
+                                  f"the job approved {expected}")
+        except TeenetError as exc:
+            rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=k.table, reason=str(exc))
+            log.warning("job %s: refused %s/%s: %s", k.job_id[:16], k.party, k.table, exc)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        with self._lock:
+            run.tables[(k.party, k.table)] = table
+            ready = len(run.tables) == len(run.spec.inputs) and not run.started
+            if ready:
+                run.started = True
+        rt.audit("table_received", job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
+                 data_enclave=claims.measurement.hex())
+        if ready:
+            threading.Thread(target=self._run, args=(run,), name=f"job-{k.job_id[:8]}", daemon=True).start()
+        return pb.UploadReply(job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
+                              sealed_bytes=sealed_bytes[0])
+
+    # running ------------------------------------------------------------------------------
+    def _run(self, run: JobRun) -> None:
+        from teenet.models import PartyInput, ReleaseRequest, ReleaseRules, run_function
+
+        rt = self.rt
+        spec = run.spec
+        self._report(run.job_id, "running", f"all {len(spec.inputs)} inputs received; running {spec.function}")
+        try:
+            inputs = [PartyInput(i.party, i.table, tuple(i.keys), tuple(i.columns), run.tables[(i.party, i.table)])
+                      for i in spec.inputs]
+            rules = ReleaseRules(min_group_size=run.terms.min_group_size,
+                                 approved_recipients=dict(run.terms.approved_recipients),
+                                 id_owners=frozenset(run.terms.id_recipients))
+            requests = [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release]
+            releases = run_function(spec.function, inputs, dict(spec.params), requests, rules)
+            sealed = []
+            for rel in releases:
+                for recipient in rel.recipients:
+                    member = rt.consortium.member(recipient)
+                    sealed.append(seal_result(job_digest=bytes.fromhex(run.job_id), kind=rel.kind,
+                                              recipient=recipient, recipient_key=member.keys.hpke,
+                                              media_type=rel.media_type, payload=rel.payload,
+                                              summary=dict(rel.summary), sign=run.session.sign))
+        except TeenetError as exc:
+            self._finish(run)
+            self._fail(run.job_id, f"{spec.function} refused: {exc}")
+            return
+        except Exception as exc:  # a bug in a function must fail the job, not leak its inputs
+            log.exception("job %s: function crashed", run.job_id[:16])
+            self._finish(run)
+            self._fail(run.job_id, f"{spec.function} failed inside the enclave: {type(exc).__name__}")
+            return
+        self._finish(run)
+        call_with_retry(lambda: rt.coordinator.stub.PostResults(pb.PostResultsRequest(
+            job_id=run.job_id, results=[pb.SealedResult(job_id=s.job_id, recipient=s.recipient, kind=s.kind,
+                                                        envelope=s.envelope, signature=s.signature)
+                                        for s in sealed]), timeout=60), what="post results", stop=rt.stopping)
+        rt.audit("released_results", job_id=run.job_id,
+                 results=[[s.kind, s.recipient] for s in sealed])
+        log.info("job %s: released %d sealed result(s)", run.job_id[:16], len(sealed))
+
+    def _finish(self, run: JobRun) -> None:
+        with self._lock:
+            self.runs.pop(run.job_id, None)
+            self.finished.add(run.job_id)
+        run.tables.clear()
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        log.warning("job %s: %s", job_id[:16], reason)
+        self.rt.audit("job_failed", job_id=job_id, reason=reason)
+        with self._lock:
+            self.finished.add(job_id)
+        self._report(job_id, "failed", reason)
+
+    def _report(self, job_id: str, event: str, detail: str) -> None:
+        rt = self.rt
+        try:
+            call_with_retry(lambda: rt.coordinator.stub.ReportStatus(pb.StatusReport(
+                job_id=job_id, node=rt.name, event=event, detail=detail), timeout=10),
+                what="report status", stop=rt.stopping)
+        except grpc.RpcError as exc:
+            log.warning("job %s: coordinator refused status %s: %s", job_id[:16], event, exc.details())

@@ -1,0 +1,136 @@
+"""The node daemon: poll the coordinator, do the work, serve the Compute service if a compute node.
+
+Data nodes make outbound connections only. A compute node also listens (mutual TLS) for
+sealed uploads. Both run until SIGTERM or SIGINT, and survive the coordinator going away.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from teenet.errors import TeenetError
+from teenet.pki import GRPC_OPTIONS, server_credentials
+from teenet.proto import teenet_pb2 as pb
+from teenet.proto import teenet_pb2_grpc as rpc
+from teenet.node.compute_role import ComputeRole
+from teenet.node.data_role import DataRole
+from teenet.node.runtime import NodeRuntime, open_runtime
+
+log = logging.getLogger("teenet.node")
+
+
+class NodeDaemon:
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        self.data = DataRole(rt) if rt.config.role == "data" else None
+        self.compute = ComputeRole(rt) if rt.config.role == "compute" else None
+        self.server: grpc.Server | None = None
+        self.workers = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="work")
+        self._busy: set[tuple[str, str]] = set()
+        self._busy_lock = threading.Lock()
+
+    def start(self) -> None:
+        if self.compute is not None:
+            if not self.rt.config.listen:
+                raise TeenetError(f"compute node '{self.rt.name}' needs `listen: host:port` in its config")
+            self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=GRPC_OPTIONS)
+            rpc.add_ComputeServicer_to_server(self.compute, self.server)
+            health_servicer = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+            port = self.server.add_secure_port(self.rt.config.listen, server_credentials(self.rt.tls))
+            if port == 0:
+                raise TeenetError(f"cannot listen on {self.rt.config.listen}")
+            self.server.start()
+            for service in ("", "teenet.v1.Compute"):
+                health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+            log.info("compute service listening on %s", self.rt.config.listen)
+        log.info("node %s (%s) up; enclave %s measurement %s", self.rt.name, self.rt.config.role,
+                 self.rt.enclave.backend, self.rt.enclave.measurement[:16])
+
+    def poll_once(self) -> int:
+        reply = self.rt.coordinator.stub.Poll(pb.PollRequest(node=self.rt.name), timeout=10)
+        for item in reply.items:
+            self._dispatch(item)
+        return len(reply.items)
+
+    def _dispatch(self, item: pb.WorkItem) -> None:
+        key = (item.kind, item.job_id)
+        with self._busy_lock:
+            if key in self._busy:
+                return
+            self._busy.add(key)
+
+        def work() -> None:
+            try:
+                self._handle(item)
+            except TeenetError as exc:
+                log.warning("job %s: %s", item.job_id[:16], exc)
+            except grpc.RpcError as exc:
+                log.warning("job %s: %s failed: %s", item.job_id[:16], item.kind, exc.code().name)
+            except Exception:
+                log.exception("job %s: unexpected error in %s", item.job_id[:16], item.kind)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(key)
+
+        self.workers.submit(work)
+
+    def _handle(self, item: pb.WorkItem) -> None:
+        if item.kind == "decide" and self.data:
+            self.data.on_decide(item)
+        elif item.kind == "upload" and self.data:
+            self.data.on_upload(item)
+        elif item.kind == "compute" and self.compute:
+            self.compute.on_compute(item)
+        elif item.kind == "stop":
+            (self.data or self.compute).on_stop(item)  # type: ignore[union-attr]
+        else:
+            log.warning("ignoring work item %r for a %s node", item.kind, self.rt.config.role)
+
+    def run(self) -> None:
+        interval = float(self.rt.config.poll_interval)
+        backoff = interval
+        while not self.rt.stop_event.is_set():
+            try:
+                self.poll_once()
+                backoff = interval
+            except grpc.RpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    log.info("coordinator unavailable; retrying in %.1fs", backoff)
+                    backoff = min(5.0, backoff * 2)
+                else:
+                    log.warning("coordinator refused poll: %s %s", exc.code().name, exc.details())
+                    backoff = min(5.0, backoff * 2)
+            self.rt.stop_event.wait(backoff)
+
+    def stop(self) -> None:
+        self.rt.stop_event.set()
+        if self.server is not None:
+            self.server.stop(grace=2).wait()
+        self.workers.shutdown(wait=False, cancel_futures=True)
+        self.rt.close()
+
+
+def serve(config_path: Path) -> None:
+    """Run a node until SIGTERM/SIGINT."""
+    rt = open_runtime(config_path)
+    daemon = NodeDaemon(rt)
+    daemon.start()
+
+    def handle(signum, frame):  # noqa: ARG001
+        rt.stop_event.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    try:
+        daemon.run()
+    finally:
+        daemon.stop()
+        log.info("node %s stopped", rt.name)

@@ -1,0 +1,204 @@
+"""A data node's work: decide on jobs by its owner's policy, and ship sealed tables.
+
+For each job it is asked about, the node verifies the analyst's signature itself, decides
+once per digest (by rule, or by an operator), signs the decision and keeps it. When the
+compute enclave's offer arrives, it verifies that enclave's evidence against its owner's
+policy, then, inside its own enclave, seals a fresh table key to it and streams the
+granted columns of its table as a sealed Arrow stream straight to the compute node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator
+
+import grpc
+
+from teenet.approval import sign_decision
+from teenet.errors import TeenetError
+from teenet.jobspec import SignedJob, verify_signed_job
+from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
+from teenet.pki import secure_channel
+from teenet.proto import teenet_pb2 as pb
+from teenet.proto import teenet_pb2_grpc as rpc
+from teenet.sealing import StreamBinding, TableKey, seal_table
+from teenet.node import policy as owner_policy
+from teenet.node.links import call_with_retry
+from teenet.node.runtime import NodeRuntime
+
+log = logging.getLogger("teenet.node.data")
+
+
+class DataRole:
+    def __init__(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        self._uploading: set[str] = set()
+        self._lock = threading.Lock()
+
+    # decisions ----------------------------------------------------------------------------
+    def on_decide(self, item: pb.WorkItem) -> None:
+        rt = self.rt
+        signed = SignedJob.from_proto(item.job)
+        try:
+            spec = verify_signed_job(signed, rt.consortium)
+        except TeenetError as exc:
+            log.warning("job %s refused: %s", item.job_id[:16], exc)
+            rt.audit("job_refused", job_id=item.job_id, reason=str(exc))
+            return
+        job_id = signed.job_id
+        if rt.store.remember_job(job_id, signed.canonical_spec, signed.analyst, signed.signature,
+                                 spec.name, spec.function):
+            rt.audit("job_received", job_id=job_id, analyst=spec.analyst, function=spec.function, name=spec.name)
+        existing = rt.store.decision(job_id, rt.name)
+        if existing is None:
+            existing = self._decide(job_id, spec)
+        if existing is None:
+            return  # waiting for an operator
+        call_with_retry(lambda: rt.coordinator.stub.SubmitDecision(pb.SignedDecision(
+            job_id=existing.job_id, party=existing.party, decision=existing.decision,
+            signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
+        rt.store.mark_decision_sent(job_id)
+
+    def _decide(self, job_id: str, spec):
+        rt = self.rt
+        operator = rt.store.operator_action(job_id)
+        if operator is not None:
+            action, who, reason = operator
+            approve, decided_by = action == "approve", f"operator:{who}"
+            if approve:  # an operator may approve only what the policy allows at all
+                outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
+                if outcome.outcome == "reject":
+                    approve, reason = False, outcome.reason
+            reason = reason or ("approved by operator" if approve else "rejected by operator")
+        else:
+            outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
+            if outcome.outcome == "pending":
+                if rt.store.job(job_id).status != "pending":
+                    rt.store.set_status(job_id, "pending", outcome.reason)
+                    rt.audit("approval_pending", job_id=job_id, reason=outcome.reason)
+                    log.info("job %s (%s) waits for an operator: teenet approvals list", job_id[:16], spec.name)
+                return None
+            approve, reason, decided_by = outcome.outcome == "approve", outcome.reason, "policy"
+        decision = owner_policy.decision_for(spec, job_id, rt.name, rt.config.policy, rt.compute_measurements,
+                                             approve=approve, reason=reason, decided_by=decided_by)
+        signed = rt.store.store_decision(sign_decision(decision, rt.keys.signing),
+                                         "approved" if approve else "rejected", reason)
+        rt.audit("approved" if approve else "rejected", job_id=job_id, reason=reason, decided_by=decided_by,
+                 tables=[t for t, _ in decision.tables], release=[[k, list(r)] for k, r in decision.release])
+        log.info("job %s (%s) %s: %s", job_id[:16], spec.name, "approved" if approve else "rejected", reason)
+        return signed
+
+    def _table_columns(self, spec) -> dict[str, list[str]]:
+        out = {}
+        for inp in spec.inputs:
+            if inp.party == self.rt.name and inp.table in self.rt.catalog.tables:
+                out[inp.table] = self.rt.catalog.columns(inp.table)
+        return out
+
+    # uploads ------------------------------------------------------------------------------
+    def on_upload(self, item: pb.WorkItem) -> None:
+        job_id = item.job_id
+        with self._lock:
+            if job_id in self._uploading:
+                return
+            self._uploading.add(job_id)
+        try:
+            self._upload(item)
+        finally:
+            with self._lock:
+                self._uploading.discard(job_id)
+
+    def _upload(self, item: pb.WorkItem) -> None:
+        rt = self.rt
+        job_id = item.job_id
+        record = rt.store.job(job_id)
+        if record is None or record.status not in ("approved", "uploaded"):
+            return  # never approved here: ship nothing
+        signed = SignedJob(record.canonical_spec, record.analyst, record.signature)
+        spec = verify_signed_job(signed, rt.consortium)
+        mine = [inp for inp in spec.inputs if inp.party == rt.name]
+        done = rt.store.uploads(job_id)
+        pending = [inp for inp in mine if f"{rt.name}/{inp.table}" not in done]
+        for key, reported in done.items():
+            if not reported:
+                self._report(job_id, "uploaded", key)
+        if not pending:
+            return
+        o = item.offer
+        try:
+            offer = ComputeOffer(o.job_id, o.compute, HpkeSuite.parse(o.hpke_suite), o.hpke_public_key,
+                                 o.signing_public_key, o.evidence, o.endpoint)
+            if offer.compute != spec.compute:
+                raise TeenetError(f"offer comes from '{offer.compute}', the job names '{spec.compute}'")
+            verified = verify_compute_offer(offer, bytes.fromhex(job_id), rt.compute_policy, rt.enclave.roots)
+        except TeenetError as exc:
+            reason = f"{rt.name} refused the compute enclave: {exc}"
+            log.warning("job %s: %s", job_id[:16], reason)
+            rt.store.set_status(job_id, "failed", reason)
+            rt.audit("compute_refused", job_id=job_id, reason=str(exc))
+            self._report(job_id, "failed", reason)
+            return
+        endpoint = rt.consortium.member(spec.compute).endpoint  # from the consortium file, not the coordinator
+        session = DataEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester)
+        channel = secure_channel(endpoint, rt.tls, server_name=spec.compute)
+        try:
+            stub = rpc.ComputeStub(channel)
+            for inp in pending:
+                columns = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
+                key = TableKey.generate()
+                envelope = session.seal_table_key(verified, rt.name, inp.table, key)
+                binding = StreamBinding(bytes.fromhex(job_id), rt.name, inp.table)
+                batches = rt.catalog.batches(inp.table, columns)
+                rows = [0]
+
+                def counted(it: Iterator) -> Iterator:
+                    for b in it:
+                        rows[0] += b.num_rows
+                        yield b
+
+                def messages() -> Iterator[pb.UploadMessage]:
+                    yield pb.UploadMessage(key=pb.KeyEnvelope(
+                        job_id=envelope.job_id, party=envelope.party, table=envelope.table,
+                        sealed_key=envelope.sealed_key, evidence=envelope.evidence,
+                        signing_public_key=envelope.signing_public_key, signature=envelope.signature))
+                    first = True
+                    for msg in seal_table(counted(batches), key, binding):
+                        yield pb.UploadMessage(header=msg) if first else pb.UploadMessage(chunk=msg)
+                        first = False
+
+                try:
+                    reply = stub.UploadTable(messages(), timeout=3600)
+                except grpc.RpcError as exc:
+                    if exc.code() in (grpc.StatusCode.UNAVAILABLE,):
+                        log.info("job %s: compute node unavailable; will retry", job_id[:16])
+                        return
+                    reason = f"compute node refused {rt.name}/{inp.table}: {exc.details()}"
+                    rt.store.set_status(job_id, "failed", reason)
+                    rt.audit("upload_refused", job_id=job_id, table=inp.table, reason=exc.details() or "")
+                    self._report(job_id, "failed", reason)
+                    return
+                rt.store.record_upload(job_id, f"{rt.name}/{inp.table}", rows[0])
+                rt.store.set_status(job_id, "uploaded")
+                rt.audit("released_table", job_id=job_id, table=inp.table, columns=columns, rows=rows[0],
+                         to=spec.compute, enclave_measurement=verified.claims.measurement.hex(),
+                         enclave_platform=verified.claims.platform.value, sealed_bytes=reply.sealed_bytes)
+                log.info("job %s: shipped %s/%s (%d rows, sealed) to %s", job_id[:16], rt.name, inp.table,
+                         rows[0], spec.compute)
+                self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")
+        finally:
+            channel.close()
+
+    def _report(self, job_id: str, event: str, detail: str) -> None:
+        rt = self.rt
+        call_with_retry(lambda: rt.coordinator.stub.ReportStatus(pb.StatusReport(
+            job_id=job_id, node=rt.name, event=event, detail=detail), timeout=10),
+            what="report status", stop=rt.stopping)
+        if event == "uploaded":
+            rt.store.mark_upload_reported(job_id, detail)
+
+    def on_stop(self, item: pb.WorkItem) -> None:
+        record = self.rt.store.job(item.job_id)
+        if record is not None and record.status not in ("stopped", "failed", "rejected"):
+            self.rt.store.set_status(item.job_id, "stopped", item.reason)
+            self.rt.audit("job_stopped", job_id=item.job_id, reason=item.reason)

@@ -1,0 +1,189 @@
+"""The node's durable state: jobs it has seen, its decisions, operator actions, uploads.
+
+SQLite in WAL mode with synchronous=FULL: a decision is committed here before it is sent,
+so a node never decides twice on one digest, and after a crash it re-sends the same
+signed decision rather than making a new one. `teenet approvals` (the operator's command)
+writes operator actions into the same database; the daemon picks them up on its next poll.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from teenet.approval import SignedDecision
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    canonical_spec BLOB NOT NULL,
+    analyst TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    name TEXT NOT NULL,
+    function TEXT NOT NULL,
+    status TEXT NOT NULL,         -- pending | approved | rejected | uploaded | failed | stopped
+    reason TEXT NOT NULL DEFAULT '',
+    received_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    job_id TEXT PRIMARY KEY REFERENCES jobs(job_id),
+    decision BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS operator_actions (
+    job_id TEXT PRIMARY KEY REFERENCES jobs(job_id),
+    action TEXT NOT NULL,         -- approve | reject
+    operator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    job_id TEXT NOT NULL,
+    party_table TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    at REAL NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, party_table)
+);
+"""
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    canonical_spec: bytes
+    analyst: str
+    signature: bytes
+    name: str
+    function: str
+    status: str
+    reason: str
+    received_at: float
+    updated_at: float
+
+
+class NodeStore:
+    """Thread-safe access to one node's state database."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(SCHEMA)
+        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _tx(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self_inner):
+                store._lock.acquire()
+                store._conn.execute("BEGIN IMMEDIATE")
+                return store._conn
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                try:
+                    store._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    store._lock.release()
+                return False
+
+        return _Tx()
+
+    # jobs ---------------------------------------------------------------------------------
+    def remember_job(self, job_id: str, canonical_spec: bytes, analyst: str, signature: bytes,
+                     name: str, function: str) -> bool:
+        """Record a job the first time it is seen; False if it was already known."""
+        now = time.time()
+        with self._tx() as c:
+            cur = c.execute("INSERT OR IGNORE INTO jobs VALUES (?,?,?,?,?,?,'new','',?,?)",
+                            (job_id, canonical_spec, analyst, signature, name, function, now, now))
+            return cur.rowcount == 1
+
+    def job(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return JobRecord(*row) if row else None
+
+    def jobs(self, status: str | None = None) -> list[JobRecord]:
+        with self._lock:
+            if status:
+                rows = self._conn.execute("SELECT * FROM jobs WHERE status=? ORDER BY received_at", (status,))
+            else:
+                rows = self._conn.execute("SELECT * FROM jobs ORDER BY received_at")
+            return [JobRecord(*r) for r in rows.fetchall()]
+
+    def set_status(self, job_id: str, status: str, reason: str = "") -> None:
+        with self._tx() as c:
+            c.execute("UPDATE jobs SET status=?, reason=?, updated_at=? WHERE job_id=?",
+                      (status, reason, time.time(), job_id))
+
+    # decisions ----------------------------------------------------------------------------
+    def store_decision(self, signed: SignedDecision, status: str, reason: str) -> SignedDecision:
+        """Keep the first signed decision for a job (durably) and return whichever is kept."""
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO decisions (job_id, decision, signature) VALUES (?,?,?)",
+                      (signed.job_id, signed.decision, signed.signature))
+            c.execute("UPDATE jobs SET status=?, reason=?, updated_at=? WHERE job_id=? AND status IN ('new','pending')",
+                      (status, reason, time.time(), signed.job_id))
+            row = c.execute("SELECT decision, signature FROM decisions WHERE job_id=?", (signed.job_id,)).fetchone()
+        return SignedDecision(signed.job_id, signed.party, row[0], row[1])
+
+    def decision(self, job_id: str, party: str) -> SignedDecision | None:
+        with self._lock:
+            row = self._conn.execute("SELECT decision, signature FROM decisions WHERE job_id=?", (job_id,)).fetchone()
+        return SignedDecision(job_id, party, row[0], row[1]) if row else None
+
+    def mark_decision_sent(self, job_id: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE decisions SET sent=1 WHERE job_id=?", (job_id,))
+
+    # operator -----------------------------------------------------------------------------
+    def record_operator_action(self, job_id: str, action: str, operator: str, reason: str) -> None:
+        with self._tx() as c:
+            row = c.execute("SELECT status FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            c.execute("INSERT OR IGNORE INTO operator_actions VALUES (?,?,?,?,?)",
+                      (job_id, action, operator, reason, time.time()))
+
+    def operator_action(self, job_id: str) -> tuple[str, str, str] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT action, operator, reason FROM operator_actions WHERE job_id=?",
+                                     (job_id,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    # uploads ------------------------------------------------------------------------------
+    def record_upload(self, job_id: str, party_table: str, rows: int) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO uploads (job_id, party_table, rows, at) VALUES (?,?,?,?)",
+                      (job_id, party_table, rows, time.time()))
+
+    def uploads(self, job_id: str) -> dict[str, bool]:
+        with self._lock:
+            rows = self._conn.execute("SELECT party_table, reported FROM uploads WHERE job_id=?", (job_id,))
+            return {r[0]: bool(r[1]) for r in rows.fetchall()}
+
+    def mark_upload_reported(self, job_id: str, party_table: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE uploads SET reported=1 WHERE job_id=? AND party_table=?", (job_id, party_table))
+
+    def iter_ids(self) -> Iterator[str]:
+        with self._lock:
+            return iter([r[0] for r in self._conn.execute("SELECT job_id FROM jobs").fetchall()])

@@ -99,10 +99,13 @@ class DebugDisabled:
 class MinimumTcb:
     """Each named TCB component must be at least the given security version number."""
 
-    minimum: Mapping[str, int]
+    minimum: tuple[tuple[str, int], ...]
+
+    def __init__(self, minimum: Mapping[str, int]) -> None:
+        object.__setattr__(self, "minimum", tuple(sorted(minimum.items())))
 
     def verify(self, claims: Claims) -> None:
-        for name, want in sorted(self.minimum.items()):
+        for name, want in self.minimum:
             have = claims.tcb.get(name)
             if have is None:
                 raise VerificationError("policy.tcb", f"TCB component '{name}' is not reported",
@@ -164,7 +167,7 @@ class DetailAtLeast:
 
     def verify(self, claims: Claims) -> None:
         have = claims.details.get(self.name)
-        if not isinstance(have, int) or have < self.minimum:
+        if not _is_int(have) or have < self.minimum:
             raise VerificationError(f"policy.{self.name}", f"'{self.name}' is below the minimum",
                                     expected=f">= {self.minimum}", found=str(have) if have is not None else "absent")
 
@@ -204,6 +207,10 @@ class UnsafeAllowSimulated:
                         claims.measurement.hex()[:16])
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def policy_from_config(config: Mapping[str, Any] | None, *, source: str = "attestation") -> AllOf:
     """Build an owner's policy from the `attestation:` section of a node config.
 
@@ -238,12 +245,12 @@ def policy_from_config(config: Mapping[str, Any] | None, *, source: str = "attes
     if not allow_debug:
         policies.append(DebugDisabled())
     min_tcb = config.get("min_tcb", {})
-    if not isinstance(min_tcb, Mapping) or not all(isinstance(v, int) for v in min_tcb.values()):
+    if not isinstance(min_tcb, Mapping) or not all(_is_int(v) for v in min_tcb.values()):
         raise InputError("expected a map of component name to integer", source=source, field="min_tcb")
     if min_tcb:
         policies.append(MinimumTcb(dict(min_tcb)))
     max_vmpl = config.get("max_vmpl", 0)
-    if not isinstance(max_vmpl, int) or not 0 <= max_vmpl <= 3:
+    if not _is_int(max_vmpl) or not 0 <= max_vmpl <= 3:
         raise InputError("expected an integer 0..3", source=source, field="max_vmpl")
     policies.append(MaximumVmpl(max_vmpl))
     platforms = config.get("platforms")

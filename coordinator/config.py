@@ -1,0 +1,73 @@
+"""The coordinator's config file: where it listens, whom it serves, where it keeps its state.
+
+    name: coordinator            # must be the consortium file's coordinator name
+    listen: 127.0.0.1:7000        # host:port (port 0 picks a free one)
+    consortium: consortium.yaml
+    state_dir: state/coordinator  # optional, default: the config file's folder
+    database: coordinator.db      # optional, default: <state_dir>/coordinator.db
+    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent)
+    checkpoint_every: 64          # optional: sign the audit chain every N entries
+    tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
+
+Relative paths resolve against the config file's folder. Errors name file, line and field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from teenet.pki import TlsFiles
+from teenet.yamlload import Located, load_yaml
+
+_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    name: str
+    listen: str
+    consortium: Path
+    state_dir: Path
+    database: Path
+    audit_key: Path
+    tls: TlsFiles
+    checkpoint_every: int = 64
+    source: str = ""
+
+
+def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
+    """Read and check a coordinator config file."""
+    doc = load_yaml(Path(path))
+    base = Path(path).resolve().parent
+    f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
+                           optional=("state_dir", "database", "audit_key", "checkpoint_every"),
+                           what="a coordinator config mapping")
+    listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
+    match = _LISTEN.fullmatch(listen)
+    if not match or int(match["port"]) > 65535:
+        raise f["listen"].error(f"'{listen}' is not \"host:port\" with a port from 0 to 65535")
+    state_dir = _path(f["state_dir"], base) if "state_dir" in f else base
+    tls = f["tls"].mapping(required=("ca", "cert", "key"), what="a mapping {ca, cert, key}")
+    return CoordinatorConfig(
+        name=f["name"].string(pattern=_NAME, what="a member name (lowercase letter, then a-z 0-9 _ -)"),
+        listen=listen,
+        consortium=_path(f["consortium"], base),
+        state_dir=state_dir,
+        database=_path(f["database"], base) if "database" in f else state_dir / "coordinator.db",
+        audit_key=_path(f["audit_key"], base) if "audit_key" in f else state_dir / "audit.key",
+        tls=TlsFiles(ca=_path(tls["ca"], base), cert=_path(tls["cert"], base), key=_path(tls["key"], base)),
+        checkpoint_every=(f["checkpoint_every"].integer(minimum=1, maximum=1_000_000)
+                          if "checkpoint_every" in f else 64),
+        source=doc.source,
+    )
+
+
+def _path(node: Located, base: Path) -> Path:
+    value = node.string(what="a file or folder path")
+    if "\x00" in value:
+        raise node.error("a path may not contain a NUL character")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p

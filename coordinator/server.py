@@ -1,0 +1,122 @@
+"""Run the coordinator: open its store and audit chain, serve gRPC over mutual TLS with
+health checking, and shut down cleanly on SIGTERM or SIGINT.
+
+The health service reports SERVING for "" and "teenet.v1.Coordinator" while the server
+takes requests and NOT_SERVING once it starts to stop. On shutdown the audit chain gets a
+signed checkpoint so its tail is pinned too.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from teenet.audit import AuditLog, load_audit_key
+from teenet.errors import InputError
+from teenet.pki import GRPC_OPTIONS, server_credentials
+from teenet.proto import teenet_pb2_grpc as rpc
+
+from teenet.coordinator.config import CoordinatorConfig
+from teenet.coordinator.service import CoordinatorService
+from teenet.coordinator.state import Consortium, Coordinator
+from teenet.coordinator.store import CoordinatorStore
+
+log = logging.getLogger("teenet.coordinator")
+
+SERVICE_NAME = "teenet.v1.Coordinator"
+MAX_WORKERS = 16
+
+
+@dataclass
+class RunningCoordinator:
+    """A started coordinator: its bound port, and how to stop it."""
+
+    server: grpc.Server
+    port: int
+    coordinator: Coordinator
+    health: health.HealthServicer
+    _stopped: bool = False
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Refuse new calls, let running ones finish for `grace` seconds, checkpoint, close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.stop(grace).wait()
+        checkpoint = self.coordinator.audit.checkpoint()
+        if checkpoint is not None:
+            log.info("audit chain checkpointed at entry %d", checkpoint.seq)
+        self.coordinator.store.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None) -> RunningCoordinator:
+    """Start serving `config.listen`; `consortium` overrides the file named in the config."""
+    if consortium is None:
+        from teenet.config import load_consortium
+
+        loaded = load_consortium(config.consortium)
+        if loaded.coordinator_name != config.name:
+            raise InputError(f"the consortium file names the coordinator '{loaded.coordinator_name}', "
+                             f"this config says '{config.name}'", source=config.source or None, field="name")
+        consortium = loaded
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    store = CoordinatorStore(config.database)
+    try:
+        audit = AuditLog(store.conn, load_audit_key(config.audit_key), checkpoint_every=config.checkpoint_every,
+                         lock=store.lock)
+        coordinator = Coordinator(store, audit, consortium)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="coordinator"),
+                             options=GRPC_OPTIONS)
+        rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        try:
+            port = server.add_secure_port(config.listen, server_credentials(config.tls))
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise InputError(f"cannot listen on {config.listen} (address in use or not local?)",
+                             source=config.source or None, field="listen")
+        server.start()
+    except BaseException:
+        store.close()
+        raise
+    for service in ("", SERVICE_NAME):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("coordinator '%s' serving on %s (port %d), database %s, audit key %s", config.name,
+             config.listen, port, config.database,
+             audit.public_key.public_bytes_raw().hex()[:16] + "…")
+    return RunningCoordinator(server, port, coordinator, health_servicer)
+
+
+def run_until_signalled(config: CoordinatorConfig, *, ready: Any = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully. `ready(port)` is called once up."""
+    running = serve(config)
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("coordinator: %s received; shutting down", signal.Signals(signum).name)
+        done.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if ready is not None:
+            ready(running.port)
+        while not done.wait(1.0):
+            pass
+    finally:
+        running.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

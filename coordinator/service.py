@@ -1,0 +1,214 @@
+"""The Coordinator gRPC service: thin over `Coordinator`, with authentication and error mapping.
+
+Each RPC first checks that the caller's mTLS name (`peer_name`) is the member the message
+claims to come from, converts protobuf to plain values, calls the state machine, and
+converts back. Errors are mapped once, in `_rpc`: bad input is INVALID_ARGUMENT, a caller
+acting for someone else or a bad signature is PERMISSION_DENIED, an unknown job is
+NOT_FOUND, a message the job's state does not allow is FAILED_PRECONDITION. Anything
+unexpected is logged here and answered INTERNAL without detail: the service never dies on
+a request and never tells a caller more than a one-line reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+from typing import Any, Callable, TypeVar
+
+import grpc
+
+from teenet.audit import AuditCheckpoint
+from teenet.errors import InputError, TeenetError, VerificationError
+from teenet.pki import peer_name
+from teenet.proto import teenet_pb2 as pb
+from teenet.proto import teenet_pb2_grpc as rpc
+
+from teenet.coordinator.state import (Coordinator, JobNotFound, JobView, PermissionRefused, SealedResultIn,
+                                      TransitionRefused, WorkItem)
+from teenet.coordinator.store import DecisionRecord, JobRecord, OfferRecord
+
+log = logging.getLogger("teenet.coordinator")
+
+MAX_AUDIT_PAGE = 1000
+R = TypeVar("R")
+
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (JobNotFound, grpc.StatusCode.NOT_FOUND),
+    (PermissionRefused, grpc.StatusCode.PERMISSION_DENIED),
+    (VerificationError, grpc.StatusCode.PERMISSION_DENIED),
+    (TransitionRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (TeenetError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def _rpc(method: Callable[..., R]) -> Callable[..., R]:
+    """Run an RPC body; turn every failure into one status code and a one-line message."""
+
+    @functools.wraps(method)
+    def handler(self: "CoordinatorService", request: Any, context: grpc.ServicerContext) -> R:
+        try:
+            return method(self, request, context)
+        except TeenetError as exc:
+            code = next(c for t, c in _CODES if isinstance(exc, t))
+            log.info("%s refused (%s) for %s: %s", method.__name__, code.name, _clip(peer_name(context)), exc)
+            status, detail = code, str(exc)
+        except sqlite3.OperationalError as exc:  # e.g. disk full or locked: the caller may retry
+            log.error("%s: database unavailable: %s", method.__name__, exc)
+            status, detail = grpc.StatusCode.UNAVAILABLE, "coordinator store unavailable; retry later"
+        except Exception:
+            log.exception("%s: internal error", method.__name__)
+            status, detail = grpc.StatusCode.INTERNAL, "internal error in the coordinator"
+        context.abort(status, detail)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    return handler
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    flat = text.encode("unicode_escape").decode("ascii")
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def caller_of(context: grpc.ServicerContext) -> str:
+    """The caller's consortium name from its client certificate, or PERMISSION_DENIED."""
+    name = peer_name(context)
+    if not name:
+        raise PermissionRefused("no consortium name in the client certificate")
+    return name
+
+
+def require_caller(context: grpc.ServicerContext, claimed: str, field: str) -> str:
+    caller = caller_of(context)
+    if claimed != caller:
+        raise PermissionRefused(f"authenticated as '{_clip(caller)}' but the message's {field} is "
+                                f"'{_clip(claimed)}'; a member speaks only for itself")
+    return caller
+
+
+class CoordinatorService(rpc.CoordinatorServicer):
+    """teenet.v1.Coordinator over a `Coordinator`."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    @_rpc
+    def SubmitJob(self, request: pb.SignedJob, context: grpc.ServicerContext) -> pb.SubmitJobReply:
+        require_caller(context, request.analyst, "analyst")
+        out = self.coordinator.submit_job(request.canonical_spec, request.analyst, request.signature)
+        return pb.SubmitJobReply(job_id=out.job_id, state=out.state.value, duplicate=out.duplicate)
+
+    @_rpc
+    def GetJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobStatus:
+        return job_status(self.coordinator.view(request.job_id, viewer=caller_of(context)))
+
+    @_rpc
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsReply:
+        views = self.coordinator.list_jobs(viewer=caller_of(context), state=request.state or None,
+                                           limit=request.limit)
+        return pb.ListJobsReply(jobs=[job_status(v) for v in views])
+
+    @_rpc
+    def CancelJob(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.JobStatus:
+        require_caller(context, request.analyst, "analyst")
+        return job_status(self.coordinator.cancel(request.job_id, request.analyst, request.reason,
+                                                  request.signature))
+
+    @_rpc
+    def Poll(self, request: pb.PollRequest, context: grpc.ServicerContext) -> pb.PollReply:
+        require_caller(context, request.node, "node")
+        return pb.PollReply(items=[work_item(i) for i in self.coordinator.poll(request.node)])
+
+    @_rpc
+    def SubmitDecision(self, request: pb.SignedDecision, context: grpc.ServicerContext) -> pb.Ack:
+        require_caller(context, request.party, "party")
+        detail = self.coordinator.submit_decision(request.job_id, request.party, request.decision,
+                                                  request.signature)
+        return pb.Ack(ok=True, detail=detail)
+
+    @_rpc
+    def PostOffer(self, request: pb.ComputeOffer, context: grpc.ServicerContext) -> pb.Ack:
+        require_caller(context, request.compute, "compute")
+        detail = self.coordinator.post_offer(
+            job_id=request.job_id, compute=request.compute, hpke_suite=request.hpke_suite,
+            hpke_public_key=request.hpke_public_key, signing_public_key=request.signing_public_key,
+            evidence=request.evidence, endpoint=request.endpoint)
+        return pb.Ack(ok=True, detail=detail)
+
+    @_rpc
+    def ReportStatus(self, request: pb.StatusReport, context: grpc.ServicerContext) -> pb.Ack:
+        require_caller(context, request.node, "node")
+        detail = self.coordinator.report_status(request.job_id, request.node, request.event, request.detail)
+        return pb.Ack(ok=True, detail=detail)
+
+    @_rpc
+    def PostResults(self, request: pb.PostResultsRequest, context: grpc.ServicerContext) -> pb.Ack:
+        results = [SealedResultIn(r.job_id, r.recipient, r.kind, r.envelope, r.signature) for r in request.results]
+        detail = self.coordinator.post_results(request.job_id, caller_of(context), results)
+        return pb.Ack(ok=True, detail=detail)
+
+    @_rpc
+    def FetchResults(self, request: pb.FetchResultsRequest, context: grpc.ServicerContext) -> pb.FetchResultsReply:
+        require_caller(context, request.recipient, "recipient")
+        found = self.coordinator.fetch_results(request.job_id, request.recipient)
+        reply = pb.FetchResultsReply(job=signed_job(found.job), status=job_status(found.view),
+                                     results=[pb.SealedResult(job_id=r.job_id, recipient=r.recipient, kind=r.kind,
+                                                              envelope=r.envelope, signature=r.signature)
+                                              for r in found.results])
+        if found.offer is not None:
+            reply.offer.CopyFrom(compute_offer(found.offer))
+        return reply
+
+    @_rpc
+    def GetAudit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> pb.AuditReply:
+        self.coordinator.member(caller_of(context), what="audit reader")
+        limit = request.limit if 0 < request.limit <= MAX_AUDIT_PAGE else MAX_AUDIT_PAGE
+        audit = self.coordinator.audit
+        reply = pb.AuditReply(entries=[
+            pb.AuditEntry(seq=e.seq, prev_hash=e.prev_hash.hex(), entry_hash=e.entry_hash.hex(),
+                          payload=e.payload.decode("utf-8"))
+            for e in audit.entries(after=max(0, request.after_seq), limit=limit)])
+        checkpoint = audit.latest_checkpoint()
+        if checkpoint is not None:
+            reply.checkpoint.CopyFrom(audit_checkpoint(checkpoint))
+        return reply
+
+
+# protobuf from plain records: one function per message
+
+def signed_job(job: JobRecord) -> pb.SignedJob:
+    return pb.SignedJob(canonical_spec=job.canonical_spec, analyst=job.analyst, signature=job.signature)
+
+
+def signed_decision(d: DecisionRecord) -> pb.SignedDecision:
+    return pb.SignedDecision(job_id=d.job_id, party=d.party, decision=d.canonical, signature=d.signature)
+
+
+def compute_offer(o: OfferRecord) -> pb.ComputeOffer:
+    return pb.ComputeOffer(job_id=o.job_id, compute=o.compute, hpke_suite=o.hpke_suite,
+                           hpke_public_key=o.hpke_public_key, signing_public_key=o.signing_public_key,
+                           evidence=o.evidence, endpoint=o.endpoint)
+
+
+def job_status(view: JobView) -> pb.JobStatus:
+    job = view.job
+    return pb.JobStatus(job_id=job.job_id, name=job.name, state=job.state, reason=job.reason,
+                        analyst=job.analyst, function=job.function, compute=job.compute,
+                        decisions=[pb.PartyDecision(party=d.party, decision=d.decision, reason=d.reason)
+                                   for d in view.decisions],
+                        uploaded=list(view.uploaded), created_at=job.created_at, updated_at=job.updated_at,
+                        results=list(view.results))
+
+
+def work_item(item: WorkItem) -> pb.WorkItem:
+    out = pb.WorkItem(kind=item.kind, job_id=item.job.job_id, job=signed_job(item.job),
+                      decisions=[signed_decision(d) for d in item.decisions], reason=item.reason)
+    if item.offer is not None:
+        out.offer.CopyFrom(compute_offer(item.offer))
+    return out
+
+
+def audit_checkpoint(cp: AuditCheckpoint) -> pb.AuditCheckpoint:
+    return pb.AuditCheckpoint(seq=cp.seq, entry_hash=cp.entry_hash.hex(), signature=cp.signature,
+                              signer_public_key=cp.signer_b64)

@@ -1,0 +1,632 @@
+"""The job state machine: every rule of the job flow, as plain classes tests drive directly.
+
+`TRANSITIONS` is the one table of allowed state changes. `Coordinator` takes each
+message of the flow (submit, decide, offer, status, results, cancel), checks it (size,
+shape, signature where the coordinator can check one, who may send it, the job's state),
+writes it and the state change it causes in ONE SQLite transaction with the audit entries,
+so an acknowledged message is durable and audited, and a refused one leaves no trace.
+
+The coordinator is untrusted: these checks refuse junk early, they protect nothing the
+nodes do not check again. Who is calling is the transport's business (service.py
+compares the mTLS name with the name in the message); which member may do what to which
+job is decided here.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from teenet.audit import AuditLog
+from teenet.canonical import domain_digest, domain_message, parse_canonical_json
+from teenet.errors import InputError, TeenetError, VerificationError
+from teenet.identity import MemberPublicKeys, verify_ed25519
+
+from teenet.coordinator.store import (CoordinatorStore, DecisionRecord, JobRecord, OfferRecord,
+                                      ResultRecord, StatusEvent)
+
+log = logging.getLogger("teenet.coordinator")
+
+JOB_DOMAIN = "teenet/job/v1"
+JOB_SIGNATURE_DOMAIN = "teenet/job-signature/v1"
+DECISION_DOMAIN = "teenet/decision/v1"
+CANCEL_DOMAIN = "teenet/cancel/v1"
+
+MAX_SPEC_BYTES = 256 * 1024
+MAX_NAME_CHARS = 128
+MAX_REASON_CHARS = 1024
+MAX_DECISION_BYTES = 64 * 1024
+MAX_RESULTS_BYTES_PER_JOB = 64 * 1024 * 1024
+MAX_EVIDENCE_BYTES = 1024 * 1024
+MAX_HPKE_KEY_BYTES = 4096
+MAX_INPUTS = 64
+MAX_RELEASES = 64
+MAX_WORK_ITEMS = 64
+STOP_WINDOW_SECONDS = 3600.0
+
+_JOB_ID = re.compile(r"[0-9a-f]{64}")
+_ENDPOINT = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,253}:[0-9]{1,5}")
+
+
+class JobState(str, enum.Enum):
+    SUBMITTED = "submitted"
+    AWAITING_APPROVALS = "awaiting_approvals"
+    APPROVED = "approved"
+    NEGOTIATING_KEYS = "negotiating_keys"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return not TRANSITIONS[self]
+
+
+_ENDINGS = frozenset({JobState.FAILED, JobState.CANCELLED})
+
+# The one table of allowed state changes. Terminal states have no way out.
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.SUBMITTED: frozenset({JobState.AWAITING_APPROVALS}) | _ENDINGS,
+    JobState.AWAITING_APPROVALS: frozenset({JobState.APPROVED}) | _ENDINGS,
+    JobState.APPROVED: frozenset({JobState.NEGOTIATING_KEYS}) | _ENDINGS,
+    JobState.NEGOTIATING_KEYS: frozenset({JobState.RUNNING}) | _ENDINGS,
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED}) | _ENDINGS,
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+class JobNotFound(TeenetError):
+    """No job with that id is stored."""
+
+
+class PermissionRefused(TeenetError):
+    """The caller is not the member this message may come from, or has no part in the job."""
+
+
+class TransitionRefused(TeenetError):
+    """The message is not allowed in the job's current state (an illegal transition)."""
+
+
+class Member(Protocol):
+    """A consortium member as teenet.config describes it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...  # data | compute | analyst
+    @property
+    def keys(self) -> MemberPublicKeys: ...
+
+
+class Consortium(Protocol):
+    @property
+    def members(self) -> Mapping[str, Member]: ...
+
+
+@dataclass(frozen=True)
+class JobSpecView:
+    """The few fields of a canonical job spec the coordinator routes on."""
+
+    name: str
+    function: str
+    compute: str
+    analyst: str
+    consortium: str
+    inputs: tuple[tuple[str, str], ...]              # (party, table)
+    release: tuple[tuple[str, tuple[str, ...]], ...]  # (kind, recipients)
+
+    @property
+    def parties(self) -> tuple[str, ...]:
+        return tuple(sorted({p for p, _ in self.inputs}))
+
+    @property
+    def recipients(self) -> frozenset[str]:
+        return frozenset(r for _, to in self.release for r in to)
+
+    def release_pairs(self) -> frozenset[tuple[str, str]]:
+        return frozenset((kind, r) for kind, to in self.release for r in to)
+
+
+def parse_spec_view(spec: Mapping[str, Any]) -> JobSpecView:
+    """Read the routing fields of a parsed job spec; InputError names the field."""
+    if not isinstance(spec, Mapping):
+        raise InputError("job spec must be a JSON object")
+
+    def text(value: Any, field: str) -> str:
+        return check_name(value, field=field)
+
+    inputs_raw = spec.get("inputs")
+    if not isinstance(inputs_raw, list) or not inputs_raw:
+        raise InputError("expected a non-empty list of inputs", field="inputs")
+    if len(inputs_raw) > MAX_INPUTS:
+        raise InputError(f"at most {MAX_INPUTS} inputs, found {len(inputs_raw)}", field="inputs")
+    inputs: list[tuple[str, str]] = []
+    for i, item in enumerate(inputs_raw):
+        if not isinstance(item, Mapping):
+            raise InputError("expected a mapping with party and table", field=f"inputs[{i}]")
+        pair = (text(item.get("party"), f"inputs[{i}].party"), text(item.get("table"), f"inputs[{i}].table"))
+        if pair in inputs:
+            raise InputError(f"table '{pair[1]}' of '{pair[0]}' is listed twice", field=f"inputs[{i}]")
+        inputs.append(pair)
+    release_raw = spec.get("release", [])
+    if not isinstance(release_raw, list) or len(release_raw) > MAX_RELEASES:
+        raise InputError(f"expected a list of at most {MAX_RELEASES} releases", field="release")
+    release: list[tuple[str, tuple[str, ...]]] = []
+    for i, item in enumerate(release_raw):
+        if not isinstance(item, Mapping):
+            raise InputError("expected a mapping with kind and to", field=f"release[{i}]")
+        to = item.get("to")
+        to_list = [to] if isinstance(to, str) else to
+        if not isinstance(to_list, list) or not to_list:
+            raise InputError("expected a recipient or a list of recipients", field=f"release[{i}].to")
+        release.append((text(item.get("kind"), f"release[{i}].kind"),
+                        tuple(text(r, f"release[{i}].to") for r in to_list)))
+    consortium = spec.get("consortium", "")
+    return JobSpecView(name=text(spec.get("name"), "name"), function=text(spec.get("function"), "function"),
+                       compute=text(spec.get("compute"), "compute"), analyst=text(spec.get("analyst"), "analyst"),
+                       consortium=consortium if isinstance(consortium, str) else "",
+                       inputs=tuple(inputs), release=tuple(release))
+
+
+def check_name(value: Any, *, field: str) -> str:
+    """A member, table, kind or job name: 1..128 printable characters."""
+    if not isinstance(value, str) or not value:
+        raise InputError("expected a non-empty name", field=field)
+    if len(value) > MAX_NAME_CHARS:
+        raise InputError(f"name is {len(value)} characters, at most {MAX_NAME_CHARS}", field=field)
+    if not value.isprintable():
+        raise InputError("name has control characters", field=field)
+    return value
+
+
+def check_text(value: Any, *, field: str, limit: int = MAX_REASON_CHARS) -> str:
+    """Free human text (a reason, a status detail): bounded, may be empty."""
+    if not isinstance(value, str):
+        raise InputError("expected text", field=field)
+    if len(value) > limit:
+        raise InputError(f"text is {len(value)} characters, at most {limit}", field=field)
+    return value
+
+
+def check_job_id(value: Any) -> str:
+    if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
+        raise InputError("expected 64 lowercase hex characters (the job digest)", field="job_id")
+    return value
+
+
+def job_digest(canonical_spec: bytes) -> bytes:
+    return domain_digest(JOB_DOMAIN, canonical_spec)
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    job_id: str
+    state: JobState
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class PartyStatus:
+    party: str
+    decision: str  # pending | approved | rejected
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What GetJob shows: the job, each owner's decision, uploads, the mailbox index."""
+
+    job: JobRecord
+    spec: JobSpecView
+    decisions: tuple[PartyStatus, ...]
+    uploaded: tuple[str, ...]  # "party/table"
+    results: tuple[str, ...]   # "kind->recipient"
+
+    @property
+    def state(self) -> JobState:
+        return JobState(self.job.state)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One thing a polling node should do."""
+
+    kind: str  # decide | compute | upload | stop
+    job: JobRecord
+    decisions: tuple[DecisionRecord, ...] = ()
+    offer: OfferRecord | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SealedResultIn:
+    """A sealed result as the compute node posts it (opaque to the coordinator)."""
+
+    job_id: str
+    recipient: str
+    kind: str
+    envelope: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class ResultsForRecipient:
+    job: JobRecord
+    offer: OfferRecord | None
+    results: tuple[ResultRecord, ...]
+    view: JobView
+
+
+class Coordinator:
+    """The job flow over a store, an audit log and the consortium's members."""
+
+    def __init__(self, store: CoordinatorStore, audit: AuditLog, consortium: Consortium, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.audit = audit
+        self.consortium = consortium
+        self._clock = clock
+
+    # who is who
+
+    def member(self, name: str, *, role: str | None = None, what: str = "member") -> Member:
+        found = self.consortium.members.get(name)
+        if found is None:
+            raise PermissionRefused(f"'{name}' is not a member of this consortium")
+        if role is not None and found.role != role:
+            raise PermissionRefused(f"'{name}' is a {found.role} member, not a {role} ({what})")
+        return found
+
+    def spec_of(self, job: JobRecord) -> JobSpecView:
+        return parse_spec_view(parse_canonical_json(job.canonical_spec, what="stored job spec"))
+
+    def _job(self, job_id: str) -> JobRecord:
+        job = self.store.get_job(check_job_id(job_id))
+        if job is None:
+            raise JobNotFound(f"no job {job_id[:16]}… on this coordinator")
+        return job
+
+    def _involved(self, job: JobRecord, spec: JobSpecView, name: str) -> bool:
+        return name in (job.analyst, job.compute) or name in spec.parties or name in spec.recipients
+
+    # the one place a state changes
+
+    def _transition(self, job: JobRecord, to: JobState, reason: str, *, by: str) -> JobRecord:
+        """Move `job` to `to` inside the caller's transaction; audit it; refuse if illegal."""
+        current = JobState(job.state)
+        if to not in TRANSITIONS[current]:
+            raise TransitionRefused(f"job {job.job_id[:16]}… cannot go from {current.value} to {to.value}")
+        now = self._clock()
+        self.store.set_state(job.job_id, to.value, reason, now, approved=to is JobState.APPROVED,
+                             terminal=to.terminal)
+        self.audit.append({"type": "job.state", "job_id": job.job_id, "from": current.value,
+                           "to": to.value, "reason": reason, "by": by})
+        log.info("job %s: %s -> %s%s (by %s)", job.job_id[:16], current.value, to.value,
+                 f" ({reason})" if reason else "", by)
+        updated = self.store.get_job(job.job_id)
+        assert updated is not None
+        return updated
+
+    def _require_state(self, job: JobRecord, allowed: set[JobState], what: str) -> None:
+        if JobState(job.state) not in allowed:
+            wanted = " or ".join(sorted(s.value for s in allowed))
+            reason = f" ({job.reason})" if job.reason else ""
+            raise TransitionRefused(f"{what} refused: job {job.job_id[:16]}… is {job.state}{reason}, "
+                                    f"expected {wanted}")
+
+    def _refuse_if_ended(self, job: JobRecord, what: str) -> None:
+        if JobState(job.state).terminal:
+            reason = f" ({job.reason})" if job.reason else ""
+            raise TransitionRefused(f"{what} refused: job {job.job_id[:16]}… already ended: {job.state}{reason}")
+
+    # 1-2: submit
+
+    def submit_job(self, canonical_spec: bytes, analyst: str, signature: bytes) -> SubmitOutcome:
+        """Check and store an analyst's signed job; the same digest twice is a duplicate."""
+        if len(canonical_spec) > MAX_SPEC_BYTES:
+            raise InputError(f"job spec is {len(canonical_spec)} bytes, at most {MAX_SPEC_BYTES}",
+                             field="canonical_spec")
+        check_name(analyst, field="analyst")
+        spec = parse_spec_view(parse_canonical_json(canonical_spec, what="job spec"))
+        if spec.analyst != analyst:
+            raise InputError(f"spec names analyst '{spec.analyst}' but was submitted as '{analyst}'",
+                             field="analyst")
+        signer = self.member(analyst, role="analyst", what="job submitter")
+        digest = job_digest(canonical_spec)
+        if not verify_ed25519(signer.keys.signing, signature, domain_message(JOB_SIGNATURE_DOMAIN, digest)):
+            raise VerificationError("job.signature", f"the job is not signed by analyst '{analyst}'s key")
+        own_name = getattr(self.consortium, "name", None)
+        if own_name and spec.consortium != own_name:
+            raise InputError(f"job is for consortium '{spec.consortium}', this is '{own_name}'",
+                             field="consortium")
+        self.member(spec.compute, role="compute", what="the job's compute")
+        for party in spec.parties:
+            self.member(party, role="data", what="an input party")
+        for recipient in sorted(spec.recipients):
+            self.member(recipient, what="a release recipient")
+        job_id = digest.hex()
+        with self.store.transaction():
+            existing = self.store.get_job(job_id)
+            if existing is not None:
+                return SubmitOutcome(job_id, JobState(existing.state), True)
+            now = self._clock()
+            job = JobRecord(job_id, canonical_spec, analyst, signature, spec.name, spec.function,
+                            spec.compute, JobState.SUBMITTED.value, "", now, now)
+            self.store.insert_job(job, spec.inputs)
+            self.audit.append({"type": "job.submitted", "job_id": job_id, "analyst": analyst,
+                               "name": spec.name, "function": spec.function, "compute": spec.compute,
+                               "parties": list(spec.parties)})
+            job = self._transition(job, JobState.AWAITING_APPROVALS, "", by="coordinator")
+        return SubmitOutcome(job_id, JobState(job.state), False)
+
+    # 3: decisions
+
+    def submit_decision(self, job_id: str, party: str, decision: bytes, signature: bytes) -> str:
+        """Record a data owner's signed decision; a reject fails the job, the last approve
+        approves it. Returns a short human detail for the Ack."""
+        job = self._job(job_id)
+        check_name(party, field="party")
+        spec = self.spec_of(job)
+        if party not in spec.parties:
+            raise PermissionRefused(f"'{party}' is not an input party of job {job_id[:16]}…")
+        signer = self.member(party, role="data", what="decision signer")
+        if len(decision) > MAX_DECISION_BYTES:
+            raise InputError(f"decision is {len(decision)} bytes, at most {MAX_DECISION_BYTES}", field="decision")
+        if not verify_ed25519(signer.keys.signing, signature, domain_message(DECISION_DOMAIN, decision)):
+            raise VerificationError("decision.signature", f"the decision is not signed by '{party}'s key")
+        body = parse_canonical_json(decision, what="decision")
+        if not isinstance(body, dict):
+            raise InputError("decision must be a JSON object", field="decision")
+        if body.get("job_id") != job_id or body.get("party") != party:
+            raise InputError("decision body names another job or party than its envelope", field="decision")
+        verdict = body.get("decision")
+        if verdict not in ("approve", "reject"):
+            raise InputError("expected 'approve' or 'reject'", field="decision.decision")
+        reason = check_text(body.get("reason", ""), field="decision.reason")
+        with self.store.transaction():
+            job = self._job(job_id)
+            previous = {d.party: d for d in self.store.decisions(job_id)}
+            if party in previous:
+                if previous[party].canonical == decision:
+                    return "decision already recorded"
+                raise TransitionRefused(f"'{party}' already decided on job {job_id[:16]}… "
+                                        f"({previous[party].decision}); a decision is final")
+            self._require_state(job, {JobState.AWAITING_APPROVALS}, "decision")
+            now = self._clock()
+            self.store.insert_decision(DecisionRecord(job_id, party, verdict, reason, decision, signature, now))
+            self.audit.append({"type": "decision", "job_id": job_id, "party": party, "decision": verdict,
+                               "reason": reason, "decision_sha256": hashlib.sha256(decision).hexdigest()})
+            if verdict == "reject":
+                self._transition(job, JobState.FAILED, f"rejected by {party}: {reason}", by=party)
+                return "job rejected"
+            approved = {p for p, d in previous.items() if d.decision == "approve"} | {party}
+            if approved >= set(spec.parties):
+                self._transition(job, JobState.APPROVED, "", by=party)
+                return "job approved by every input party"
+        return "decision recorded"
+
+    # 4: the compute node's offer
+
+    def post_offer(self, *, job_id: str, compute: str, hpke_suite: str, hpke_public_key: bytes,
+                   signing_public_key: bytes, evidence: bytes, endpoint: str) -> str:
+        job = self._job(job_id)
+        check_name(compute, field="compute")
+        if compute != job.compute:
+            raise PermissionRefused(f"'{compute}' is not the compute node of job {job_id[:16]}… ({job.compute} is)")
+        check_name(hpke_suite, field="hpke_suite")
+        if not 0 < len(hpke_public_key) <= MAX_HPKE_KEY_BYTES:
+            raise InputError(f"expected 1..{MAX_HPKE_KEY_BYTES} bytes, found {len(hpke_public_key)}",
+                             field="hpke_public_key")
+        if len(signing_public_key) != 32:
+            raise InputError(f"expected a raw 32-byte Ed25519 key, found {len(signing_public_key)} bytes",
+                             field="signing_public_key")
+        if not 0 < len(evidence) <= MAX_EVIDENCE_BYTES:
+            raise InputError(f"expected 1..{MAX_EVIDENCE_BYTES} bytes of evidence, found {len(evidence)}",
+                             field="evidence")
+        if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
+            raise InputError("expected host:port", field="endpoint")
+        offer = OfferRecord(job_id, compute, hpke_suite, hpke_public_key, signing_public_key, evidence,
+                            endpoint, self._clock())
+        with self.store.transaction():
+            job = self._job(job_id)
+            existing = self.store.offer(job_id)
+            if existing is not None:
+                if _same_offer(existing, offer):
+                    return "offer already recorded"
+                raise TransitionRefused(f"job {job_id[:16]}… already has an offer; an offer is final")
+            self._require_state(job, {JobState.APPROVED}, "offer")
+            self.store.insert_offer(offer)
+            self.audit.append({"type": "offer", "job_id": job_id, "compute": compute, "endpoint": endpoint,
+                               "hpke_suite": hpke_suite,
+                               "hpke_public_key_sha256": hashlib.sha256(hpke_public_key).hexdigest(),
+                               "signing_public_key": signing_public_key.hex(),
+                               "evidence_sha256": hashlib.sha256(evidence).hexdigest()})
+            self._transition(job, JobState.NEGOTIATING_KEYS, "", by=compute)
+        return "offer recorded"
+
+    # 5-6: status reports
+
+    def report_status(self, job_id: str, node: str, event: str, detail: str) -> str:
+        job = self._job(job_id)
+        check_name(node, field="node")
+        detail = check_text(detail, field="detail")
+        spec = self.spec_of(job)
+        is_compute = node == job.compute
+        is_party = node in spec.parties
+        if not (is_compute or is_party):
+            raise PermissionRefused(f"'{node}' has no part in job {job_id[:16]}…")
+        with self.store.transaction():
+            job = self._job(job_id)
+            state = JobState(job.state)
+            now = self._clock()
+            if event == "uploaded":
+                if not is_party:
+                    raise PermissionRefused(f"only an input party reports an upload; '{node}' is not one")
+                party, _, table = detail.partition("/")
+                if party != node or (party, table) not in spec.inputs:
+                    raise InputError(f"expected '<party>/<table>' naming one of {node}'s input tables",
+                                     field="detail")
+                # A fast job may finish before the last owner's report arrives; recording it is harmless.
+                self._require_state(job, {JobState.NEGOTIATING_KEYS, JobState.RUNNING, JobState.SUCCEEDED},
+                                    "upload report")
+                if self.store.insert_upload(job_id, party, table, now):
+                    self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
+                    self.audit.append({"type": "upload", "job_id": job_id, "party": party, "table": table})
+                return "upload recorded"
+            if event == "running":
+                if not is_compute:
+                    raise PermissionRefused(f"only the job's compute node reports running; '{node}' is not it")
+                if state is JobState.RUNNING:
+                    return "already running"
+                self._require_state(job, {JobState.NEGOTIATING_KEYS}, "running report")
+                self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
+                self._transition(job, JobState.RUNNING, "", by=node)
+                return "job running"
+            if event == "failed":
+                self._refuse_if_ended(job, "failure report")
+                self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
+                self._transition(job, JobState.FAILED, detail or f"failed at {node}", by=node)
+                return "job failed"
+            if event == "progress":
+                self._refuse_if_ended(job, "progress report")
+                self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
+                self.audit.append({"type": "status", "job_id": job_id, "node": node, "event": event,
+                                   "detail": detail})
+                return "progress recorded"
+        raise InputError(f"unknown event '{event[:32]}'; expected uploaded, running, failed or progress",
+                         field="event")
+
+    # 6: results into the mailbox
+
+    def post_results(self, job_id: str, compute: str, results: Sequence[SealedResultIn]) -> str:
+        job = self._job(job_id)
+        if compute != job.compute:
+            raise PermissionRefused(f"'{compute}' is not the compute node of job {job_id[:16]}…")
+        allowed = self.spec_of(job).release_pairs()
+        seen: set[tuple[str, str]] = set()
+        size = 0
+        for i, r in enumerate(results):
+            if r.job_id != job_id:
+                raise InputError("result is for another job", field=f"results[{i}].job_id")
+            pair = (check_name(r.kind, field=f"results[{i}].kind"),
+                    check_name(r.recipient, field=f"results[{i}].recipient"))
+            if pair not in allowed:
+                raise PermissionRefused(f"the job does not release '{pair[0]}' to '{pair[1]}'")
+            if pair in seen:
+                raise InputError(f"two results for '{pair[0]}' to '{pair[1]}'", field=f"results[{i}]")
+            if not r.envelope or len(r.signature) != 64:
+                raise InputError("expected a non-empty envelope and a 64-byte signature", field=f"results[{i}]")
+            seen.add(pair)
+            size += len(r.envelope) + len(r.signature)
+        with self.store.transaction():
+            job = self._job(job_id)
+            self._require_state(job, {JobState.RUNNING}, "results")
+            total = size + self.store.result_bytes(job_id)
+            if total > MAX_RESULTS_BYTES_PER_JOB:
+                raise InputError(f"results total {total} bytes, at most {MAX_RESULTS_BYTES_PER_JOB} per job",
+                                 field="results")
+            now = self._clock()
+            for r in results:
+                self.store.insert_result(ResultRecord(job_id, r.kind, r.recipient, r.envelope, r.signature, now))
+            self.audit.append({"type": "results", "job_id": job_id, "compute": compute,
+                               "results": [{"kind": r.kind, "recipient": r.recipient,
+                                            "envelope_sha256": hashlib.sha256(r.envelope).hexdigest()}
+                                           for r in results]})
+            self._transition(job, JobState.SUCCEEDED, "", by=compute)
+        return f"{len(results)} result(s) stored"
+
+    # 7: cancel
+
+    def cancel(self, job_id: str, analyst: str, reason: str, signature: bytes) -> JobView:
+        job = self._job(job_id)
+        check_name(analyst, field="analyst")
+        reason = check_text(reason, field="reason")
+        if analyst != job.analyst:
+            raise PermissionRefused(f"only the job's analyst ({job.analyst}) may cancel it, not '{analyst}'")
+        signer = self.member(analyst, role="analyst", what="canceller")
+        message = domain_message(CANCEL_DOMAIN, bytes.fromhex(job_id), reason.encode("utf-8"))
+        if not verify_ed25519(signer.keys.signing, signature, message):
+            raise VerificationError("cancel.signature", f"the cancellation is not signed by '{analyst}'s key")
+        with self.store.transaction():
+            job = self._job(job_id)
+            self._refuse_if_ended(job, "cancel")
+            self._transition(job, JobState.CANCELLED, reason or "cancelled by the analyst", by=analyst)
+        return self.view(job_id, viewer=analyst)
+
+    # reading
+
+    def poll(self, node: str) -> list[WorkItem]:
+        """The work waiting for `node`, at most MAX_WORK_ITEMS items."""
+        self.member(node, what="poller")
+        items: list[WorkItem] = []
+        room = MAX_WORK_ITEMS
+        for job in self.store.jobs_with_input_party(JobState.AWAITING_APPROVALS.value, node, room):
+            if all(d.party != node for d in self.store.decisions(job.job_id)):
+                items.append(WorkItem("decide", job))
+        for job in self.store.jobs_for_compute(JobState.APPROVED.value, node, room):
+            items.append(WorkItem("compute", job, decisions=tuple(self.store.decisions(job.job_id))))
+        for job in self.store.jobs_with_input_party(JobState.NEGOTIATING_KEYS.value, node, room):
+            mine = {t for p, t in self.store.inputs(job.job_id) if p == node}
+            done = {t for p, t in self.store.uploads(job.job_id) if p == node}
+            if mine - done:
+                items.append(WorkItem("upload", job, offer=self.store.offer(job.job_id)))
+        since = self._clock() - STOP_WINDOW_SECONDS
+        for job in self.store.jobs_stopped_since(since, node, room):
+            items.append(WorkItem("stop", job, reason=job.reason))
+        return items[:MAX_WORK_ITEMS]
+
+    def view(self, job_id: str, *, viewer: str | None) -> JobView:
+        """The job's status; `viewer` (None = local operator) must have a part in it."""
+        job = self._job(job_id)
+        spec = self.spec_of(job)
+        if viewer is not None and not self._involved(job, spec, viewer):
+            raise PermissionRefused(f"'{viewer}' has no part in job {job_id[:16]}…")
+        return self._view(job, spec)
+
+    def _view(self, job: JobRecord, spec: JobSpecView) -> JobView:
+        by_party = {d.party: d for d in self.store.decisions(job.job_id)}
+        decisions = tuple(
+            PartyStatus(p, "pending", "") if p not in by_party else
+            PartyStatus(p, "approved" if by_party[p].decision == "approve" else "rejected", by_party[p].reason)
+            for p in spec.parties)
+        uploaded = tuple(f"{p}/{t}" for p, t in self.store.uploads(job.job_id))
+        results = tuple(f"{k}->{r}" for k, r in self.store.result_index(job.job_id))
+        return JobView(job, spec, decisions, uploaded, results)
+
+    def list_jobs(self, *, viewer: str | None, state: str | None = None, limit: int = 100) -> list[JobView]:
+        if state:
+            try:
+                JobState(state)
+            except ValueError:
+                raise InputError(f"unknown state '{state[:32]}'", field="state") from None
+        limit = max(1, min(limit or 100, 1000))
+        jobs = self.store.list_jobs(state=state or None, member=viewer, limit=limit)
+        return [self._view(job, self.spec_of(job)) for job in jobs]
+
+    def fetch_results(self, job_id: str, recipient: str) -> ResultsForRecipient:
+        """The sealed results addressed to `recipient`, with what they need to verify them."""
+        job = self._job(job_id)
+        check_name(recipient, field="recipient")
+        spec = self.spec_of(job)
+        if not self._involved(job, spec, recipient):
+            raise PermissionRefused(f"'{recipient}' has no part in job {job_id[:16]}…")
+        results = tuple(self.store.results(job_id, recipient))
+        if results:
+            with self.store.transaction():
+                self.audit.append({"type": "results.fetched", "job_id": job_id, "recipient": recipient,
+                                   "kinds": [r.kind for r in results]})
+        return ResultsForRecipient(job, self.store.offer(job_id), results, self._view(job, spec))
+
+
+def _same_offer(a: OfferRecord, b: OfferRecord) -> bool:
+    return (a.compute, a.hpke_suite, a.hpke_public_key, a.signing_public_key, a.evidence, a.endpoint) == \
+        (b.compute, b.hpke_suite, b.hpke_public_key, b.signing_public_key, b.evidence, b.endpoint)
+

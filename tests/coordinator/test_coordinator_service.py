@@ -1,0 +1,254 @@
+"""The Coordinator gRPC service over real mutual TLS on loopback: the flow and the refusals."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coordinator_testkit import World, offer_fields
+from teenet.audit import AuditCheckpoint, AuditEntry, verify_chain
+from teenet.coordinator.config import CoordinatorConfig
+from teenet.coordinator.server import serve
+from teenet.pki import DevPki, TlsFiles, secure_channel
+from teenet.proto import teenet_pb2 as pb
+from teenet.proto import teenet_pb2_grpc as rpc
+
+MEMBERS = ("alice", "mallory", "bank", "telco", "eve", "enclave", "enclave2", "stranger")
+
+
+@pytest.fixture(scope="module")
+def network(world: World, tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("network")
+    pki = DevPki.create(base / "pki")
+    tls = {name: pki.issue(name) for name in MEMBERS + ("coordinator",)}
+    config = CoordinatorConfig(name="coordinator", listen="127.0.0.1:0", consortium=base / "unused.yaml",
+                               state_dir=base / "state", database=base / "state" / "coordinator.db",
+                               audit_key=base / "state" / "audit.key", tls=tls["coordinator"], checkpoint_every=8)
+    running = serve(config, consortium=world.consortium)
+    channels: dict[str, grpc.Channel] = {}
+
+    def stub(member: str) -> rpc.CoordinatorStub:
+        if member not in channels:
+            channels[member] = secure_channel(f"127.0.0.1:{running.port}", tls[member], server_name="coordinator")
+        return rpc.CoordinatorStub(channels[member])
+
+    yield running, stub, tls
+    for ch in channels.values():
+        ch.close()
+    running.stop(grace=1)
+
+
+def submit(world: World, stub, **spec_overrides) -> str:
+    raw, analyst, sig = world.signed_job(world.spec(**spec_overrides))
+    reply = stub("alice").SubmitJob(pb.SignedJob(canonical_spec=raw, analyst=analyst, signature=sig), timeout=10)
+    assert reply.state == "awaiting_approvals"
+    return reply.job_id
+
+
+def decide(world: World, stub, job_id: str, party: str, verdict: str = "approve") -> pb.Ack:
+    raw, sig = world.decision(job_id, party, verdict)
+    return stub(party).SubmitDecision(pb.SignedDecision(job_id=job_id, party=party, decision=raw, signature=sig),
+                                      timeout=10)
+
+
+def refused(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def test_health_reports_serving(network):
+    running, _, tls = network
+    with secure_channel(f"127.0.0.1:{running.port}", tls["bank"], server_name="coordinator") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "teenet.v1.Coordinator"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_whole_flow_over_grpc(world, network):
+    running, stub, _ = network
+    job_id = submit(world, stub)
+    items = stub("bank").Poll(pb.PollRequest(node="bank"), timeout=10).items
+    item = next(i for i in items if i.job_id == job_id)
+    assert item.kind == "decide" and item.job.analyst == "alice"
+    assert decide(world, stub, job_id, "bank").ok
+    assert decide(world, stub, job_id, "telco").detail == "job approved by every input party"
+
+    work = next(i for i in stub("enclave").Poll(pb.PollRequest(node="enclave"), timeout=10).items
+                if i.job_id == job_id)
+    assert work.kind == "compute" and sorted(d.party for d in work.decisions) == ["bank", "telco"]
+    fields = offer_fields(job_id)
+    stub("enclave").PostOffer(pb.ComputeOffer(**fields), timeout=10)
+
+    for party, table in (("bank", "customers"), ("telco", "subscribers")):
+        up = next(i for i in stub(party).Poll(pb.PollRequest(node=party), timeout=10).items if i.job_id == job_id)
+        assert up.kind == "upload" and up.offer.signing_public_key == fields["signing_public_key"]
+        stub(party).ReportStatus(pb.StatusReport(job_id=job_id, node=party, event="uploaded",
+                                                 detail=f"{party}/{table}"), timeout=10)
+    stub("enclave").ReportStatus(pb.StatusReport(job_id=job_id, node="enclave", event="running"), timeout=10)
+    stub("enclave").PostResults(pb.PostResultsRequest(job_id=job_id, results=[
+        pb.SealedResult(job_id=job_id, recipient="alice", kind="size", envelope=b"for-alice", signature=bytes(64)),
+        pb.SealedResult(job_id=job_id, recipient="bank", kind="size", envelope=b"for-bank", signature=bytes(64)),
+    ]), timeout=10)
+
+    status = stub("alice").GetJob(pb.JobRef(job_id=job_id), timeout=10)
+    assert status.state == "succeeded" and list(status.results) == ["size->alice", "size->bank"]
+    assert [(d.party, d.decision) for d in status.decisions] == [("bank", "approved"), ("telco", "approved")]
+    fetched = stub("alice").FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient="alice"), timeout=10)
+    assert [r.envelope for r in fetched.results] == [b"for-alice"]
+    assert fetched.offer.signing_public_key == fields["signing_public_key"]
+    assert fetched.job.analyst == "alice" and fetched.status.state == "succeeded"
+    listed = stub("telco").ListJobs(pb.ListJobsRequest(limit=50), timeout=10).jobs
+    assert job_id in [j.job_id for j in listed]
+    assert job_id not in [j.job_id for j in stub("eve").ListJobs(pb.ListJobsRequest(), timeout=10).jobs]
+
+    # the audit chain, fetched over the wire, verifies against the coordinator's key
+    audit = stub("eve").GetAudit(pb.AuditRequest(after_seq=0, limit=1000), timeout=10)
+    entries = [AuditEntry(e.seq, bytes.fromhex(e.prev_hash), bytes.fromhex(e.entry_hash), e.payload.encode())
+               for e in audit.entries]
+    cp = audit.checkpoint
+    checkpoints = [AuditCheckpoint(cp.seq, bytes.fromhex(cp.entry_hash), cp.signature,
+                                   base64.b64decode(cp.signer_public_key))] if cp.seq else []
+    report = verify_chain(entries, checkpoints, running.coordinator.audit.public_key)
+    assert report.ok and report.checkpoints == 1
+    assert any(e.event.get("to") == "succeeded" and e.event.get("job_id") == job_id for e in entries)
+
+
+def test_duplicate_submission_over_grpc(world, network):
+    _, stub, _ = network
+    raw, analyst, sig = world.signed_job()
+    msg = pb.SignedJob(canonical_spec=raw, analyst=analyst, signature=sig)
+    first = stub("alice").SubmitJob(msg, timeout=10)
+    second = stub("alice").SubmitJob(msg, timeout=10)
+    assert (first.duplicate, second.duplicate, second.job_id) == (False, True, first.job_id)
+
+
+def test_a_node_cannot_poll_as_another(network):
+    _, stub, _ = network
+    err = refused(lambda: stub("bank").Poll(pb.PollRequest(node="telco"), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "authenticated as 'bank'" in err.details() and "node is 'telco'" in err.details()
+
+
+def test_a_party_cannot_decide_for_another_even_with_its_signature(world, network):
+    _, stub, _ = network
+    job_id = submit(world, stub)
+    raw, sig = world.decision(job_id, "telco")       # a genuine telco decision, replayed by bank
+    err = refused(lambda: stub("bank").SubmitDecision(
+        pb.SignedDecision(job_id=job_id, party="telco", decision=raw, signature=sig), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "a member speaks only for itself" in err.details()
+    err = refused(lambda: decide(world, stub, job_id, "eve"))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "not an input party" in err.details()
+    status = stub("alice").GetJob(pb.JobRef(job_id=job_id), timeout=10)
+    assert [d.decision for d in status.decisions] == ["pending", "pending"]
+
+
+def test_nobody_fetches_someone_elses_results(world, network):
+    _, stub, _ = network
+    job_id = submit(world, stub)
+    err = refused(lambda: stub("bank").FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient="alice"),
+                                                    timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "recipient is 'alice'" in err.details()
+    err = refused(lambda: stub("eve").FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient="eve"),
+                                                   timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "no part in job" in err.details()
+
+
+def test_only_the_analyst_cancels_and_only_the_compute_offers(world, network):
+    _, stub, _ = network
+    job_id = submit(world, stub)
+    sig = world.cancel_signature(job_id, "x", "mallory")
+    err = refused(lambda: stub("mallory").CancelJob(pb.CancelRequest(job_id=job_id, analyst="alice", reason="x",
+                                                                     signature=sig), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = refused(lambda: stub("mallory").CancelJob(pb.CancelRequest(job_id=job_id, analyst="mallory", reason="x",
+                                                                     signature=sig), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "only the job's analyst" in err.details()
+    err = refused(lambda: stub("enclave2").PostOffer(pb.ComputeOffer(**offer_fields(job_id, "enclave")),
+                                                     timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    status = stub("alice").CancelJob(pb.CancelRequest(job_id=job_id, analyst="alice", reason="typo",
+                                                      signature=world.cancel_signature(job_id, "typo")), timeout=10)
+    assert (status.state, status.reason) == ("cancelled", "typo")
+    stops = [i for i in stub("bank").Poll(pb.PollRequest(node="bank"), timeout=10).items if i.job_id == job_id]
+    assert [(i.kind, i.reason) for i in stops] == [("stop", "typo")]
+
+
+def test_a_certified_stranger_is_not_a_member(network):
+    _, stub, _ = network
+    err = refused(lambda: stub("stranger").Poll(pb.PollRequest(node="stranger"), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "not a member" in err.details()
+    err = refused(lambda: stub("stranger").GetAudit(pb.AuditRequest(), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_client_without_a_consortium_certificate_is_refused(network, tmp_path: Path):
+    running, _, _ = network
+    other = DevPki.create(tmp_path / "other")
+    impostor = other.issue("alice")
+    mixed = TlsFiles(ca=network[2]["alice"].ca, cert=impostor.cert, key=impostor.key)
+    with secure_channel(f"127.0.0.1:{running.port}", mixed, server_name="coordinator") as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            rpc.CoordinatorStub(ch).Poll(pb.PollRequest(node="alice"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_malformed_requests_get_clear_errors_and_the_service_lives_on(world, network):
+    _, stub, _ = network
+    cases = [
+        (lambda: stub("alice").SubmitJob(pb.SignedJob(canonical_spec=b"\xff\x00junk", analyst="alice"), timeout=10),
+         grpc.StatusCode.INVALID_ARGUMENT, "not valid UTF-8 JSON"),
+        (lambda: stub("alice").SubmitJob(pb.SignedJob(canonical_spec=b"{}", analyst="alice"), timeout=10),
+         grpc.StatusCode.INVALID_ARGUMENT, "field 'inputs'"),
+        (lambda: stub("alice").SubmitJob(pb.SignedJob(canonical_spec=b"x" * (300 * 1024), analyst="alice"),
+                                         timeout=10),
+         grpc.StatusCode.INVALID_ARGUMENT, "at most 262144"),
+        (lambda: stub("alice").GetJob(pb.JobRef(job_id="not-a-digest"), timeout=10),
+         grpc.StatusCode.INVALID_ARGUMENT, "64 lowercase hex"),
+        (lambda: stub("alice").GetJob(pb.JobRef(job_id="0" * 64), timeout=10),
+         grpc.StatusCode.NOT_FOUND, "no job"),
+        (lambda: stub("alice").ListJobs(pb.ListJobsRequest(state="exploded"), timeout=10),
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown state"),
+    ]
+    job_id = submit(world, stub)
+    cases += [
+        (lambda: stub("enclave").PostOffer(pb.ComputeOffer(**offer_fields(job_id)), timeout=10),
+         grpc.StatusCode.FAILED_PRECONDITION, "expected approved"),
+        (lambda: stub("bank").ReportStatus(pb.StatusReport(job_id=job_id, node="bank", event="x" * 5000),
+                                           timeout=10),
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown event"),
+        (lambda: stub("bank").SubmitDecision(pb.SignedDecision(job_id=job_id, party="bank", decision=b"{}",
+                                                               signature=b"\x00" * 64), timeout=10),
+         grpc.StatusCode.PERMISSION_DENIED, "decision.signature"),
+    ]
+    for call, code, text in cases:
+        err = refused(call)
+        assert err.code() == code, (err.code(), err.details())
+        assert text in err.details() and "\n" not in err.details()
+        assert "Traceback" not in err.details()
+    assert stub("alice").GetJob(pb.JobRef(job_id=job_id), timeout=10).state == "awaiting_approvals"
+
+
+def test_concurrent_callers_keep_one_unbroken_chain(world, network):
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, stub, _ = network
+
+    def one(_: int) -> str:
+        job_id = submit(world, stub)
+        decide(world, stub, job_id, "bank")
+        return job_id
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        job_ids = list(pool.map(one, range(16)))
+    assert len(set(job_ids)) == 16
+    for job_id in job_ids:
+        status = stub("telco").GetJob(pb.JobRef(job_id=job_id), timeout=10)
+        assert [d.decision for d in status.decisions] == ["approved", "pending"]
+    report = running.coordinator.audit.verify()
+    assert report.ok, report.first_break

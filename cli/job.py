@@ -25,19 +25,16 @@ class _Analyst:
     """The analyst's config, keys and coordinator connection."""
 
     def __init__(self, config: Path | None) -> None:
-        from teenet.config import load_analyst_config, load_consortium
+        from teenet.config import load_analyst_config
         from teenet.identity import MemberKeys
         from teenet.node.links import CoordinatorLink
-        from teenet.pki import TlsFiles
 
         self.path = config_path(config)
         self.cfg = load_analyst_config(self.path)
-        self.consortium = load_consortium(self.cfg.consortium)
-        self.consortium.member(self.cfg.analyst, role="analyst")
-        self.keys = MemberKeys.load(self.cfg.keys)
-        self.tls = TlsFiles(self.cfg.tls.ca, self.cfg.tls.cert, self.cfg.tls.key)
-        endpoint = self.cfg.coordinator or self.consortium.coordinator_endpoint
-        self.link = CoordinatorLink(endpoint, self.tls, self.consortium.coordinator_name)
+        self.consortium = self.cfg.consortium
+        self.keys = MemberKeys.load(self.cfg.keys_dir)
+        self.tls = self.cfg.tls
+        self.link = CoordinatorLink(self.cfg.coordinator, self.tls, self.consortium.coordinator_name)
 
     @property
     def stub(self):

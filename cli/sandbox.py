@@ -39,8 +39,10 @@ def _free_port() -> int:
 
 
 def _dump(path: Path, data: dict, header: str = "") -> None:
+    from teenet.yamlload import dump_yaml
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=100))
+    path.write_text(dump_yaml(data, header=header))
 
 
 def _own_tables(specs: list[str]) -> dict[str, dict[str, Path]]:
@@ -159,16 +161,16 @@ def _write_jobs(d: Path, tables: dict[str, dict[str, Path]]) -> None:
         "  - {party: bank,    table: customers, key: customer_id, columns: []}\n"
         "  - {party: telco,   table: usage,     key: customer_id, columns: []}\n"
         "  - {party: insurer, table: policies,  key: customer_id, columns: []}\n"
-        "params: {normalize: {trim: true, case: none, type: int}}\n"
+        "params: {normalise: {trim: true, case: none, type: int}}\n"
         "release:\n  - {kind: size, to: [analyst, bank, telco, insurer]}\n")
     (d / "spend-by-region.yaml").write_text(
         "# Mean income and premium by region over customers of both the bank and the insurer.\n"
         "name: spend-by-region\nfunction: aggregate\ncompute: compute-1\ninputs:\n"
         "  - {party: bank,    table: customers, key: customer_id, columns: [region, income]}\n"
         "  - {party: insurer, table: policies,  key: customer_id, columns: [premium, claims]}\n"
-        "params:\n  combine: join\n  group_by: [{party: bank, column: region}]\n"
-        "  metrics:\n    - {party: bank, column: income, stats: [count, mean, p50]}\n"
-        "    - {party: insurer, column: premium, stats: [mean, std]}\n"
+        "params:\n  combine: join\n  group_by: [region]\n"
+        "  metrics:\n    - {column: income, stats: [count, mean, p50]}\n"
+        "    - {column: premium, stats: [mean, std]}\n"
         "release:\n  - {kind: aggregate, to: [analyst, bank, insurer]}\n")
     (d / "default-risk.yaml").write_text(
         "# A default-risk model trained on bank and telco features joined on the customer.\n"
@@ -220,18 +222,19 @@ def start_process(directory: Path, name: str, args: list[str]) -> dict:
     log = directory / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "teenet.cli.main", "--verbose", *args], cwd=directory,
                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
-    return {"name": name, "pid": proc.pid, "log": str(log), "args": args}
+    return {"name": name, "pid": proc.pid, "log": str(log), "args": args, "log_offset": offset}
 
 
 def _wait_ready(p: dict, marker: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     log = Path(p["log"])
     while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
+        text = log.read_bytes()[p.get("log_offset", 0):].decode(errors="replace") if log.exists() else ""
         if marker in text:
             return
         if not _alive(p["pid"]):

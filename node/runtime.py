@@ -11,7 +11,7 @@ from typing import Any
 
 from teenet.attestation.policy import AllOf, policy_from_config
 from teenet.audit import AuditLog
-from teenet.config import Consortium, NodeConfig, load_consortium, load_node_config
+from teenet.config import Consortium, NodeConfig, load_node_config
 from teenet.identity import MemberKeys
 from teenet.pki import TlsFiles
 from teenet.node.catalog import Catalog
@@ -46,7 +46,7 @@ class NodeRuntime:
         return self.stop_event.is_set()
 
     def audit(self, event: str, **fields: Any) -> None:
-        self.audit_log.append({"event": event, "node": self.name, "at": round(time.time(), 3), **fields})
+        self.audit_log.append({"event": event, "node": self.name, **fields})
 
     def close(self) -> None:
         self.coordinator.close()
@@ -56,16 +56,10 @@ class NodeRuntime:
 
 def open_runtime(config_path: Path) -> NodeRuntime:
     config = load_node_config(config_path)
-    consortium = load_consortium(config.consortium)
-    member = consortium.member(config.node)
-    if member.role != config.role:
-        from teenet.errors import InputError
-
-        raise InputError(f"node '{config.node}' is a {member.role} member in the consortium file, "
-                         f"but its config says role: {config.role}", source=str(config_path), field="role")
-    keys = MemberKeys.load(config.keys)
+    consortium = config.consortium
+    keys = MemberKeys.load(config.keys_dir)
     enclave = build_enclave(config.enclave.backend, config.enclave.sim_dir)
-    tls = TlsFiles(config.tls.ca, config.tls.cert, config.tls.key)
+    tls = config.tls
     state_dir = config.state_dir
     store = NodeStore(state_dir / "node.db")
     audit_log = AuditLog(state_dir / "audit.db", keys.signing)
@@ -75,7 +69,6 @@ def open_runtime(config_path: Path) -> NodeRuntime:
     compute_policy = policy_from_config(compute_cfg, source=f"{src}: policy.compute_attestation")
     data_policy = policy_from_config(data_cfg, source=f"{src}: policy.data_attestation")
     measurements = tuple(m.lower() for m in ((compute_cfg or {}).get("measurements") or []))
-    endpoint = config.coordinator or consortium.coordinator_endpoint
-    link = CoordinatorLink(endpoint, tls, consortium.coordinator_name)
+    link = CoordinatorLink(config.coordinator, tls, consortium.coordinator_name)
     return NodeRuntime(config, consortium, keys, enclave, Catalog.from_config(config.tables), store, audit_log,
                        link, tls, compute_policy, data_policy, measurements)

@@ -1,0 +1,189 @@
+"""Jobs through the real network: auto-approved, operator-approved, rejected, cancelled,
+the coordinator killed mid-job, and what the untrusted coordinator ever holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from integration_helpers import cli_json, run_cli, write_job
+
+pytestmark = pytest.mark.slow
+
+TRAIN_WITH_INSURER = """\
+name: risk-with-claims
+function: train
+compute: compute-1
+inputs:
+  - {party: bank,    table: customers, key: customer_id, columns: [income, defaulted]}
+  - {party: insurer, table: policies,  key: customer_id, columns: [claims, premium]}
+params: {layout: vertical, model: logistic_regression, label: {party: bank, column: defaulted},
+         test_fraction: 0.25, seed: 3}
+release:
+  - {kind: metrics, to: [analyst]}
+"""
+
+
+def _status(capsys, net, job_id):
+    return cli_json(capsys, "job", "status", job_id, "--config", net / "analyst.yaml")
+
+
+def _wait_state(capsys, net, job_id, states, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = _status(capsys, net, job_id)
+        if st["state"] in states:
+            return st
+        time.sleep(0.2)
+    raise AssertionError(f"job stayed {st['state']}")
+
+
+def _wait_pending(capsys, net, party, job_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, out, _ = run_cli(capsys, "approvals", "list", "--config", net / f"{party}.yaml", "--json")
+        if code == 0 and any(r["job_id"] == job_id for r in json.loads(out)):
+            return json.loads(out)
+        time.sleep(0.2)
+    raise AssertionError(f"{party} never listed job {job_id[:12]} as pending")
+
+
+def _audit_events(net, party):
+    from teenet.audit import read_log
+
+    entries, _ = read_log(net / "state" / party / "audit.db")
+    return [dict(e.event) for e in entries]
+
+
+def test_auto_approved_psi_runs_end_to_end_and_the_result_verifies(network, capsys, tmp_path):
+    out = cli_json(capsys, "job", "submit", network / "jobs" / "psi-overlap.yaml", "--config",
+                   network / "analyst.yaml", "--wait")
+    assert out["state"] == "succeeded", out
+    res = cli_json(capsys, "job", "result", out["job_id"], "--config", network / "analyst.yaml", "--out", tmp_path)
+    assert res["verified"] is True and res["enclave"]["simulated"] is True
+    size = json.loads((tmp_path / "size.json").read_text())
+    ids = [set(pq.read_table(network / "data" / p / f"{t}.parquet", columns=["customer_id"])["customer_id"].to_pylist())
+           for p, t in (("bank", "customers"), ("telco", "usage"), ("insurer", "policies"))]
+    assert json.dumps(size).count(str(len(ids[0] & ids[1] & ids[2]))) >= 1
+
+
+def test_vertical_training_releases_a_model_the_analyst_can_open(network, capsys, tmp_path):
+    out = cli_json(capsys, "job", "submit", network / "jobs" / "default-risk.yaml", "--config",
+                   network / "analyst.yaml", "--wait")
+    assert out["state"] == "succeeded", out
+    cli_json(capsys, "job", "result", out["job_id"], "--config", network / "analyst.yaml", "--out", tmp_path)
+    assert (tmp_path / "model.onnx").stat().st_size > 100
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.5 < float(json.dumps(metrics) and _find(metrics, "auc")) <= 1.0
+
+
+def _find(obj, key):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == key and isinstance(v, (int, float)):
+                return v
+            found = _find(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def test_a_job_outside_auto_approval_waits_for_the_operator_then_runs(network, capsys):
+    spec = write_job(network, "risk-with-claims", TRAIN_WITH_INSURER)
+    job_id = cli_json(capsys, "job", "submit", spec, "--config", network / "analyst.yaml")["job_id"]
+    pending = _wait_pending(capsys, network, "insurer", job_id)
+    row = next(r for r in pending if r["job_id"] == job_id)
+    assert row["tables"] == [{"table": "policies", "columns": ["customer_id", "claims", "premium"]}]
+    assert _status(capsys, network, job_id)["state"] == "awaiting_approvals"
+    cli_json(capsys, "approvals", "approve", job_id[:10], "--config", network / "insurer.yaml", "--operator", "dana")
+    assert _wait_state(capsys, network, job_id, {"succeeded", "failed"})["state"] == "succeeded"
+    assert any(e["event"] == "approved" and e.get("decided_by") == "operator:dana" and e["job_id"] == job_id
+               for e in _audit_events(network, "insurer"))
+
+
+def test_a_rejected_job_never_runs_and_nothing_is_shipped(network, capsys):
+    spec = write_job(network, "risk-rejected", TRAIN_WITH_INSURER.replace("seed: 3", "seed: 4"))
+    job_id = cli_json(capsys, "job", "submit", spec, "--config", network / "analyst.yaml")["job_id"]
+    _wait_pending(capsys, network, "insurer", job_id)
+    cli_json(capsys, "approvals", "reject", job_id, "--config", network / "insurer.yaml",
+             "--reason", "claims data is not for credit scoring")
+    st = _wait_state(capsys, network, job_id, {"failed", "succeeded"})
+    assert st["state"] == "failed" and "claims data is not for credit scoring" in st["reason"]
+    time.sleep(1.0)
+    assert _status(capsys, network, job_id)["uploaded"] == []
+    for party in ("bank", "insurer"):
+        assert not any(e["event"] == "released_table" and e["job_id"] == job_id
+                       for e in _audit_events(network, party))
+
+
+def test_a_job_names_a_column_the_owner_does_not_have(network, capsys):
+    spec = write_job(network, "bad-column", TRAIN_WITH_INSURER.replace("[claims, premium]", "[claims, salary]"))
+    code, _, err = run_cli(capsys, "job", "submit", spec, "--config", network / "analyst.yaml")
+    assert code == 1 and "salary" in err and "Traceback" not in err
+    assert re.search(r"bad-column\.yaml:6, field 'inputs\[1\]\.columns\[1\]'", err)
+
+
+def test_a_cancelled_job_stops(network, capsys):
+    spec = write_job(network, "risk-cancelled", TRAIN_WITH_INSURER.replace("seed: 3", "seed: 5"))
+    job_id = cli_json(capsys, "job", "submit", spec, "--config", network / "analyst.yaml")["job_id"]
+    _wait_pending(capsys, network, "insurer", job_id)
+    st = cli_json(capsys, "job", "cancel", job_id, "--config", network / "analyst.yaml", "--reason", "wrong cohort")
+    assert st["state"] == "cancelled"
+    code, _, err = run_cli(capsys, "approvals", "approve", job_id, "--config", network / "insurer.yaml")
+    time.sleep(1.0)
+    assert _status(capsys, network, job_id)["state"] == "cancelled"
+    assert _status(capsys, network, job_id)["uploaded"] == []
+
+
+def test_the_coordinator_killed_mid_job_loses_nothing(network, capsys):
+    from teenet.cli.sandbox import PROCESS_FILE, _wait_ready, start_process
+
+    spec = write_job(network, "risk-restart", TRAIN_WITH_INSURER.replace("seed: 3", "seed: 6"))
+    job_id = cli_json(capsys, "job", "submit", spec, "--config", network / "analyst.yaml")["job_id"]
+    _wait_pending(capsys, network, "insurer", job_id)
+    procs = json.loads((network / PROCESS_FILE).read_text())
+    coord = next(p for p in procs if p["name"] == "coordinator")
+    os.kill(coord["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    cli_json(capsys, "approvals", "approve", job_id, "--config", network / "insurer.yaml")
+    time.sleep(1.0)  # the insurer's node signs while the coordinator is down, and keeps retrying
+    fresh = start_process(network, "coordinator", coord["args"])
+    procs = [p if p["name"] != "coordinator" else fresh for p in procs]
+    (network / PROCESS_FILE).write_text(json.dumps(procs))
+    _wait_ready(fresh, "listening", 30)
+    assert _wait_state(capsys, network, job_id, {"succeeded", "failed"})["state"] == "succeeded"
+
+
+def test_the_coordinator_never_holds_a_plaintext_value(network, capsys):
+    """Search everything the coordinator stored for values of the input tables."""
+    blobs = b""
+    for f in (network / "state" / "coordinator").iterdir():
+        blobs += f.read_bytes()
+    assert len(blobs) > 10_000
+    bank = pq.read_table(network / "data" / "bank" / "customers.parquet").to_pandas().head(200)
+    leaked = []
+    for cid, income in zip(bank["customer_id"], bank["income"]):
+        for needle in (str(cid).encode(), int(cid).to_bytes(8, "little"), repr(float(income)).encode()):
+            if needle in blobs:
+                leaked.append(needle)
+    assert leaked == []
+
+
+def test_a_hostile_spec_gets_one_clear_line_and_the_daemons_keep_serving(network, capsys):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b]\n"
+    for text, expected in ((bomb, "alias"), ("name: x\nfunction: psi\nsurprise: 1\n", "surprise"),
+                           ("name: [unclosed\n", "hostile.yaml:")):
+        spec = write_job(network, "hostile", text)
+        code, _, err = run_cli(capsys, "job", "submit", spec, "--config", network / "analyst.yaml")
+        assert code == 1 and expected in err.lower() and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+    out = cli_json(capsys, "job", "submit", network / "jobs" / "spend-by-region.yaml", "--config",
+                   network / "analyst.yaml", "--wait")
+    assert out["state"] == "succeeded", out

@@ -1,0 +1,251 @@
+"""`aggregate`: grouped statistics over owners' tables, small groups suppressed, optional DP.
+
+Params:
+  combine: join | union (join)   join: inner join of the inputs on their keys (a key may
+      repeat, e.g. transactions joined to customers); union: the same columns from every
+      input, rows stacked. A single input is used as is.
+  normalise: {trim, case, type}  key normalisation for the join (see `psi`).
+  group_by: [column, ...] ([])   an empty list makes one group of all rows.
+  metrics: [{column, stats: [count, sum, mean, std, min, max, p50, p90, ...]}, ...]
+      numeric columns; count is the non-null count, std the sample standard deviation,
+      pNN the NN-th percentile (linear interpolation), any NN from 1 to 99.
+  dp: {epsilon, mechanism: laplace|gaussian, delta, bounds: {column: [low, high]}, seed}
+      optional differential privacy through diffprivlib (see teenet.models.dp); only count,
+      sum, mean and std have a mechanism here. The group row count is then noisy too.
+
+Every group with fewer than k members (the owners' strictest minimum group size) is
+suppressed: it is left out, and only how many groups were suppressed is reported.
+Members are distinct key values when every input has a key (so one customer's many
+transactions never make a group alone; in a union, equal keys from two parties count
+once), otherwise rows. The threshold is applied to exact counts, so with dp the set of
+released groups is not itself noisy.
+
+Release kind "aggregate": JSON {"columns": [...], "rows": [[...], ...],
+"suppressed_groups": n, "min_group_size": k, "dp": {...} | null}; the columns are the
+group_by columns, "rows" and "<column>.<stat>" for each metric.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from teenet.errors import InputError
+
+from teenet.models import release
+from teenet.models.dp import (DP_STATS, DpParams, NoiseBudget, clamp, job_random_state, square_sensitivity,
+                              sum_sensitivity)
+from teenet.models.params import ParamReader
+from teenet.models.payloads import json_output
+from teenet.models.spec import Function, InputSpec, Output, PartyInput, ReleaseRules
+from teenet.models.tables import (KeyNormalisation, check_specs, inner_join, key_names, normalise_key,
+                                  shipped_table)
+
+_BASE_STATS = ("count", "sum", "mean", "std", "min", "max")
+_PERCENTILE = re.compile(r"^p([1-9][0-9]?)$")
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    stats: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AggregateParams:
+    combine: str
+    normalise: KeyNormalisation
+    group_by: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    dp: DpParams | None
+
+
+def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec],
+                 kinds: frozenset[str]) -> AggregateParams:
+    reader = ParamReader(params)
+    combine = reader.text("combine", choices=("join", "union"), default="join")
+    joining = combine == "join" and len(inputs) > 1
+    check_specs(inputs, need_keys=joining)
+    norm = KeyNormalisation.parse(reader.section("normalise"))
+    group_by = reader.names("group_by", default=())
+    metrics = []
+    for item in reader.sections("metrics"):
+        column = item.text("column")
+        stats = item.names("stats")
+        for j, stat in enumerate(stats):
+            if stat not in _BASE_STATS and not _PERCENTILE.match(stat):
+                raise InputError(f"unknown statistic '{stat}' (expected one of {', '.join(_BASE_STATS)} "
+                                 "or pNN with NN from 1 to 99)", field=f"{item.field('stats')}[{j}]")
+        if not stats:
+            raise InputError("expected at least one statistic", field=item.field("stats"))
+        item.done()
+        metrics.append(Metric(column, stats))
+    if not metrics:
+        raise InputError("expected at least one {column, stats}", field="params.metrics")
+    metric_columns = tuple(dict.fromkeys(m.column for m in metrics))
+    overlap = set(metric_columns) & set(group_by)
+    if overlap:
+        raise InputError(f"column(s) {', '.join(sorted(overlap))} are both grouped on and measured",
+                         field="params.metrics")
+    dp_reader = reader.section("dp")
+    dp = DpParams.parse(dp_reader, metric_columns) if dp_reader is not None else None
+    if dp is not None:
+        for i, metric in enumerate(metrics):
+            for stat in metric.stats:
+                if stat not in DP_STATS:
+                    raise InputError(f"statistic '{stat}' has no differentially private mechanism here "
+                                     f"(expected one of {', '.join(sorted(DP_STATS))} with dp)",
+                                     field=f"params.metrics[{i}].stats")
+    reader.done()
+    for name, where in [(c, "params.group_by") for c in group_by] + [(c, "params.metrics") for c in metric_columns]:
+        _check_shipped(inputs, name, where, every=(combine == "union"))
+    return AggregateParams(combine, norm, group_by, tuple(metrics), dp)
+
+
+def _check_shipped(inputs: Sequence[InputSpec], column: str, field: str, *, every: bool) -> None:
+    holders = [s for s in inputs if column in s.columns]
+    if every and len(holders) != len(inputs):
+        lacking = ", ".join(s.name for s in inputs if column not in s.columns)
+        raise InputError(f"column '{column}' is missing from {lacking} (a union needs it in every input)",
+                         field=field)
+    if not holders:
+        raise InputError(f"column '{column}' is not among the columns any input ships", field=field)
+
+
+def combined_frame(inputs: Sequence[PartyInput], params: AggregateParams) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The joined or stacked rows, and per row an id of the entity (key) it belongs to.
+
+    The entity ids are hashes of the normalised key tuple, or None when some input has
+    no key; they let the k rule count people rather than rows.
+    """
+    needed = list(dict.fromkeys(params.group_by + tuple(m.column for m in params.metrics)))
+    keyed = all(inp.keys for inp in inputs) and len({len(inp.keys) for inp in inputs}) == 1
+    if params.combine == "join" and len(inputs) > 1:
+        columns = [[c for c in inp.columns if c in needed] for inp in inputs]
+        table = inner_join(inputs, params.normalise, unique=False, columns=columns)
+        keys = table.select(key_names(len(inputs[0].keys)))
+    else:
+        parts = [shipped_table(inp, i) for i, inp in enumerate(inputs)]
+        try:
+            table = pa.concat_tables([p.select(needed) for p in parts], promote_options="permissive")
+            keys = pa.concat_tables([pa.table([normalise_key(p.column(k), params.normalise, f"{inp.name} key '{k}'")
+                                               for k in inp.keys], names=key_names(len(inp.keys)))
+                                     for p, inp in zip(parts, inputs)], promote_options="permissive") if keyed else None
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InputError(f"the inputs' columns have types that cannot be stacked: {exc}",
+                             field="inputs.columns") from None
+    frame = table.select(needed).to_pandas()
+    for metric in params.metrics:
+        series = frame[metric.column]
+        if series.dtype == bool:
+            frame[metric.column] = series.astype(float)
+        elif not pd.api.types.is_numeric_dtype(series):
+            raise InputError(f"column '{metric.column}' is {table.column(metric.column).type}, expected a number",
+                             field="params.metrics")
+    entities = None if keys is None else pd.util.hash_pandas_object(keys.to_pandas(), index=False).to_numpy()
+    return frame, entities
+
+
+def compute(inputs: Sequence[PartyInput], params: AggregateParams, kinds: frozenset[str],
+            rules: ReleaseRules) -> dict[str, Output]:
+    frame, entities = combined_frame(inputs, params)
+    if params.group_by:
+        grouped = frame.groupby(list(params.group_by), dropna=False, sort=True)
+        codes = grouped.ngroup().to_numpy()
+        sizes = grouped.size()  # in group-number order, as ngroup numbers them
+        labels = [key if isinstance(key, tuple) else (key,) for key in sizes.index]
+        rows = sizes.to_numpy()
+    else:
+        grouped = frame.groupby(np.zeros(len(frame), dtype=np.int64))
+        codes, labels, rows = np.zeros(len(frame), dtype=np.int64), [()], np.array([len(frame)])
+    # k counts distinct entities: one customer's many transactions never make a group alone.
+    members = rows if entities is None else \
+        pd.Series(entities).groupby(codes).nunique().reindex(range(len(rows)), fill_value=0).to_numpy()
+    keep = release.releasable_groups(members, rules)
+    suppressed = int((~keep).sum())
+    if params.dp is None:
+        stats = _exact_stats(grouped, params) if keep.any() else []
+        values = [[int(rows[g])] + [column[g] for column in stats] if keep[g] else [] for g in range(len(rows))]
+    else:
+        random_state = job_random_state(params.dp)
+        order = np.argsort(codes, kind="stable")
+        starts = np.searchsorted(codes[order], np.arange(len(rows) + 1))
+        values = [_dp_group(frame.iloc[order[starts[g]:starts[g + 1]]], params, random_state) if keep[g] else []
+                  for g in range(len(rows))]
+    columns = list(params.group_by) + ["rows"] + [f"{m.column}.{s}" for m in params.metrics for s in m.stats]
+    table_rows = [[_plain(v) for v in labels[g]] + [_plain(v) for v in values[g]]
+                  for g in range(len(rows)) if keep[g]]
+    dp_info = None if params.dp is None else {"epsilon": params.dp.epsilon, "mechanism": params.dp.mechanism,
+                                               "delta": params.dp.delta}
+    document = {"columns": columns, "rows": table_rows, "suppressed_groups": suppressed,
+                "min_group_size": rules.min_group_size, "dp": dp_info}
+    summary = {"groups": len(table_rows), "suppressed_groups": suppressed,
+               "min_group_size": rules.min_group_size, "dp": params.dp is not None}
+    return {"aggregate": json_output(document, summary)}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _exact_stats(grouped: Any, params: AggregateParams) -> list[np.ndarray]:
+    """One array per released statistic, indexed by group number (vectorised in pandas)."""
+    out: list[np.ndarray] = []
+    for metric in params.metrics:
+        series = grouped[metric.column]
+        for stat in metric.stats:
+            if stat == "count":
+                result = series.count()
+            elif stat == "sum":
+                result = series.sum(min_count=0)
+            elif stat == "std":
+                result = series.std(ddof=1)
+            elif stat in ("mean", "min", "max"):
+                result = getattr(series, stat)()
+            else:
+                result = series.quantile(int(stat[1:]) / 100.0)
+            array = result.to_numpy()
+            out.append(array.astype(np.int64) if stat == "count" else array.astype(float))
+    return out
+
+
+def _dp_group(part: pd.DataFrame, params: AggregateParams, random_state: Any) -> list[Any]:
+    dp = params.dp
+    assert dp is not None
+    queries = 1
+    for metric in params.metrics:
+        queries += 1 + (1 if set(metric.stats) & {"sum", "mean", "std"} else 0) + (1 if "std" in metric.stats else 0)
+    budget = NoiseBudget(dp, queries, random_state)
+    out: list[Any] = [max(0, round(budget.noisy(len(part), 1.0)))]
+    for metric in params.metrics:
+        values = part[metric.column].dropna().to_numpy(dtype=float)
+        bounds = dp.bounds[metric.column]
+        clamped = clamp(values, bounds)
+        count = max(budget.noisy(len(clamped), 1.0), 1.0)
+        total = budget.noisy(float(clamped.sum()), sum_sensitivity(bounds)) \
+            if set(metric.stats) & {"sum", "mean", "std"} else 0.0
+        squares = budget.noisy(float((clamped ** 2).sum()), square_sensitivity(bounds)) \
+            if "std" in metric.stats else 0.0
+        for stat in metric.stats:
+            if stat == "count":
+                out.append(int(round(count)))
+            elif stat == "sum":
+                out.append(total)
+            elif stat == "mean":
+                out.append(float(np.clip(total / count, *bounds)))
+            else:
+                variance = (squares - total * total / count) / max(count - 1.0, 1.0)
+                out.append(math.sqrt(max(variance, 0.0)))
+    return out
+
+
+FUNCTION = Function(name="aggregate", release_kinds=frozenset({"aggregate"}), params_type=AggregateParams,
+                    parse_params=parse_params, compute=compute)

@@ -1,0 +1,127 @@
+"""`psi`: the intersection of two or more parties' key sets, and what may be said of it.
+
+Params (all optional unless a kind needs them):
+  normalise: {trim: bool (false), case: lower|upper|none (none), type: str|int|keep (keep)}
+      applied identically to every party's key columns before matching. type int also
+      strips blanks; values that are not integers are refused. Rows with a null key never
+      match. Multi-column keys match position by position (every input has the same arity).
+  payload: [{party, column}, ...]   required for the "sums" kind: numeric columns to sum
+      over the intersection (a private join-and-compute). A party whose table repeats a
+      key contributes all its rows for that key.
+
+Release kinds:
+  size  JSON {"intersection_size": n}.
+  ids   Arrow IPC stream of the intersecting key tuples in ascending order, named by the
+        first input's key columns; only to parties that own ids and every owner allowed.
+  sums  JSON {"intersection_size": n, "sums": [{party, table, column, sum, count}]};
+        refused when the intersection has fewer than k rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from teenet.errors import InputError
+
+from teenet.models import release
+from teenet.models.params import ParamReader
+from teenet.models.payloads import arrow_output, json_output
+from teenet.models.spec import Function, InputSpec, Output, PartyInput, ReleaseRules
+from teenet.models.tables import (KeyNormalisation, check_specs, distinct_keys, key_names, keyed_table,
+                                  owner_of_column, sort_by_keys, with_key_names)
+
+
+@dataclass(frozen=True)
+class PayloadColumn:
+    """A column to sum over the intersection, and which input ships it."""
+
+    party: str
+    column: str
+    input_index: int
+
+
+@dataclass(frozen=True)
+class PsiParams:
+    normalise: KeyNormalisation
+    payload: tuple[PayloadColumn, ...]
+
+
+def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec], kinds: frozenset[str]) -> PsiParams:
+    check_specs(inputs, need_keys=True, min_inputs=2)
+    reader = ParamReader(params)
+    norm = KeyNormalisation.parse(reader.section("normalise"))
+    payload = []
+    for item in reader.sections("payload", default=[]):
+        party = item.text("party")
+        column = item.text("column")
+        item.done()
+        payload.append(PayloadColumn(party, column, owner_of_column(inputs, party, column, item.field("column"))))
+    reader.done()
+    if "sums" in kinds and not payload:
+        raise InputError("the 'sums' release needs at least one {party, column} to sum",
+                         field="params.payload")
+    return PsiParams(norm, tuple(payload))
+
+
+def intersect(inputs: Sequence[PartyInput], norm: KeyNormalisation, *, ordered: bool) -> pa.Table:
+    """The distinct key tuples present in every input, in aligned key names.
+
+    Only the smallest input is de-duplicated; every other one filters it with a semi
+    join, which never multiplies rows, so no other party's keys need de-duplicating.
+    """
+    arity = len(inputs[0].keys)
+    names = key_names(arity)
+    keyed = [keyed_table(inp, i, norm, columns=()) for i, inp in enumerate(inputs)]
+    order = sorted(range(len(keyed)), key=lambda i: keyed[i].num_rows)
+    common = distinct_keys(keyed[order[0]], arity)
+    for i in order[1:]:
+        if common.schema.types != keyed[i].schema.types:
+            raise InputError(f"key types differ: {inputs[order[0]].name} has {common.schema.types}, "
+                             f"{inputs[i].name} has {keyed[i].schema.types}; set params.normalise.type "
+                             "to str or int", field="params.normalise.type")
+        common = common.join(keyed[i], keys=names, join_type="left semi", use_threads=True)
+    return sort_by_keys(common, arity) if ordered else common
+
+
+def compute(inputs: Sequence[PartyInput], params: PsiParams, kinds: frozenset[str],
+            rules: ReleaseRules) -> dict[str, Output]:
+    common = intersect(inputs, params.normalise, ordered="ids" in kinds)
+    size = common.num_rows
+    outputs: dict[str, Output] = {}
+    if "size" in kinds:
+        outputs["size"] = json_output({"intersection_size": size}, {"intersection_size": size})
+    if "ids" in kinds:
+        ids = with_key_names(common, inputs[0].keys)
+        outputs["ids"] = arrow_output(ids, {"rows": size, "columns": list(ids.column_names)})
+    if "sums" in kinds:
+        release.require_group_size(size, rules, "the intersection's sums")
+        sums = [_sum_over(inputs, item, common, params.normalise) for item in params.payload]
+        outputs["sums"] = json_output({"intersection_size": size, "sums": sums},
+                                      {"intersection_size": size, "columns": len(sums)})
+    return outputs
+
+
+def _sum_over(inputs: Sequence[PartyInput], item: PayloadColumn, common: pa.Table,
+              norm: KeyNormalisation) -> dict[str, Any]:
+    inp = inputs[item.input_index]
+    table = keyed_table(inp, item.input_index, norm, columns=(item.column,))
+    values = table.column(item.column)
+    if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+            or pa.types.is_decimal(values.type) or pa.types.is_boolean(values.type)):
+        raise InputError(f"column '{item.column}' of {inp.name} is {values.type}, expected a number",
+                         field="params.payload")
+    inside = table.join(common, keys=key_names(len(inp.keys)), join_type="left semi", use_threads=True)
+    column = inside.column(item.column)
+    if pa.types.is_boolean(column.type):
+        column = column.cast(pa.int64())
+    total = pc.sum(column).as_py()
+    return {"party": item.party, "table": inp.table, "column": item.column,
+            "sum": total if total is not None else 0, "count": pc.count(column).as_py()}
+
+
+FUNCTION = Function(name="psi", release_kinds=frozenset({"size", "ids", "sums"}), params_type=PsiParams,
+                    parse_params=parse_params, compute=compute)

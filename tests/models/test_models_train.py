@@ -1,0 +1,270 @@
+"""train: joint models equal scikit-learn on the pooled plaintext; ONNX scores equal the model's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, r2_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from teenet.errors import InputError, ReleaseRefused
+from teenet.models import PartyInput, ReleaseRequest, run_function
+from teenet.models.payloads import read_arrow
+
+from models_helpers import rules_for, split_horizontally, split_vertically
+
+RULES = rules_for({"model": {"bank", "analyst"}, "metrics": {"bank", "analyst"}, "scores": {"bank"}},
+                  {"bank", "telco", "insurer"}, k=5)
+BOTH = [ReleaseRequest("model", ("analyst",)), ReleaseRequest("metrics", ("analyst",))]
+
+
+def reference_pipeline(estimator, numeric, categorical=(), scale=True):
+    """The preprocessing `train` documents, built here independently from scikit-learn."""
+    steps = [("impute", SimpleImputer(strategy="median"))] + ([("scale", StandardScaler())] if scale else [])
+    parts = [("numeric", Pipeline(steps), list(numeric))]
+    if categorical:
+        parts.append(("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(categorical)))
+    return Pipeline([("prepare", ColumnTransformer(parts, sparse_threshold=0.0)), ("model", estimator)])
+
+
+def _train(inputs, params):
+    model, metrics = run_function("train", inputs, params, BOTH, RULES)
+    return model, json.loads(metrics.payload)
+
+
+def _reference_split(pooled, features, label, seed, fraction=0.25):
+    return train_test_split(pooled[features], pooled[label].to_numpy(), test_size=fraction, random_state=seed,
+                            shuffle=True)
+
+
+def _coefficients(summary, features, prefix="numeric__"):
+    return np.array([summary["coefficients"][prefix + f] for f in features])
+
+
+def _scores(model_bytes, inputs, keep_ids):
+    """Score through `predict`, restricted to the given ids, sorted by id."""
+    restricted = [PartyInput(i.party, i.table, i.keys, i.columns,
+                             i.data.filter(pa.compute.is_in(i.data.column("id"), value_set=pa.array(keep_ids))))
+                  for i in inputs]
+    (out,) = run_function("predict", restricted, {"model_onnx": model_bytes, "ids_from": "bank"},
+                          [ReleaseRequest("scores", ("bank",))], RULES)
+    return read_arrow(out.payload).to_pandas()
+
+
+@pytest.mark.parametrize("parties", [["bank", "telco"], ["bank", "telco", "insurer"]])
+def test_vertical_logistic_regression_equals_pooled_plaintext(breast_cancer, parties):
+    split = split_vertically(breast_cancer, "target", parties, seed=len(parties))
+    model, metrics = _train(split.inputs, {"model": "logistic_regression", "seed": 4,
+                                           "label": {"party": "bank", "column": "target"}})
+    x_train, x_test, y_train, y_test = _reference_split(split.pooled, split.features, "target", seed=4)
+    reference = reference_pipeline(LogisticRegression(max_iter=1000), split.features).fit(x_train, y_train)
+    estimator = reference.named_steps["model"]
+    np.testing.assert_allclose(_coefficients(model.summary, split.features), estimator.coef_[0], rtol=1e-6)
+    assert model.summary["intercept"] == pytest.approx(estimator.intercept_[0], rel=1e-6)
+    proba = reference.predict_proba(x_test)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_test, reference.predict(x_test)), abs=1e-12)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(y_test, proba[:, 1]), abs=1e-9)
+    assert metrics["log_loss"] == pytest.approx(log_loss(y_test, proba), rel=1e-6)
+    assert (metrics["rows"], metrics["test_rows"]) == (len(split.pooled), len(y_test))
+    assert len(split.pooled) < len(breast_cancer)  # the ids only partly overlap
+
+    # The released ONNX model gives the in-enclave model's scores on the held-out rows.
+    scores = _scores(model.payload, split.inputs, pa.array(split.pooled.loc[x_test.index, "id"].to_numpy()))
+    order = np.argsort(split.pooled.loc[x_test.index, "id"].to_numpy())
+    assert scores["id"].tolist() == sorted(split.pooled.loc[x_test.index, "id"])
+    np.testing.assert_allclose(scores["score"].to_numpy(), proba[order, 1], atol=1e-5)  # float32 in ONNX
+    assert (scores["label"].to_numpy() == reference.predict(x_test)[order]).mean() > 0.99
+
+
+@pytest.mark.parametrize("model,estimator", [("linear_regression", LinearRegression()), ("ridge", Ridge(alpha=1.0))])
+def test_vertical_linear_models_equal_pooled_plaintext(diabetes, model, estimator):
+    split = split_vertically(diabetes, "target", ["bank", "telco", "insurer"], seed=9, keep=0.85)
+    released, metrics = _train(split.inputs, {"model": model, "label": {"party": "bank", "column": "target"},
+                                              "seed": 2, "test_fraction": 0.3})
+    x_train, x_test, y_train, y_test = _reference_split(split.pooled, split.features, "target", 2, 0.3)
+    reference = reference_pipeline(estimator, split.features).fit(x_train, y_train)
+    np.testing.assert_allclose(_coefficients(released.summary, split.features), reference.named_steps["model"].coef_,
+                               rtol=1e-6)
+    predicted = reference.predict(x_test)
+    assert metrics["r2"] == pytest.approx(r2_score(y_test, predicted), rel=1e-9)
+    assert metrics["mae"] == pytest.approx(mean_absolute_error(y_test, predicted), rel=1e-9)
+    scores = _scores(released.payload, split.inputs, pa.array(split.pooled.loc[x_test.index, "id"].to_numpy()))
+    order = np.argsort(split.pooled.loc[x_test.index, "id"].to_numpy())
+    np.testing.assert_allclose(scores["score"].to_numpy(), predicted[order], rtol=1e-5)
+
+
+def test_horizontal_logistic_regression_equals_pooled_plaintext(breast_cancer):
+    inputs, pooled = split_horizontally(breast_cancer, ["bank", "telco", "insurer"], seed=1)
+    features = [c for c in breast_cancer.columns if c != "target"]
+    model, metrics = _train(inputs, {"layout": "horizontal", "model": "logistic_regression", "seed": 7,
+                                     "label": {"column": "target"}, "hyperparameters": {"C": 0.5}})
+    x_train, x_test, y_train, y_test = _reference_split(pooled, features, "target", 7)
+    reference = reference_pipeline(LogisticRegression(C=0.5, max_iter=1000), features).fit(x_train, y_train)
+    np.testing.assert_allclose(_coefficients(model.summary, features), reference.named_steps["model"].coef_[0],
+                               rtol=1e-6)
+    assert metrics["log_loss"] == pytest.approx(log_loss(y_test, reference.predict_proba(x_test)), rel=1e-6)
+
+
+def test_gradient_boosting_predicts_identically_at_the_same_seed(breast_cancer):
+    split = split_vertically(breast_cancer, "target", ["bank", "telco"], seed=3)
+    model, metrics = _train(split.inputs, {"model": "hist_gradient_boosting", "seed": 5,
+                                           "label": {"party": "bank", "column": "target"}})
+    x_train, x_test, y_train, y_test = _reference_split(split.pooled, split.features, "target", 5)
+    reference = reference_pipeline(HistGradientBoostingClassifier(random_state=5), split.features, scale=False).fit(x_train, y_train)
+    proba = reference.predict_proba(x_test)
+    assert metrics["accuracy"] == accuracy_score(y_test, reference.predict(x_test))
+    assert metrics["log_loss"] == pytest.approx(log_loss(y_test, proba), rel=1e-12)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(y_test, proba[:, 1]), rel=1e-12)
+    assert model.summary["importance_method"] == "permutation on held-out rows"
+    assert set(model.summary["feature_importances"]) == set(split.features)
+    scores = _scores(model.payload, split.inputs, pa.array(split.pooled.loc[x_test.index, "id"].to_numpy()))
+    order = np.argsort(split.pooled.loc[x_test.index, "id"].to_numpy())
+    # 100 trees' raw scores summed in float32 before the logistic: a little over 1e-5 at worst
+    np.testing.assert_allclose(scores["score"].to_numpy(), proba[order, 1], atol=3e-5)
+
+
+def test_random_forest_regressor_predicts_identically_at_the_same_seed(diabetes):
+    split = split_vertically(diabetes, "target", ["bank", "telco"], seed=8)
+    model, metrics = _train(split.inputs, {"model": "random_forest", "seed": 6, "hyperparameters": {"n_estimators": 30},
+                                           "label": {"party": "bank", "column": "target"}})
+    assert model.summary["task"] == "regression"  # inferred from the floating-point label
+    x_train, x_test, y_train, y_test = _reference_split(split.pooled, split.features, "target", 6)
+    reference = reference_pipeline(RandomForestRegressor(n_estimators=30, random_state=6),
+                                   split.features, scale=False).fit(x_train, y_train)
+    assert metrics["r2"] == r2_score(y_test, reference.predict(x_test))
+    importances = [model.summary["feature_importances"]["numeric__" + f] for f in split.features]
+    assert importances == reference.named_steps["model"].feature_importances_.tolist()
+    scores = _scores(model.payload, split.inputs, pa.array(split.pooled.loc[x_test.index, "id"].to_numpy()))
+    order = np.argsort(split.pooled.loc[x_test.index, "id"].to_numpy())
+    np.testing.assert_allclose(scores["score"].to_numpy(), reference.predict(x_test)[order], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """Numeric and string features with missing values, split across two parties."""
+    rng = np.random.default_rng(21)
+    n = 1200
+    frame = pd.DataFrame({"id": np.arange(n), "age": rng.integers(18, 90, n).astype(float),
+                          "segment": rng.choice(["retail", "sme", "corp"], n), "plan": rng.choice(["a", "b", "c"], n),
+                          "spend": rng.gamma(2.0, 20.0, n)})
+    logit = 0.04 * (frame.age - 50) + (frame.segment == "sme") * 1.2 - 0.02 * frame.spend + (frame.plan == "c")
+    frame["churn"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame.loc[rng.choice(n, 60, replace=False), "age"] = np.nan
+    frame.loc[rng.choice(n, 60, replace=False), "segment"] = None
+    bank = PartyInput("bank", "customers", ("id",), ("age", "segment", "churn"),
+                      pa.Table.from_pandas(frame[["id", "age", "segment", "churn"]].sample(frac=1, random_state=1),
+                                           preserve_index=False))
+    telco = PartyInput("telco", "usage", ("id",), ("plan", "spend"),
+                       pa.Table.from_pandas(frame[["id", "plan", "spend"]].sample(frac=1, random_state=2),
+                                            preserve_index=False))
+    return frame, [bank, telco]
+
+
+def test_categoricals_and_missing_values_match_reference_and_onnx(mixed):
+    frame, inputs = mixed
+    model, metrics = _train(inputs, {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"},
+                                     "test_fraction": 0.5})
+    assert model.summary["categorical"] == ["segment", "plan"]
+    pooled = frame.assign(segment=frame.segment.fillna(""))
+    features = ["age", "segment", "plan", "spend"]
+    x_train, x_test, y_train, y_test = _reference_split(pooled, features, "churn", 0, 0.5)
+    reference = reference_pipeline(LogisticRegression(max_iter=1000), ["age", "spend"],
+                                   ["segment", "plan"]).fit(x_train, y_train)
+    names = reference.named_steps["prepare"].get_feature_names_out()
+    np.testing.assert_allclose([model.summary["coefficients"][n] for n in names],
+                               reference.named_steps["model"].coef_[0], rtol=1e-6)
+    assert "categorical__segment_" in names  # missing is its own category
+    scores = _scores(model.payload, inputs, pa.array(np.sort(pooled.loc[x_test.index, "id"].to_numpy())))
+    np.testing.assert_allclose(scores["score"].to_numpy(),
+                               reference.predict_proba(x_test.sort_index())[:, 1], atol=1e-5)
+    assert len(metrics["roc"]["fpr"]) <= 200 and metrics["roc"]["fpr"][0] == 0.0 and metrics["roc"]["tpr"][-1] == 1.0
+    assert set(metrics) >= {"auc", "accuracy", "log_loss", "f1", "roc", "classes"}
+
+
+def test_roc_curve_is_decimated_to_200_points():
+    rng = np.random.default_rng(2)
+    n = 6000
+    x = rng.normal(size=(n, 3))
+    y = (x[:, 0] + rng.normal(size=n) > 0).astype(int)
+    table = pa.table({"id": np.arange(n), "a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y})
+    inp = PartyInput("bank", "t", ("id",), ("a", "b", "c", "y"), table)
+    _, metrics = _train([inp], {"model": "logistic_regression", "label": {"party": "bank", "column": "y"}})
+    roc = metrics["roc"]
+    assert 100 < len(roc["fpr"]) <= 200 and len(roc["fpr"]) == len(roc["tpr"]) == len(roc["thresholds"])
+    assert roc["thresholds"][0] is None  # scikit-learn's +inf first threshold, as JSON null
+    assert roc["fpr"] == sorted(roc["fpr"]) and (roc["fpr"][0], roc["fpr"][-1]) == (0.0, 1.0)
+
+
+def test_multiclass_scores_have_one_column_per_class():
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame.rename(columns=lambda c: c.replace(" ", "_").strip("()_"))
+    frame.insert(0, "id", np.arange(len(frame)))
+    inp = PartyInput("bank", "t", ("id",), tuple(c for c in frame.columns if c != "id"),
+                     pa.Table.from_pandas(frame, preserve_index=False))
+    model, metrics = _train([inp], {"model": "random_forest", "label": {"party": "bank", "column": "target"},
+                                    "hyperparameters": {"n_estimators": 10}})
+    assert metrics["classes"] == [0, 1, 2] and "roc" not in metrics
+    scores = _scores(model.payload, [inp], pa.array(np.arange(150)))
+    assert scores.columns.tolist() == ["id", "score_0", "score_1", "score_2", "label"]
+    np.testing.assert_allclose(scores[["score_0", "score_1", "score_2"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("params,field,message", [
+    ({"model": "svm"}, "params.model", "expected one of logistic_regression"),
+    ({"label": {"party": "bank", "column": "income"}}, "params.label.column", "not among the columns bank ships"),
+    ({"label": {"party": "nobody", "column": "churn"}}, "params.label.column", "'nobody' has no input"),
+    ({"test_fraction": 0}, "params.test_fraction", "> 0"),
+    ({"test_fraction": 1.5}, "params.test_fraction", "< 1"),
+    ({"features": ["age", "churn"]}, "params.features[1]", "label 'churn' cannot also be a feature"),
+    ({"features": ["ssn"]}, "params.features[0]", "not among the shipped columns"),
+    ({"categorical": ["plan"]}, "params.categorical", "'segment' is non-numeric .* has no encoding"),
+    ({"task": "regression"}, "params.task", "does only classification"),
+    ({"hyperparameters": {"gamma": 1}}, "params.hyperparameters.gamma", "not a hyperparameter"),
+    ({"hyperparameters": {"C": -1}}, "params.hyperparameters.C", "> 0"),
+    ({"seed": "x"}, "params.seed", "expected an integer"),
+    ({"layout": "diagonal"}, "params.layout", "vertical, horizontal"),
+])
+def test_bad_params_name_the_field(mixed, params, field, message):
+    _, inputs = mixed
+    base = {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}}
+    with pytest.raises(InputError, match=message) as err:
+        _train(inputs, {**base, **params})
+    assert err.value.field == field
+
+
+def test_empty_intersection_is_refused_clearly(mixed):
+    _, (bank, telco) = mixed
+    moved = telco.data.set_column(0, "id", pa.compute.add(telco.data.column("id"), 100_000))
+    with pytest.raises(InputError, match="keys do not intersect") as err:
+        _train([bank, PartyInput("telco", "usage", telco.keys, telco.columns, moved)],
+               {"model": "ridge", "label": {"party": "bank", "column": "age"}})
+    assert err.value.field == "inputs"
+
+
+def test_too_few_rows_for_k_are_refused(mixed):
+    _, (bank, telco) = mixed
+    few = PartyInput("telco", "usage", telco.keys, telco.columns, telco.data.slice(0, 12))
+    with pytest.raises(ReleaseRefused, match=r"held-out rows cover 3 row\(s\).*>= 5"):
+        _train([bank, few], {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}})
+
+
+def test_repeated_keys_and_shared_column_names_are_refused(mixed):
+    _, (bank, telco) = mixed
+    doubled = PartyInput("telco", "usage", telco.keys, telco.columns, pa.concat_tables([telco.data, telco.data]))
+    with pytest.raises(InputError, match="a key appears in more than one row") as err:
+        _train([bank, doubled], {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}})
+    assert err.value.field == "inputs[1].keys"
+    clash = PartyInput("telco", "usage", ("id",), ("age",), pa.table({"id": [1], "age": [3.0]}))
+    with pytest.raises(InputError, match="'age' is shipped by both bank.customers and telco.usage"):
+        _train([bank, clash], {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}})

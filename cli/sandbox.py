@@ -26,7 +26,11 @@ from teenet.errors import InputError, TeenetError
 app = typer.Typer(no_args_is_help=True)
 
 DATA_PARTIES = ("bank", "telco", "insurer")
-COMPUTE = "compute-1"
+MANIFEST_FILE = "sandbox.json"
+
+
+def compute_names(count: int) -> list[str]:
+    return [f"compute-{i}" for i in range(1, count + 1)]
 ANALYST = "analyst"
 COORDINATOR = "coordinator"
 PROCESS_FILE = "run/processes.json"
@@ -64,7 +68,7 @@ def _own_tables(specs: list[str]) -> dict[str, dict[str, Path]]:
 
 
 def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str, Path]] | None = None,
-                 force: bool = False) -> dict:
+                 force: bool = False, computes: int = 1) -> dict:
     """Create a sandbox consortium in `directory`; returns a summary."""
     from teenet.attestation.measure import enclave_manifest
     from teenet.attestation.sim import SimulatedPlatform
@@ -86,13 +90,17 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
 
     members: dict[str, dict] = {}
     keys: dict[str, MemberKeys] = {}
-    for name in (*DATA_PARTIES, COMPUTE, ANALYST):
+    if not 1 <= computes <= 16:
+        raise InputError(f"--computes must be 1..16, got {computes}")
+    compute_nodes = compute_names(computes)
+    for name in (*DATA_PARTIES, *compute_nodes, ANALYST):
         k = MemberKeys.generate()
         k.save(directory / "members" / name / "keys")
         keys[name] = k
         pki.issue(name)
     pki.issue(COORDINATOR)
-    coordinator_port, compute_port = _free_port(), _free_port()
+    coordinator_port = _free_port()
+    compute_ports = {name: _free_port() for name in compute_nodes}
     sim_attestation = {"allow_simulated": True, "measurements": [measurement]}
 
     for party in DATA_PARTIES:
@@ -100,7 +108,9 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
                            for t, p in tables[party].items()})
         members[party] = {"role": "data", **keys[party].public().to_config(),
                           "tables": {t: catalog.columns(t) for t in tables[party]}}
-    members[COMPUTE] = {"role": "compute", "endpoint": f"127.0.0.1:{compute_port}", **keys[COMPUTE].public().to_config()}
+    for name in compute_nodes:
+        members[name] = {"role": "compute", "endpoint": f"127.0.0.1:{compute_ports[name]}",
+                         **keys[name].public().to_config()}
     members[ANALYST] = {"role": "analyst", **keys[ANALYST].public().to_config()}
     _dump(directory / "consortium.yaml", {
         "consortium": "sandbox",
@@ -131,13 +141,14 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
                 "compute_attestation": sim_attestation,
             },
         }, f"# {party}'s node. Jobs outside its auto-approve rules wait for `teenet approvals approve`.\n")
-    _dump(directory / f"{COMPUTE}.yaml", {
-        "node": COMPUTE, "role": "compute", "consortium": "consortium.yaml",
-        "state_dir": f"state/{COMPUTE}", "keys": f"members/{COMPUTE}/keys", "tls": tls(COMPUTE),
-        "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
-        "listen": f"127.0.0.1:{compute_port}", "poll_interval": 0.2,
-        "policy": {"data_attestation": sim_attestation, "compute_attestation": sim_attestation},
-    })
+    for name in compute_nodes:
+        _dump(directory / f"{name}.yaml", {
+            "node": name, "role": "compute", "consortium": "consortium.yaml",
+            "state_dir": f"state/{name}", "keys": f"members/{name}/keys", "tls": tls(name),
+            "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
+            "listen": f"127.0.0.1:{compute_ports[name]}", "poll_interval": 0.2,
+            "policy": {"data_attestation": sim_attestation},
+        })
     _dump(directory / "coordinator.yaml", {
         "name": COORDINATOR, "listen": f"127.0.0.1:{coordinator_port}", "consortium": "consortium.yaml",
         "database": "state/coordinator/coordinator.db", "tls": tls(COORDINATOR),
@@ -148,8 +159,9 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
         "tls": tls(ANALYST), "sim_dir": "sim-platform",
     })
     _write_jobs(directory / "jobs", tables)
+    (directory / MANIFEST_FILE).write_text(json.dumps({"parties": list(DATA_PARTIES), "computes": compute_nodes}))
     return {"directory": str(directory), "measurement": measurement, "coordinator": f"127.0.0.1:{coordinator_port}",
-            "compute": f"127.0.0.1:{compute_port}", "parties": list(DATA_PARTIES),
+            "computes": {n: f"127.0.0.1:{p}" for n, p in compute_ports.items()}, "parties": list(DATA_PARTIES),
             "tables": {p: {t: str(x) for t, x in ts.items()} for p, ts in tables.items()}}
 
 
@@ -188,9 +200,10 @@ def init(directory: Path = typer.Argument(..., help="Folder for the sandbox."),
          data: list[str] = typer.Option([], "--data", help="Use your own file: PARTY:TABLE=PATH (CSV or Parquet); "
                                                            "repeatable. Parties: bank, telco, insurer."),
          force: bool = typer.Option(False, "--force", help="Replace an existing sandbox."),
+         computes: int = typer.Option(1, "--computes", help="How many compute nodes (compute-1, compute-2, ...)."),
          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Create a consortium of three agencies, a compute node and a coordinator on loopback."""
-    summary = init_sandbox(directory, rows=rows, own=_own_tables(data), force=force)
+    summary = init_sandbox(directory, rows=rows, own=_own_tables(data), force=force, computes=computes)
 
     def render(c) -> None:
         c.print(f"sandbox in {summary['directory']}")
@@ -268,7 +281,8 @@ def up_sandbox(directory: Path, timeout: float = 60.0) -> list[dict]:
         procs.append(start_process(directory, COORDINATOR, ["coordinator", "serve", "--config", "coordinator.yaml"]))
         record()
         _wait_ready(procs[-1], "listening", timeout)
-        for name in (COMPUTE, *DATA_PARTIES):
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        for name in (*manifest["computes"], *manifest["parties"]):
             procs.append(start_process(directory, name, ["node", "serve", "--config", f"{name}.yaml"]))
             record()
         for p in procs[1:]:

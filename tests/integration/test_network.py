@@ -154,26 +154,38 @@ def test_the_coordinator_killed_mid_job_loses_nothing(network, capsys):
     time.sleep(0.5)
     cli_json(capsys, "approvals", "approve", job_id, "--config", network / "insurer.yaml")
     time.sleep(1.0)  # the insurer's node signs while the coordinator is down, and keeps retrying
-    fresh = start_process(network, "coordinator", coord["args"])
+    fresh = start_process(network.directory, "coordinator", coord["args"])
     procs = [p if p["name"] != "coordinator" else fresh for p in procs]
     (network / PROCESS_FILE).write_text(json.dumps(procs))
     _wait_ready(fresh, "listening", 30)
     assert _wait_state(capsys, network, job_id, {"succeeded", "failed"})["state"] == "succeeded"
 
 
+def _plaintext_needles(network, rows=200):
+    needles = []
+    for party, table in (("bank", "customers"), ("telco", "usage"), ("insurer", "policies")):
+        df = pq.read_table(network / "data" / party / f"{table}.parquet").to_pandas().head(rows)
+        for cid in df["customer_id"]:
+            needles += [str(cid).encode(), int(cid).to_bytes(8, "little")]
+        for col in df.columns:
+            if df[col].dtype.kind == "f":
+                needles += [repr(float(v)).encode() for v in df[col]]
+    return needles
+
+
 def test_the_coordinator_never_holds_a_plaintext_value(network, capsys):
-    """Search everything the coordinator stored for values of the input tables."""
-    blobs = b""
-    for f in (network / "state" / "coordinator").iterdir():
-        blobs += f.read_bytes()
-    assert len(blobs) > 10_000
-    bank = pq.read_table(network / "data" / "bank" / "customers.parquet").to_pandas().head(200)
-    leaked = []
-    for cid, income in zip(bank["customer_id"], bank["income"]):
-        for needle in (str(cid).encode(), int(cid).to_bytes(8, "little"), repr(float(income)).encode()):
-            if needle in blobs:
-                leaked.append(needle)
-    assert leaked == []
+    """Search everything the coordinator stored, and everything that crossed the wire to it
+    and to the compute node, for values of the input tables."""
+    stored = b"".join(f.read_bytes() for f in (network / "state" / "coordinator").iterdir())
+    to_coordinator = network.coordinator_wire.captured()
+    to_compute = network.compute_wire.captured()
+    assert len(stored) > 10_000 and len(to_coordinator) > 10_000
+    assert len(to_compute) > 50_000  # the sealed tables of the jobs above crossed here
+    needles = _plaintext_needles(network)
+    for where, blob in (("coordinator database", stored), ("coordinator wire", to_coordinator),
+                        ("compute wire", to_compute)):
+        leaked = [n for n in needles if len(n) >= 8 and n in blob]
+        assert leaked == [], f"{len(leaked)} plaintext values found in the {where}"
 
 
 def test_a_hostile_spec_gets_one_clear_line_and_the_daemons_keep_serving(network, capsys):
@@ -187,3 +199,14 @@ def test_a_hostile_spec_gets_one_clear_line_and_the_daemons_keep_serving(network
     out = cli_json(capsys, "job", "submit", network / "jobs" / "spend-by-region.yaml", "--config",
                    network / "analyst.yaml", "--wait")
     assert out["state"] == "succeeded", out
+
+
+def test_each_nodes_audit_chain_verifies_and_says_what_left(network, capsys):
+    for party in ("bank", "telco", "insurer"):
+        out = cli_json(capsys, "audit", "verify", "--db", network / "state" / party / "audit.db")
+        assert out["ok"] is True, out
+    events = _audit_events(network, "bank")
+    shipped = [e for e in events if e["event"] == "released_table"]
+    assert shipped and all(e["to"] == "compute-1" and e["enclave_measurement"] and e["columns"] for e in shipped)
+    out = cli_json(capsys, "audit", "verify", "--db", network / "state" / "coordinator" / "coordinator.db")
+    assert out["ok"] is True, out

@@ -29,11 +29,16 @@ from teenet.node.runtime import NodeRuntime
 
 log = logging.getLogger("teenet.node.data")
 
+# An upload that fails this many times in a row (compute unreachable, connection broken)
+# fails the job with the reason instead of retrying forever.
+MAX_UPLOAD_ATTEMPTS = 3
+
 
 class DataRole:
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
         self._uploading: set[str] = set()
+        self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # decisions ----------------------------------------------------------------------------
@@ -170,8 +175,17 @@ class DataRole:
                 try:
                     reply = stub.UploadTable(messages(), timeout=3600)
                 except grpc.RpcError as exc:
-                    if exc.code() in (grpc.StatusCode.UNAVAILABLE,):
-                        log.info("job %s: compute node unavailable; will retry", job_id[:16])
+                    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        attempts = self._attempts[job_id] = self._attempts.get(job_id, 0) + 1
+                        if attempts < MAX_UPLOAD_ATTEMPTS:
+                            log.info("job %s: upload to %s broke (%s); attempt %d of %d", job_id[:16],
+                                     spec.compute, exc.code().name, attempts, MAX_UPLOAD_ATTEMPTS)
+                            return
+                        reason = (f"{rt.name} could not ship {inp.table} to {spec.compute}: the connection "
+                                  f"failed {attempts} times ({exc.code().name})")
+                        rt.store.set_status(job_id, "failed", reason)
+                        rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason)
+                        self._report(job_id, "failed", reason)
                         return
                     reason = f"compute node refused {rt.name}/{inp.table}: {exc.details()}"
                     rt.store.set_status(job_id, "failed", reason)

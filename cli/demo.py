@@ -53,7 +53,7 @@ def demo(directory: Path = typer.Option(None, "--dir", help="Keep the sandbox he
         for name in JOBS:
             spec_path = directory / "jobs" / f"{name}.yaml"
             spec = _validate(spec_path, analyst)
-            signed = sign_job(spec, analyst.cfg.analyst, analyst.consortium.name, analyst.keys.signing)
+            signed = sign_job(spec, analyst.name, analyst.consortium.name, analyst.keys.signing)
             console.rule(f"{name} ({spec.function})")
             started = time.monotonic()
             reply = analyst.stub.SubmitJob(signed.to_proto(), timeout=10)
@@ -62,7 +62,7 @@ def demo(directory: Path = typer.Option(None, "--dir", help="Keep the sandbox he
                 failed.append(name)
                 console.print(f"[red]{name} {st.state}: {st.reason}[/red]")
                 continue
-            opened, claims = fetch_and_open(analyst.stub, reply.job_id, analyst.cfg.analyst, analyst.keys,
+            opened, claims = fetch_and_open(analyst.stub, reply.job_id, analyst.name, analyst.keys,
                                             analyst.consortium, sim_dir=directory / "sim-platform")
             files = write_results(opened, directory / "results" / name)
             console.print(f"[green]succeeded[/green] in {time.monotonic() - started:.1f}s; results verified against "

@@ -18,23 +18,32 @@ from teenet.proto import teenet_pb2 as pb
 app = typer.Typer(no_args_is_help=True)
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-ConfigOpt = typer.Option(None, "--config", "-c", help="The analyst's config (or TEENET_CONFIG).")
+ConfigOpt = typer.Option(None, "--config", "-c",
+                         help="The analyst's config, or a node's config to act as that party (or TEENET_CONFIG).")
 
 
 class _Analyst:
-    """The analyst's config, keys and coordinator connection."""
+    """A member's config, keys and coordinator connection: an analyst's config, or a node's
+    config (so an owner named as a recipient can follow jobs and fetch its own results)."""
 
     def __init__(self, config: Path | None) -> None:
-        from teenet.config import load_analyst_config
+        from teenet.config import load_analyst_config, load_node_config
         from teenet.identity import MemberKeys
         from teenet.node.links import CoordinatorLink
+        from teenet.yamlload import load_yaml
 
         self.path = config_path(config)
-        self.cfg = load_analyst_config(self.path)
-        self.consortium = self.cfg.consortium
-        self.keys = MemberKeys.load(self.cfg.keys_dir)
-        self.tls = self.cfg.tls
-        self.link = CoordinatorLink(self.cfg.coordinator, self.tls, self.consortium.coordinator_name)
+        data = load_yaml(self.path).data
+        if isinstance(data, dict) and "node" in data:
+            node = load_node_config(self.path)
+            self.name, self.consortium, keys_dir, self.tls = node.node, node.consortium, node.keys_dir, node.tls
+            coordinator, self.sim_dir = node.coordinator, node.enclave.sim_dir
+        else:
+            cfg = load_analyst_config(self.path)
+            self.name, self.consortium, keys_dir, self.tls = cfg.analyst, cfg.consortium, cfg.keys_dir, cfg.tls
+            coordinator, self.sim_dir = cfg.coordinator, cfg.sim_dir
+        self.keys = MemberKeys.load(keys_dir)
+        self.link = CoordinatorLink(coordinator, self.tls, self.consortium.coordinator_name)
 
     @property
     def stub(self):
@@ -68,10 +77,21 @@ def _validate(spec_path: Path, analyst: "_Analyst | None"):
         validate_job(spec.function, [InputSpec(i.party, i.table, tuple(i.keys), tuple(i.columns)) for i in spec.inputs],
                      dict(spec.params), [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release])
     except InputError as exc:
-        line = spec.line_of(exc.field) if exc.field and hasattr(spec, "line_of") else None
-        raise InputError(str(exc).split(": ", 1)[-1] if exc.field else str(exc), source=str(spec_path),
-                         line=line, field=exc.field) from None
+        document = getattr(spec, "document", None)
+        line = document.line_of(_field_path(exc.field)) if exc.field and document is not None else None
+        message = str(exc).split(": ", 1)[-1] if exc.field else str(exc)
+        raise InputError(message, source=str(spec_path), line=line, field=exc.field) from None
     return spec
+
+
+def _field_path(field: str) -> tuple[str | int, ...]:
+    """'inputs[1].columns[0]' -> ('inputs', 1, 'columns', 0)."""
+    import re
+
+    path: list[str | int] = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field):
+        path.append(int(index) if index else name)
+    return tuple(path)
 
 
 @app.command("validate")
@@ -144,7 +164,7 @@ def submit(spec: Path = typer.Argument(..., help="The job spec (YAML)."),
 
     analyst = _Analyst(config)
     s = _validate(spec, analyst)
-    signed = sign_job(s, analyst.cfg.analyst, analyst.consortium.name, analyst.keys.signing)
+    signed = sign_job(s, analyst.name, analyst.consortium.name, analyst.keys.signing)
     reply = _rpc(lambda: analyst.stub.SubmitJob(signed.to_proto(), timeout=10))
     if not as_json:
         console.print(f"submitted [bold]{s.name}[/bold] as job {reply.job_id}")
@@ -204,7 +224,7 @@ def cancel(job: str = typer.Argument(..., help="Job id or unique prefix."), conf
     analyst = _Analyst(config)
     job_id = analyst.job_id(job)
     sig = analyst.keys.signing.sign(domain_message("teenet/cancel/v1", bytes.fromhex(job_id), reason.encode()))
-    st = _rpc(lambda: analyst.stub.CancelJob(pb.CancelRequest(job_id=job_id, analyst=analyst.cfg.analyst,
+    st = _rpc(lambda: analyst.stub.CancelJob(pb.CancelRequest(job_id=job_id, analyst=analyst.name,
                                                                reason=reason, signature=sig), timeout=10))
     emit(_status_json(st), as_json, lambda c: c.print(f"job {job_id[:12]} {st.state}"))
 
@@ -218,8 +238,8 @@ def result(job: str = typer.Argument(..., help="Job id or unique prefix."), conf
 
     analyst = _Analyst(config)
     job_id = analyst.job_id(job)
-    opened, claims = fetch_and_open(analyst.stub, job_id, analyst.cfg.analyst, analyst.keys, analyst.consortium,
-                                    sim_dir=getattr(analyst.cfg, "sim_dir", None))
+    opened, claims = fetch_and_open(analyst.stub, job_id, analyst.name, analyst.keys, analyst.consortium,
+                                    sim_dir=analyst.sim_dir)
     files = write_results(opened, out)
     data = {"job_id": job_id, "verified": True, "enclave": claims.to_json(),
             "results": [{"kind": o.kind, "media_type": o.media_type, "summary": o.summary} for o in opened],

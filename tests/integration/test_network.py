@@ -82,6 +82,15 @@ def test_vertical_training_releases_a_model_the_analyst_can_open(network, capsys
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.5 < float(json.dumps(metrics) and _find(metrics, "auc")) <= 1.0
+    # the owners named as recipients fetch their own share with their node config
+    bank = cli_json(capsys, "job", "result", out["job_id"], "--config", network / "bank.yaml", "--out", tmp_path / "bank")
+    assert sorted(r["kind"] for r in bank["results"]) == ["metrics", "model"]
+    telco = cli_json(capsys, "job", "result", out["job_id"], "--config", network / "telco.yaml", "--out", tmp_path / "telco")
+    assert [r["kind"] for r in telco["results"]] == ["metrics"]
+    assert not (tmp_path / "telco" / "model.onnx").exists()
+    code, _, err = run_cli(capsys, "job", "result", out["job_id"], "--config", network / "insurer.yaml",
+                           "--out", tmp_path / "insurer")
+    assert code == 1 and "Traceback" not in err and not (tmp_path / "insurer").exists()
 
 
 def _find(obj, key):

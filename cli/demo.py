@@ -75,7 +75,8 @@ def demo(directory: Path = typer.Option(None, "--dir", help="Keep the sandbox he
             with console.status("stopping the network"):
                 down_sandbox(directory)
     console.rule()
-    console.print(f"demo finished in {time.monotonic() - t0:.1f}s" + (f"; sandbox kept in {directory}" if not tmp else ""))
+    console.print(f"demo finished in {time.monotonic() - t0:.1f}s" + (
+        f"; sandbox and results kept in {directory}" if not tmp else "; run with --dir DIR to keep the results"))
     if tmp is not None and not keep_running:
         tmp.cleanup()
     if failed:
@@ -83,7 +84,19 @@ def demo(directory: Path = typer.Option(None, "--dir", help="Keep the sandbox he
 
 
 def _short(o) -> str:
+    """One readable line per result: curves and long lists are in the files, not here."""
     if o.media_type == "application/json":
-        text = json.dumps(json.loads(o.payload), sort_keys=True)
-        return text if len(text) < 300 else text[:297] + "..."
-    return f"{o.media_type}, {len(o.payload)} bytes; {json.dumps(dict(o.summary), sort_keys=True)[:200]}"
+        data = json.loads(o.payload)
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "roc"}
+            if isinstance(data.get("rows"), list) and len(data["rows"]) > 3:
+                data["rows"] = data["rows"][:3] + [f"... {len(data['rows']) - 3} more"]
+        text = json.dumps(data, sort_keys=True, default=_round)
+    else:
+        summary = {k: v for k, v in dict(o.summary).items() if k in ("model", "coefficients", "importances", "rows")}
+        text = f"{o.media_type}, {len(o.payload)} bytes; " + json.dumps(summary, sort_keys=True, default=_round)
+    return text if len(text) < 400 else text[:397] + "..."
+
+
+def _round(value):
+    return str(value)

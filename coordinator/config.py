@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teenet.pki import TlsFiles
-from teenet.yamlload import Located, load_yaml
+from teenet.config import resolve_path, tls_files
+from teenet.yamlload import load_yaml
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -49,25 +50,16 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     match = _LISTEN.fullmatch(listen)
     if not match or int(match["port"]) > 65535:
         raise f["listen"].error(f"'{listen}' is not \"host:port\" with a port from 0 to 65535")
-    state_dir = _path(f["state_dir"], base) if "state_dir" in f else base
-    tls = f["tls"].mapping(required=("ca", "cert", "key"), what="a mapping {ca, cert, key}")
+    state_dir = resolve_path(f["state_dir"], base) if "state_dir" in f else base
     return CoordinatorConfig(
         name=f["name"].string(pattern=_NAME, what="a member name (lowercase letter, then a-z 0-9 _ -)"),
         listen=listen,
-        consortium=_path(f["consortium"], base),
+        consortium=resolve_path(f["consortium"], base),
         state_dir=state_dir,
-        database=_path(f["database"], base) if "database" in f else state_dir / "coordinator.db",
-        audit_key=_path(f["audit_key"], base) if "audit_key" in f else state_dir / "audit.key",
-        tls=TlsFiles(ca=_path(tls["ca"], base), cert=_path(tls["cert"], base), key=_path(tls["key"], base)),
+        database=resolve_path(f["database"], base) if "database" in f else state_dir / "coordinator.db",
+        audit_key=resolve_path(f["audit_key"], base) if "audit_key" in f else state_dir / "audit.key",
+        tls=tls_files(f["tls"], base),
         checkpoint_every=(f["checkpoint_every"].integer(minimum=1, maximum=1_000_000)
                           if "checkpoint_every" in f else 64),
         source=doc.source,
     )
-
-
-def _path(node: Located, base: Path) -> Path:
-    value = node.string(what="a file or folder path")
-    if "\x00" in value:
-        raise node.error("a path may not contain a NUL character")
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p

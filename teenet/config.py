@@ -274,7 +274,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                      optional=("coordinator", "poll_interval", "listen", "tables"), what="a node config mapping")
     node = f["node"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     role = f["role"].string(choices=NODE_ROLES)
-    consortium_path = _path(f["consortium"], base)
+    consortium_path = resolve_path(f["consortium"], base)
     consortium = load_consortium(consortium_path)
     member = consortium.members.get(node)
     if member is None:
@@ -304,7 +304,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                                  if "compute_attestation" in pf else None))
     return NodeConfig(
         node=node, role=role, consortium_path=consortium_path, consortium=consortium, coordinator=coordinator,
-        state_dir=_path(f["state_dir"], base), keys_dir=_path(f["keys"], base), tls=_tls(f["tls"], base),
+        state_dir=resolve_path(f["state_dir"], base), keys_dir=resolve_path(f["keys"], base), tls=tls_files(f["tls"], base),
         enclave=_enclave(f["enclave"], base), listen=endpoint(f["listen"]) if "listen" in f else None,
         poll_interval=(f["poll_interval"].number(minimum=0.05, maximum=3600) if "poll_interval" in f else 1.0),
         tables=tables, policy=policy, source=doc.source,
@@ -318,7 +318,8 @@ def _choice_first(node: Located, key: str, choices: tuple[str, ...]) -> str | No
     return None
 
 
-def _path(node: Located, base: Path) -> Path:
+def resolve_path(node: Located, base: Path) -> Path:
+    """A path field, relative paths taken against the config file's folder."""
     value = node.string(what="a file or folder path")
     if "\x00" in value:
         raise node.error("a path may not contain a NUL character")
@@ -326,16 +327,16 @@ def _path(node: Located, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _tls(node: Located, base: Path) -> TlsFiles:
+def tls_files(node: Located, base: Path) -> TlsFiles:
     f = node.mapping(required=("ca", "cert", "key"), what="a mapping {ca, cert, key}")
-    return TlsFiles(ca=_path(f["ca"], base), cert=_path(f["cert"], base), key=_path(f["key"], base))
+    return TlsFiles(ca=resolve_path(f["ca"], base), cert=resolve_path(f["cert"], base), key=resolve_path(f["key"], base))
 
 
 def _enclave(node: Located, base: Path) -> EnclaveConfig:
     sim = _choice_first(node, "backend", ENCLAVE_BACKENDS) == "sim"
     f = node.mapping(required=("backend",) + (("sim_dir",) if sim else ()), what="a mapping {backend, sim_dir}")
     backend = f["backend"].string(choices=ENCLAVE_BACKENDS)
-    return EnclaveConfig(backend=backend, sim_dir=_path(f["sim_dir"], base) if sim else None)
+    return EnclaveConfig(backend=backend, sim_dir=resolve_path(f["sim_dir"], base) if sim else None)
 
 
 def _table_sources(node: Located, base: Path) -> Mapping[str, TableSource]:
@@ -350,7 +351,7 @@ def _table_sources(node: Located, base: Path) -> Mapping[str, TableSource]:
         fmt = f["format"].string(choices=TABLE_FORMATS)
         out[name] = TableSource(
             name=name, format=fmt,
-            path=_path(f["path"], base) if "path" in f else None,
+            path=resolve_path(f["path"], base) if "path" in f else None,
             query=f["query"].string(what="an SQL query", max_length=65536) if "query" in f else None,
             # The DSN holds a password: the config names the variable, never the value.
             dsn_env=(f["dsn_env"].string(pattern=ENV_NAME, what="an environment variable name (A-Z, 0-9, _)")
@@ -457,7 +458,7 @@ def load_analyst_config(path: str | Path) -> AnalystConfig:
     f = doc.root().mapping(required=("analyst", "consortium", "keys", "tls"),
                            optional=("coordinator", "results_dir", "sim_dir"), what="an analyst config mapping")
     analyst = f["analyst"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
-    consortium_path = _path(f["consortium"], base)
+    consortium_path = resolve_path(f["consortium"], base)
     consortium = load_consortium(consortium_path)
     found = consortium.members.get(analyst)
     if found is None or found.role != "analyst":
@@ -465,7 +466,7 @@ def load_analyst_config(path: str | Path) -> AnalystConfig:
     return AnalystConfig(
         analyst=analyst, consortium_path=consortium_path, consortium=consortium,
         coordinator=endpoint(f["coordinator"]) if "coordinator" in f else consortium.coordinator_endpoint,
-        keys_dir=_path(f["keys"], base), tls=_tls(f["tls"], base),
-        results_dir=_path(f["results_dir"], base) if "results_dir" in f else base / "results",
-        sim_dir=_path(f["sim_dir"], base) if "sim_dir" in f else None,
+        keys_dir=resolve_path(f["keys"], base), tls=tls_files(f["tls"], base),
+        results_dir=resolve_path(f["results_dir"], base) if "results_dir" in f else base / "results",
+        sim_dir=resolve_path(f["sim_dir"], base) if "sim_dir" in f else None,
         source=doc.source)

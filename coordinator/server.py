@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from teenet.audit import AuditLog, load_audit_key
 from teenet.errors import InputError
-from teenet.pki import GRPC_OPTIONS, server_credentials
+from teenet.pki import COORDINATOR_GRPC_OPTIONS, server_credentials
 from teenet.proto import teenet_pb2_grpc as rpc
 
 from teenet.coordinator.config import CoordinatorConfig
@@ -78,7 +78,7 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None) ->
                          lock=store.lock)
         coordinator = Coordinator(store, audit, consortium)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="coordinator"),
-                             options=GRPC_OPTIONS)
+                             options=COORDINATOR_GRPC_OPTIONS)
         rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -12,7 +12,7 @@ from typing import Callable, TypeVar
 
 import grpc
 
-from teenet.pki import TlsFiles, secure_channel
+from teenet.pki import COORDINATOR_GRPC_OPTIONS, TlsFiles, secure_channel
 from teenet.proto import teenet_pb2_grpc as rpc
 
 log = logging.getLogger("teenet.node.links")
@@ -24,7 +24,7 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 class CoordinatorLink:
     def __init__(self, endpoint: str, tls: TlsFiles, server_name: str) -> None:
         self.endpoint = endpoint
-        self.channel = secure_channel(endpoint, tls, server_name=server_name)
+        self.channel = secure_channel(endpoint, tls, server_name=server_name, options=COORDINATOR_GRPC_OPTIONS)
         self.stub = rpc.CoordinatorStub(self.channel)
 
     def close(self) -> None:

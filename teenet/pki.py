@@ -28,6 +28,13 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+# The coordinator's mailbox takes a job's sealed results in one message (a model or a list
+# of ids can pass 4 MiB); it refuses more than this per job anyway.
+MAX_RESULTS_MESSAGE_BYTES = 64 * 1024 * 1024
+COORDINATOR_GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_RESULTS_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_RESULTS_MESSAGE_BYTES),
+]
 
 
 @dataclass(frozen=True)
@@ -115,11 +122,12 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
-def secure_channel(target: str, tls: TlsFiles, *, server_name: str) -> grpc.Channel:
+def secure_channel(target: str, tls: TlsFiles, *, server_name: str,
+                   options: list[tuple[str, int]] | None = None) -> grpc.Channel:
     """A mutual-TLS channel to `target` whose certificate must name `server_name`."""
     ca, cert, key = tls.read()
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-    options = GRPC_OPTIONS + [("grpc.ssl_target_name_override", server_name)]
+    options = (options or GRPC_OPTIONS) + [("grpc.ssl_target_name_override", server_name)]
     return grpc.secure_channel(target, creds, options=options)
 
 

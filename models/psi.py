@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -70,21 +71,49 @@ def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec], kinds: 
 def intersect(inputs: Sequence[PartyInput], norm: KeyNormalisation, *, ordered: bool) -> pa.Table:
     """The distinct key tuples present in every input, in aligned key names.
 
-    Only the smallest input is de-duplicated; every other one filters it with a semi
-    join, which never multiplies rows, so no other party's keys need de-duplicating.
+    Single int64 keys (ids, and any key normalised with type int) are intersected by
+    sorting: each input's keys are sorted and de-duplicated, then merged, which is several
+    times faster than hashing at millions of rows and yields ascending order for free.
+    Other keys use Arrow's hash join: only the smallest input is de-duplicated, and every
+    other one filters it with a semi join, which never multiplies rows.
     """
     arity = len(inputs[0].keys)
     names = key_names(arity)
     keyed = [keyed_table(inp, i, norm, columns=()) for i, inp in enumerate(inputs)]
     order = sorted(range(len(keyed)), key=lambda i: keyed[i].num_rows)
-    common = distinct_keys(keyed[order[0]], arity)
+    smallest = keyed[order[0]]
     for i in order[1:]:
-        if common.schema.types != keyed[i].schema.types:
-            raise InputError(f"key types differ: {inputs[order[0]].name} has {common.schema.types}, "
+        if smallest.schema.types != keyed[i].schema.types:
+            raise InputError(f"key types differ: {inputs[order[0]].name} has {smallest.schema.types}, "
                              f"{inputs[i].name} has {keyed[i].schema.types}; set params.normalise.type "
                              "to str or int", field="params.normalise.type")
+    if arity == 1 and pa.types.is_int64(smallest.schema.types[0]):
+        return _intersect_sorted_int64([keyed[i].column(0) for i in order], names[0])
+    common = distinct_keys(smallest, arity)
+    for i in order[1:]:
         common = common.join(keyed[i], keys=names, join_type="left semi", use_threads=True)
     return sort_by_keys(common, arity) if ordered else common
+
+
+def _sorted_distinct(values: pa.ChunkedArray) -> np.ndarray:
+    """One input's int64 keys (no nulls: keyed_table dropped them), sorted, each once."""
+    keys = np.sort(values.to_numpy())
+    if keys.size > 1:
+        keep = np.empty(keys.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+        keys = keys[keep]
+    return keys
+
+
+def _intersect_sorted_int64(columns: Sequence[pa.ChunkedArray], name: str) -> pa.Table:
+    """The ascending distinct int64 values present in every column (smallest column first)."""
+    common = _sorted_distinct(columns[0])
+    for column in columns[1:]:
+        if common.size == 0:
+            break
+        common = np.intersect1d(common, _sorted_distinct(column), assume_unique=True)
+    return pa.table({name: pa.array(common, pa.int64())})
 
 
 def compute(inputs: Sequence[PartyInput], params: PsiParams, kinds: frozenset[str],

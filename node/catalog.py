@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from teenet.errors import InputError
 
 BATCH_ROWS = 65_536
+READ_BUFFER_BYTES = 1 << 20  # Parquet read buffer: memory stays flat whatever the file's size
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,12 @@ class Catalog:
         """Stream the table's rows (only `columns`, in that order) as record batches."""
         t = self.table(name)
         cols = list(columns) if columns is not None else None
-        if t.format in ("parquet", "csv"):
-            path = _existing(t)
-            if t.format == "parquet":
-                ds = pads.dataset(path, format="parquet")
-            else:
-                ds = pads.dataset(path, format=pads.CsvFileFormat(
-                    read_options=pacsv.ReadOptions(block_size=8 << 20)))
+        if t.format == "parquet":
+            yield from _parquet_batches(t, cols)
+            return
+        if t.format == "csv":
+            ds = pads.dataset(_existing(t), format=pads.CsvFileFormat(
+                read_options=pacsv.ReadOptions(block_size=8 << 20)))
             _check_columns(name, ds.schema.names, cols)
             yield from ds.to_batches(columns=cols, batch_size=BATCH_ROWS)
             return
@@ -95,6 +95,20 @@ class Catalog:
         if not batches:
             return pa.table({c: pa.array([], pa.null()) for c in (columns or [])})
         return pa.Table.from_batches(batches)
+
+
+def _parquet_batches(t: CatalogTable, cols: list[str] | None) -> Iterator[pa.RecordBatch]:
+    """A Parquet file one row group at a time, through a bounded read buffer.
+
+    Arrow's dataset scanner reads row groups ahead of a slow consumer (an upload), so a data
+    node's memory grew with the table; a buffered ParquetFile without pre-buffering holds
+    one row group's granted columns at a time, whatever the file's size.
+    """
+    with pq.ParquetFile(_existing(t), buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as source:
+        _check_columns(t.name, source.schema_arrow.names, cols)
+        for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=cols):
+            # iter_batches yields the file's column order; a job gets the order it asked for.
+            yield batch.select(cols) if cols is not None and batch.schema.names != cols else batch
 
 
 def _existing(t: CatalogTable) -> str:

@@ -25,12 +25,43 @@ from teenet.node.runtime import NodeRuntime, open_runtime
 
 log = logging.getLogger("teenet.node")
 
+RESTART_REASON = "compute node {node} restarted; its per-job keys died with it (resubmit the job)"
+_OPEN_STATES = frozenset({"negotiating_keys", "running"})
+
+
+class DurableComputeRole(ComputeRole):
+    """The compute role, with the ids of the jobs it holds keys for kept in the node store.
+
+    Per-job keys live only in the enclave's memory. A job id is written down before its
+    offer is posted and marked ended when the job ends here, so a compute node that was
+    killed knows on restart which jobs it can no longer finish, and fails them with the
+    reason instead of leaving them hanging in `running` forever.
+    """
+
+    def _post_offer(self, run) -> None:
+        self.rt.store.remember_compute_job(run.job_id)
+        super()._post_offer(run)
+
+    def _run(self, run) -> None:
+        super()._run(run)
+        if not self.rt.stopping():  # results posted or failure reported; else left open for restart
+            self.rt.store.end_compute_job(run.job_id)
+
+    def on_stop(self, item: pb.WorkItem) -> None:
+        with self._lock:
+            held = item.job_id in self.runs
+        super().on_stop(item)
+        if held:
+            self.rt.store.end_compute_job(item.job_id)
+
 
 class NodeDaemon:
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
         self.data = DataRole(rt) if rt.config.role == "data" else None
-        self.compute = ComputeRole(rt) if rt.config.role == "compute" else None
+        self.compute = DurableComputeRole(rt) if rt.config.role == "compute" else None
+        # Jobs a previous run of this compute node held keys for: settled before the first poll.
+        self._orphans: list[str] = rt.store.open_compute_jobs() if self.compute is not None else []
         self.server: grpc.Server | None = None
         self.workers = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="work")
         self._busy: set[tuple[str, str]] = set()
@@ -54,7 +85,39 @@ class NodeDaemon:
         log.info("node %s (%s) up; enclave %s measurement %s", self.rt.name, self.rt.config.role,
                  self.rt.enclave.backend, self.rt.enclave.measurement[:16])
 
+    def settle_orphans(self) -> None:
+        """Fail each job a previous run of this compute node left open (its keys are gone).
+
+        Runs before the first poll, so no job of this run is mistaken for one. A job still
+        `approved` is left to the poll (a fresh offer); an ended or unknown one is closed.
+        Raises grpc.RpcError while the coordinator is unreachable (the caller retries).
+        """
+        rt = self.rt
+        while self._orphans:
+            job_id = self._orphans[0]
+            try:
+                state = rt.coordinator.stub.GetJob(pb.JobRef(job_id=job_id), timeout=10).state
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
+                                      grpc.StatusCode.INVALID_ARGUMENT):
+                    raise
+                state = ""
+            if state in _OPEN_STATES:
+                reason = RESTART_REASON.format(node=rt.name)
+                try:
+                    rt.coordinator.stub.ReportStatus(pb.StatusReport(job_id=job_id, node=rt.name, event="failed",
+                                                                     detail=reason), timeout=10)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # ended meanwhile: nothing to do
+                        raise
+                rt.audit("job_failed", job_id=job_id, reason=reason)
+                log.warning("job %s: %s", job_id[:16], reason)
+            rt.store.end_compute_job(job_id)
+            self._orphans.pop(0)
+
     def poll_once(self) -> int:
+        if self._orphans:
+            self.settle_orphans()
         reply = self.rt.coordinator.stub.Poll(pb.PollRequest(node=self.rt.name), timeout=10)
         for item in reply.items:
             self._dispatch(item)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Iterator
 
 import grpc
@@ -32,6 +33,9 @@ log = logging.getLogger("teenet.node.data")
 # An upload that fails this many times in a row (compute unreachable, connection broken)
 # fails the job with the reason instead of retrying forever.
 MAX_UPLOAD_ATTEMPTS = 3
+# Seconds before the second attempt; doubled for each further one (1 s, 2 s: the third
+# attempt comes 3 s after the first), so a short network blip does not fail the job.
+UPLOAD_RETRY_DELAY = 1.0
 
 
 class DataRole:
@@ -39,6 +43,7 @@ class DataRole:
         self.rt = rt
         self._uploading: set[str] = set()
         self._attempts: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     # decisions ----------------------------------------------------------------------------
@@ -105,7 +110,7 @@ class DataRole:
     def on_upload(self, item: pb.WorkItem) -> None:
         job_id = item.job_id
         with self._lock:
-            if job_id in self._uploading:
+            if job_id in self._uploading or time.monotonic() < self._retry_at.get(job_id, 0.0):
                 return
             self._uploading.add(job_id)
         try:
@@ -178,6 +183,8 @@ class DataRole:
                     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                         attempts = self._attempts[job_id] = self._attempts.get(job_id, 0) + 1
                         if attempts < MAX_UPLOAD_ATTEMPTS:
+                            with self._lock:
+                                self._retry_at[job_id] = time.monotonic() + UPLOAD_RETRY_DELAY * 2 ** (attempts - 1)
                             log.info("job %s: upload to %s broke (%s); attempt %d of %d", job_id[:16],
                                      spec.compute, exc.code().name, attempts, MAX_UPLOAD_ATTEMPTS)
                             return

@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS uploads (
     reported INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, party_table)
 );
+-- A compute node's jobs whose per-job keys it made (offer posted) and that have not ended
+-- here. The keys live only in memory: after a restart each open one is reported failed.
+CREATE TABLE IF NOT EXISTS compute_jobs (
+    job_id TEXT PRIMARY KEY,
+    accepted_at REAL NOT NULL,
+    ended_at REAL
+);
 """
 SCHEMA_VERSION = "1"
 
@@ -183,6 +190,22 @@ class NodeStore:
     def mark_upload_reported(self, job_id: str, party_table: str) -> None:
         with self._tx() as c:
             c.execute("UPDATE uploads SET reported=1 WHERE job_id=? AND party_table=?", (job_id, party_table))
+
+    # compute jobs -------------------------------------------------------------------------
+    def remember_compute_job(self, job_id: str) -> None:
+        """Durably note that this compute node holds keys for `job_id` (before it offers them)."""
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO compute_jobs (job_id, accepted_at) VALUES (?,?)", (job_id, time.time()))
+
+    def end_compute_job(self, job_id: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE compute_jobs SET ended_at=? WHERE job_id=? AND ended_at IS NULL", (time.time(), job_id))
+
+    def open_compute_jobs(self) -> list[str]:
+        """Jobs this compute node made keys for and never saw end (oldest first)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT job_id FROM compute_jobs WHERE ended_at IS NULL ORDER BY accepted_at")
+            return [r[0] for r in rows.fetchall()]
 
     def iter_ids(self) -> Iterator[str]:
         with self._lock:

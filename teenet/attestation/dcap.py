@@ -122,7 +122,7 @@ def _load_chain(pem: bytes) -> list[x509.Certificate]:
     text = pem.rstrip(b"\x00")
     try:
         certs = x509.load_pem_x509_certificates(text)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise VerificationError("dcap.parse", "the PCK certificate chain is not valid PEM X.509") from None
     if not 2 <= len(certs) <= MAX_PCK_CHAIN_CERTS:
         raise VerificationError("dcap.parse", "unexpected number of certificates in the PCK chain",

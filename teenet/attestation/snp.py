@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -274,12 +274,26 @@ def _tcb_layout(product: str) -> Mapping[str, int]:
 
 def load_certificates(blob: bytes) -> list[x509.Certificate]:
     """One DER certificate, or a PEM bundle of one or more. AMD VCEK/VLEK certificates carry
-    serial number 0, which `cryptography` warns about; that one warning is silenced here."""
+    serial number 0, which `cryptography` warns about; that one warning is silenced here.
+
+    `cryptography` parses most fields only when first read, so a certificate that loads can
+    still fail later; every field the verifier uses is read here, and any such failure is a
+    ValueError, like a certificate that does not load at all."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*serial number.*", category=CryptographyDeprecationWarning)
-        if blob.lstrip().startswith(b"-----BEGIN"):
-            return list(x509.load_pem_x509_certificates(blob))
-        return [x509.load_der_x509_certificate(blob)]
+        try:
+            if blob.lstrip().startswith(b"-----BEGIN"):
+                certs = list(x509.load_pem_x509_certificates(blob))
+            else:
+                certs = [x509.load_der_x509_certificate(blob)]
+            for cert in certs:
+                _ = (cert.issuer, cert.subject, list(cert.extensions), cert.public_key(),
+                     cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid,
+                     cert.signature_hash_algorithm)
+        except (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+                UnsupportedAlgorithm) as exc:
+            raise ValueError(f"malformed certificate: {type(exc).__name__}") from None
+        return certs
 
 
 def _parse_evidence_certificates(blobs: Sequence[bytes]) -> list[x509.Certificate]:

@@ -24,9 +24,19 @@ from teenet.identity import write_private_file
 
 # gRPC's default is 4 MiB; sealed chunks are at most 3 MiB plus framing.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A peer that vanishes without a reset (a silent partition) is noticed within about 20 s:
+# clients ping during calls, and servers accept those pings.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    *KEEPALIVE_OPTIONS,
 ]
 # The coordinator's mailbox takes a job's sealed results in one message (a model or a list
 # of ids can pass 4 MiB); it refuses more than this per job anyway.
@@ -34,6 +44,7 @@ MAX_RESULTS_MESSAGE_BYTES = 64 * 1024 * 1024
 COORDINATOR_GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_RESULTS_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_RESULTS_MESSAGE_BYTES),
+    *KEEPALIVE_OPTIONS,
 ]
 
 

@@ -1,0 +1,322 @@
+"""A coordinator that lies, in front of real data nodes, a real compute node and the analyst.
+
+The coordinator here is the real one (`teenet.coordinator.server.serve`, its store, state
+machine and audit chain) started in the test process with a subclass of `Coordinator`
+whose `poll` and `fetch_results` lie for chosen jobs: they alter or swap the job, drop,
+forge or replay approvals, replay old offers or offers of an enclave the owners did not
+pin, hand out another job's results, and inject jobs no analyst signed. The data nodes and
+the compute node are real processes. Each case shows that the lie is detected where it
+lands, the reason in job status and in the audit logs, and that no table left an owner.
+The telco's policy requires hardware evidence, so it also shows an owner refusing simulated
+compute evidence. Cases are listed in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from attack_kit import Analyst, AttackNet, edit_yaml, one_byte_copy, start_node, wait_until
+from teenet.coordinator.state import Coordinator, WorkItem
+
+pytestmark = pytest.mark.slow
+
+JOB = """\
+name: {name}
+function: psi
+compute: compute-1
+inputs:
+  - {{party: bank,    table: customers, key: customer_id, columns: []}}
+  - {{party: {other}, table: {table},  key: customer_id, columns: []}}
+params: {{normalise: {{trim: true, case: none, type: int}}}}
+release:
+  - {{kind: size, to: [analyst, bank]}}
+"""
+
+
+def job(name: str, other: str = "insurer") -> str:
+    return JOB.format(name=name, other=other, table={"insurer": "policies", "telco": "usage"}[other])
+
+
+class LyingCoordinator(Coordinator):
+    """The real coordinator, except where a test told it to lie about a job (by job name)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lies: dict[str, dict[str, object]] = {}
+        self.injected: list[list] = []  # [node, WorkItem, times left]
+        self.lied: dict[str, int] = {}
+        self._lie_lock = threading.Lock()
+
+    def _count(self, name: str) -> None:
+        with self._lie_lock:
+            self.lied[name] = self.lied.get(name, 0) + 1
+
+    def poll(self, node: str) -> list[WorkItem]:
+        items = []
+        for item in super().poll(node):
+            lie = self.lies.get(item.job.name, {}).get(item.kind)
+            if lie is not None:
+                self._count(item.job.name)
+                item = lie(self, item)
+            items.append(item)
+        with self._lie_lock:
+            for entry in self.injected:
+                if entry[0] == node and entry[2] > 0:
+                    entry[2] -= 1
+                    items.append(entry[1])
+        return items
+
+    def fetch_results(self, job_id: str, recipient: str):
+        found = super().fetch_results(job_id, recipient)
+        lie = self.lies.get(found.job.name, {}).get("fetch")
+        if lie is not None:
+            self._count(found.job.name)
+            found = lie(self, found)
+        return found
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    from teenet.cli.sandbox import down_sandbox, init_sandbox
+    from teenet.coordinator import server
+    from teenet.coordinator.config import load_coordinator_config
+
+    d = tmp_path_factory.mktemp("lyingnet")
+    init_sandbox(d, rows=2000)
+    edit_yaml(d / "telco.yaml",  # the telco trusts compute enclaves on real hardware only
+              lambda c: c["policy"]["compute_attestation"].__setitem__("allow_simulated", False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(server, "Coordinator", LyingCoordinator)
+        running = server.serve(load_coordinator_config(d / "coordinator.yaml"))
+    try:
+        for name in ("compute-1", "bank", "telco", "insurer"):
+            start_node(d, name)
+        net = AttackNet(d, compute_wire=None)  # type: ignore[arg-type]
+        net.extra["coordinator"] = running.coordinator
+        net.extra["analyst"] = Analyst(net)
+        # One honest job whose approvals, offer and results the lies below replay.
+        analyst = net.extra["analyst"]
+        old = analyst.submit(job("honest-old"))
+        assert analyst.wait(old).state == "succeeded"
+        net.extra["old"] = old
+        yield net
+        net.extra["analyst"].close()
+    finally:
+        down_sandbox(d)
+        running.stop(grace=1)
+
+
+@pytest.fixture
+def liar(net) -> LyingCoordinator:
+    return net.extra["coordinator"]
+
+
+@pytest.fixture
+def analyst(net) -> Analyst:
+    return net.extra["analyst"]
+
+
+def _nothing_shipped(net: AttackNet, job_id: str) -> None:
+    assert net.audit_for("compute-1", job_id, "table_received") == []
+    assert net.audit_for("compute-1", job_id, "released_results") == []
+    for party in ("bank", "telco", "insurer"):
+        assert net.audit_for(party, job_id, "released_table") == []
+
+
+def _compute_refuses(net, liar, analyst, name: str, lie, check: str):
+    liar.lies[name] = {"compute": lie}
+    job_id = analyst.submit(job(name))
+    st = analyst.wait(job_id)
+    assert liar.lied.get(name), "the lie was never told"
+    assert st.state == "failed" and st.reason.startswith("compute enclave refused the job: " + check), st.reason
+    assert any(check in e["reason"] for e in net.audit_for("compute-1", job_id, "job_failed"))
+    assert net.audit_for("compute-1", job_id, "job_accepted") == []  # no keys made, no offer
+    assert list(st.uploaded) == []
+    _nothing_shipped(net, job_id)
+    return st
+
+
+# --- lies to the compute node ----------------------------------------------------------------
+
+def test_a_job_altered_after_approval_is_refused_by_the_compute_enclave(net, liar, analyst):
+    def alter(self, item):  # the coordinator swaps the insurer's table for the telco's
+        spec = item.job.canonical_spec.replace(b'"party":"insurer","table":"policies"',
+                                               b'"party":"telco","table":"usage"')
+        assert spec != item.job.canonical_spec
+        return dataclasses.replace(item, job=dataclasses.replace(item.job, canonical_spec=spec))
+
+    _compute_refuses(net, liar, analyst, "altered-inputs", alter, "job.signature")
+
+
+def test_another_signed_job_passed_off_with_these_approvals_is_refused(net, liar, analyst):
+    def swap(self, item):  # a validly signed, older job, relabelled as this one
+        other = self.store.get_job(net.extra["old"])
+        return dataclasses.replace(item, job=dataclasses.replace(other, job_id=item.job.job_id))
+
+    _compute_refuses(net, liar, analyst, "swapped-job", swap, "approval.job")
+
+
+def test_a_dropped_approval_is_refused_by_the_compute_enclave(net, liar, analyst):
+    def drop(self, item):
+        return dataclasses.replace(item, decisions=tuple(d for d in item.decisions if d.party != "insurer"))
+
+    st = _compute_refuses(net, liar, analyst, "dropped-approval", drop, "approval.missing")
+    assert "'insurer'" in st.reason
+
+
+def test_a_forged_approval_is_refused_by_the_compute_enclave(net, liar, analyst):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from teenet.approval import Decision, sign_decision
+
+    def forge(self, item):  # lower the insurer's k to 1 and re-sign with a key of its own
+        own = ed25519.Ed25519PrivateKey.generate()
+        out = []
+        for d in item.decisions:
+            if d.party == "insurer":
+                body = dataclasses.replace(Decision.from_canonical(d.canonical), min_group_size=1)
+                signed = sign_decision(body, own)
+                d = dataclasses.replace(d, canonical=signed.decision, signature=signed.signature)
+            out.append(d)
+        return dataclasses.replace(item, decisions=tuple(out))
+
+    _compute_refuses(net, liar, analyst, "forged-approval", forge, "approval.signature")
+
+
+def test_an_approval_replayed_from_another_job_is_refused_by_the_compute_enclave(net, liar, analyst):
+    def replay(self, item):
+        old = {d.party: d for d in self.store.decisions(net.extra["old"])}
+        return dataclasses.replace(item, decisions=tuple(old["insurer"] if d.party == "insurer" else d
+                                                         for d in item.decisions))
+
+    _compute_refuses(net, liar, analyst, "replayed-approval", replay, "approval.job")
+
+
+# --- lies to the data nodes ------------------------------------------------------------------
+
+def _owners_refuse(net, liar, analyst, name: str, lie, check: str, other: str = "insurer"):
+    if lie is not None:
+        liar.lies[name] = {"upload": lie}
+    job_id = analyst.submit(job(name, other))
+    st = analyst.wait(job_id)
+    assert lie is None or liar.lied.get(name), "the lie was never told"
+    assert st.state == "failed" and "refused the compute enclave: " in st.reason and check in st.reason, st.reason
+    refusers = ("bank", other) if lie is not None else (other,)
+    refusals = [e for p in refusers for e in net.audit_for(p, job_id, "compute_refused")]
+    assert refusals and all(check in e["reason"] for e in refusals)
+    if lie is not None:
+        assert list(st.uploaded) == []
+        _nothing_shipped(net, job_id)
+    else:  # the honest offer: the bank (which allows simulation) may have shipped to the enclave it trusts
+        assert net.audit_for(other, job_id, "released_table") == []
+        assert [e for e in net.audit_for("compute-1", job_id, "table_received") if e["party"] == other] == []
+        assert net.audit_for("compute-1", job_id, "released_results") == []
+        wait_until(lambda: net.audit_for("compute-1", job_id, "job_dropped")
+                   or not net.audit_for("compute-1", job_id, "table_received"), 10,
+                   "the compute enclave to drop what it holds of the failed job")
+    return st
+
+
+def test_a_replayed_old_offer_is_refused_by_the_data_nodes(net, liar, analyst):
+    def replay(self, item):
+        return dataclasses.replace(item, offer=self.store.offer(net.extra["old"]))
+
+    _owners_refuse(net, liar, analyst, "replayed-offer", replay, "compute offer is for another job")
+
+
+def test_an_old_offer_relabelled_for_this_job_is_refused_by_the_data_nodes(net, liar, analyst):
+    def relabel(self, item):
+        return dataclasses.replace(item, offer=dataclasses.replace(self.store.offer(net.extra["old"]),
+                                                                   job_id=item.job.job_id))
+
+    _owners_refuse(net, liar, analyst, "relabelled-offer", relabel, "binding.report_data")
+
+
+def test_an_offer_from_an_enclave_whose_code_differs_by_one_byte_is_refused(net, liar, analyst, tmp_path):
+    """The coordinator relays the offer of a compute host that runs altered code on the
+    same (simulated) hardware: genuine evidence, fresh keys bound to this job, but a
+    measurement no owner pinned."""
+    from teenet.attestation.measure import build_manifest, installed_dependencies, runtime_name
+    from teenet.attestation.sim import SimulatedPlatform, UnsafeSimulatedAttester
+    from teenet.negotiation import ComputeEnclaveSession
+
+    _, what = one_byte_copy(tmp_path)
+    root = tmp_path / "teenet"
+    dirs = {"teenet": root, **{f"teenet.{p}": root / p for p in ("node", "coordinator", "models", "cli")}}
+    altered = build_manifest(dirs, installed_dependencies(), runtime_name()).measurement()
+    attester = UnsafeSimulatedAttester(SimulatedPlatform.load_or_create(net / "sim-platform"), altered)
+
+    def substitute(self, item):
+        session = ComputeEnclaveSession(bytes.fromhex(item.job.job_id), attester)
+        o = session.offer("compute-1", item.offer.endpoint)
+        return dataclasses.replace(item, offer=dataclasses.replace(
+            item.offer, hpke_suite=o.suite.value, hpke_public_key=o.hpke_public_key,
+            signing_public_key=o.signing_public_key, evidence=o.evidence))
+
+    st = _owners_refuse(net, liar, analyst, "one-byte-offer", substitute, "policy.measurement")
+    assert altered.hex() in st.reason, what
+
+
+def test_simulated_compute_evidence_is_refused_by_an_owner_that_requires_hardware(net, liar, analyst):
+    st = _owners_refuse(net, liar, analyst, "needs-hardware", None, "policy.hardware", other="telco")
+    assert st.reason.startswith("telco refused the compute enclave")
+
+
+def test_jobs_no_analyst_signed_are_refused_by_the_data_nodes(net, liar, analyst):
+    """The coordinator injects three jobs into the bank's work: an approved job's spec with its
+    inputs altered, a job signed by a stranger to the consortium, and one re-signed by a data
+    member. The bank's node verifies each itself and never signs a decision on them."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    old = liar.store.get_job(net.extra["old"])
+    altered = old.canonical_spec.replace(b'"kind":"size"', b'"kind":"ids"')
+    stranger = analyst.sign(job("from-mallory"), key=ed25519.Ed25519PrivateKey.generate(),
+                            analyst="mallory")
+    by_telco = analyst.sign(job("from-telco"), key=net.keys("telco").signing, analyst="telco")
+    forged = [dataclasses.replace(old, canonical_spec=altered),
+              dataclasses.replace(old, job_id=stranger.job_id, canonical_spec=stranger.canonical_spec,
+                                  analyst="mallory", signature=stranger.signature, name="from-mallory"),
+              dataclasses.replace(old, job_id=by_telco.job_id, canonical_spec=by_telco.canonical_spec,
+                                  analyst="telco", signature=by_telco.signature, name="from-telco")]
+    forged[0] = dataclasses.replace(forged[0], job_id="ab" * 32)
+    with liar._lie_lock:
+        liar.injected += [["bank", WorkItem("decide", j), 2] for j in forged]
+    expected = {"ab" * 32: "job.signature", stranger.job_id: "job.analyst", by_telco.job_id: "job.analyst"}
+
+    def refused():
+        events = {e["job_id"]: e["reason"] for e in net.audit("bank") if e["event"] == "job_refused"}
+        return all(jid in events for jid in expected) and events
+
+    events = wait_until(refused, 20, "the bank to refuse the injected jobs")
+    for jid, check in expected.items():
+        assert events[jid].startswith(check), events[jid]
+        assert [e for e in net.audit("bank") if e.get("job_id") == jid and e["event"] != "job_refused"] == []
+    assert "'mallory'" in events[stranger.job_id] and "(data)" in events[by_telco.job_id]
+
+
+# --- lies to the analyst ---------------------------------------------------------------------
+
+def test_another_jobs_result_is_refused_by_the_analyst(net, liar, analyst):
+    from teenet.errors import TeenetError
+
+    def other_results(self, found):  # this job and offer, the old job's sealed results
+        return dataclasses.replace(found, results=tuple(self.store.results(net.extra["old"], "analyst")))
+
+    def other_job(self, found):  # everything of the old job
+        return self.fetch_results.__func__(self, net.extra["old"], "analyst")  # type: ignore[attr-defined]
+
+    for name, lie, check in (("other-results", other_results, "result.job"),
+                             ("other-job", other_job, "result.job: the coordinator returned another job")):
+        job_id = analyst.submit(job(name))
+        assert analyst.wait(job_id).state == "succeeded"
+        liar.lies[name] = {"fetch": lie}
+        with pytest.raises(TeenetError) as refused:
+            analyst.result(job_id)
+        assert str(refused.value).startswith(check), str(refused.value)
+        assert liar.lied.get(name)
+        del liar.lies[name]
+        opened, _ = analyst.result(job_id)  # told the truth, the same results verify and open
+        assert [o.kind for o in opened] == ["size"]

@@ -82,6 +82,9 @@ class ComputeRole(rpc.ComputeServicer):
         run = JobRun(job_id, spec, terms, session)
         with self._lock:
             self.runs[job_id] = run
+        # Written down before the offer leaves: a compute node killed while it holds keys
+        # knows on restart which jobs it can no longer finish (see NodeDaemon.settle_orphans).
+        rt.store.remember_compute_job(job_id)
         rt.audit("job_accepted", job_id=job_id, function=spec.function,
                  parties=sorted({i.party for i in spec.inputs}), min_group_size=terms.min_group_size)
         self._post_offer(run)
@@ -100,6 +103,7 @@ class ComputeRole(rpc.ComputeServicer):
             self.finished.add(item.job_id)
         if run is not None:
             run.tables.clear()
+            self.rt.store.end_compute_job(item.job_id)
             self.rt.audit("job_dropped", job_id=item.job_id, reason=item.reason)
             log.info("job %s stopped (%s); inputs and keys dropped", item.job_id[:16], item.reason)
 
@@ -150,6 +154,11 @@ class ComputeRole(rpc.ComputeServicer):
             rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=k.table, reason=str(exc))
             log.warning("job %s: refused %s/%s: %s", k.job_id[:16], k.party, k.table, exc)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except grpc.RpcError:  # the uploader went away mid-stream; nothing of it is kept
+            rt.audit("upload_broken", job_id=k.job_id, party=k.party, table=k.table,
+                     reason="stream broke before its last chunk")
+            log.warning("job %s: upload of %s/%s broke before its last chunk", k.job_id[:16], k.party, k.table)
+            context.abort(grpc.StatusCode.CANCELLED, "upload stream broke before its last chunk")
         with self._lock:
             run.tables[(k.party, k.table)] = table
             ready = len(run.tables) == len(run.spec.inputs) and not run.started
@@ -164,6 +173,13 @@ class ComputeRole(rpc.ComputeServicer):
 
     # running ------------------------------------------------------------------------------
     def _run(self, run: JobRun) -> None:
+        try:
+            self._execute(run)
+        finally:
+            if not self.rt.stopping():  # results posted or failure reported; else left open for restart
+                self.rt.store.end_compute_job(run.job_id)
+
+    def _execute(self, run: JobRun) -> None:
         from teenet.models import PartyInput, ReleaseRequest, ReleaseRules, run_function
 
         rt = self.rt
@@ -195,10 +211,15 @@ class ComputeRole(rpc.ComputeServicer):
             self._fail(run.job_id, f"{spec.function} failed inside the enclave: {type(exc).__name__}")
             return
         self._finish(run)
-        call_with_retry(lambda: rt.coordinator.stub.PostResults(pb.PostResultsRequest(
-            job_id=run.job_id, results=[pb.SealedResult(job_id=s.job_id, recipient=s.recipient, kind=s.kind,
-                                                        envelope=s.envelope, signature=s.signature)
-                                        for s in sealed]), timeout=60), what="post results", stop=rt.stopping)
+        try:
+            call_with_retry(lambda: rt.coordinator.stub.PostResults(pb.PostResultsRequest(
+                job_id=run.job_id, results=[pb.SealedResult(job_id=s.job_id, recipient=s.recipient, kind=s.kind,
+                                                            envelope=s.envelope, signature=s.signature)
+                                            for s in sealed]), timeout=60), what="post results", stop=rt.stopping)
+        except grpc.RpcError as exc:
+            self._fail(run.job_id, f"the coordinator did not take the sealed results: {exc.code().name} "
+                                   f"{(exc.details() or '')[:200]}")
+            return
         rt.audit("released_results", job_id=run.job_id,
                  results=[[s.kind, s.recipient] for s in sealed])
         log.info("job %s: released %d sealed result(s)", run.job_id[:16], len(sealed))

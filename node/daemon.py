@@ -29,37 +29,11 @@ RESTART_REASON = "compute node {node} restarted; its per-job keys died with it (
 _OPEN_STATES = frozenset({"negotiating_keys", "running"})
 
 
-class DurableComputeRole(ComputeRole):
-    """The compute role, with the ids of the jobs it holds keys for kept in the node store.
-
-    Per-job keys live only in the enclave's memory. A job id is written down before its
-    offer is posted and marked ended when the job ends here, so a compute node that was
-    killed knows on restart which jobs it can no longer finish, and fails them with the
-    reason instead of leaving them hanging in `running` forever.
-    """
-
-    def _post_offer(self, run) -> None:
-        self.rt.store.remember_compute_job(run.job_id)
-        super()._post_offer(run)
-
-    def _run(self, run) -> None:
-        super()._run(run)
-        if not self.rt.stopping():  # results posted or failure reported; else left open for restart
-            self.rt.store.end_compute_job(run.job_id)
-
-    def on_stop(self, item: pb.WorkItem) -> None:
-        with self._lock:
-            held = item.job_id in self.runs
-        super().on_stop(item)
-        if held:
-            self.rt.store.end_compute_job(item.job_id)
-
-
 class NodeDaemon:
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
         self.data = DataRole(rt) if rt.config.role == "data" else None
-        self.compute = DurableComputeRole(rt) if rt.config.role == "compute" else None
+        self.compute = ComputeRole(rt) if rt.config.role == "compute" else None
         # Jobs a previous run of this compute node held keys for: settled before the first poll.
         self._orphans: list[str] = rt.store.open_compute_jobs() if self.compute is not None else []
         self.server: grpc.Server | None = None

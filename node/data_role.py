@@ -9,6 +9,7 @@ granted columns of its table as a sealed Arrow stream straight to the compute no
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Iterator
 
 import grpc
 
-from teenet.approval import sign_decision
+from teenet.approval import Decision, sign_decision
 from teenet.errors import TeenetError
 from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
@@ -33,6 +34,10 @@ log = logging.getLogger("teenet.node.data")
 # An upload that fails this many times in a row (compute unreachable, connection broken)
 # fails the job with the reason instead of retrying forever.
 MAX_UPLOAD_ATTEMPTS = 3
+
+# verify_signed_job checks that fail only after the analyst's signature verified: the job is
+# genuine but names something this node's consortium file does not have.
+AUTHENTIC_BUT_UNFIT = frozenset({"job.schema", "job.consortium", "job.members"})
 # Seconds before the second attempt; doubled for each further one (1 s, 2 s: the third
 # attempt comes 3 s after the first), so a short network blip does not fail the job.
 UPLOAD_RETRY_DELAY = 1.0
@@ -55,6 +60,8 @@ class DataRole:
         except TeenetError as exc:
             log.warning("job %s refused: %s", item.job_id[:16], exc)
             rt.audit("job_refused", job_id=item.job_id, reason=str(exc))
+            if getattr(exc, "check", "") in AUTHENTIC_BUT_UNFIT and signed.job_id == item.job_id:
+                self._reject_unfit(signed, str(exc))
             return
         job_id = signed.job_id
         if rt.store.remember_job(job_id, signed.canonical_spec, signed.analyst, signed.signature,
@@ -65,6 +72,29 @@ class DataRole:
             existing = self._decide(job_id, spec)
         if existing is None:
             return  # waiting for an operator
+        call_with_retry(lambda: rt.coordinator.stub.SubmitDecision(pb.SignedDecision(
+            job_id=existing.job_id, party=existing.party, decision=existing.decision,
+            signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
+        rt.store.mark_decision_sent(job_id)
+
+    def _reject_unfit(self, signed: SignedJob, reason: str) -> None:
+        """An analyst's genuine job that does not fit this node's view of the consortium (a
+        table, column or member it does not know): reject it with the reason, once, so the
+        job fails visibly instead of waiting for a decision that never comes."""
+        rt = self.rt
+        job_id = signed.job_id
+        existing = rt.store.decision(job_id, rt.name)
+        if existing is None:
+            try:
+                loose = json.loads(signed.canonical_spec)
+                name, function = str(loose.get("name", "?"))[:64], str(loose.get("function", "?"))[:32]
+            except (ValueError, AttributeError):
+                name, function = "?", "?"
+            rt.store.remember_job(job_id, signed.canonical_spec, signed.analyst, signed.signature, name, function)
+            decision = Decision(job_id=job_id, party=rt.name, decision="reject",
+                                reason=f"{rt.name} cannot check this job: {reason}", function=function)
+            existing = rt.store.store_decision(sign_decision(decision, rt.keys.signing), "rejected", decision.reason)
+            rt.audit("rejected", job_id=job_id, reason=decision.reason, decided_by="policy")
         call_with_retry(lambda: rt.coordinator.stub.SubmitDecision(pb.SignedDecision(
             job_id=existing.job_id, party=existing.party, decision=existing.decision,
             signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
@@ -185,11 +215,13 @@ class DataRole:
                         if attempts < MAX_UPLOAD_ATTEMPTS:
                             with self._lock:
                                 self._retry_at[job_id] = time.monotonic() + UPLOAD_RETRY_DELAY * 2 ** (attempts - 1)
-                            log.info("job %s: upload to %s broke (%s); attempt %d of %d", job_id[:16],
-                                     spec.compute, exc.code().name, attempts, MAX_UPLOAD_ATTEMPTS)
+                            log.info("job %s: upload to %s broke (%s: %s); attempt %d of %d", job_id[:16],
+                                     spec.compute, exc.code().name, (exc.details() or "")[:200], attempts,
+                                     MAX_UPLOAD_ATTEMPTS)
                             return
+                        detail = " ".join((exc.details() or "").split())[:200]
                         reason = (f"{rt.name} could not ship {inp.table} to {spec.compute}: the connection "
-                                  f"failed {attempts} times ({exc.code().name})")
+                                  f"failed {attempts} times ({exc.code().name}: {detail})")
                         rt.store.set_status(job_id, "failed", reason)
                         rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason)
                         self._report(job_id, "failed", reason)

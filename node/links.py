@@ -18,7 +18,8 @@ from teenet.proto import teenet_pb2_grpc as rpc
 log = logging.getLogger("teenet.node.links")
 T = TypeVar("T")
 
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# RESOURCE_EXHAUSTED is not retried: a message over the peer's size limit never gets smaller.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 class CoordinatorLink:

@@ -252,12 +252,11 @@ def test_mitm_terminating_tls_as_compute_1_is_refused(net, analyst, tmp_path, wh
     assert "upload to compute-1 broke" in logs
 
 
-@pytest.mark.xfail(strict=True, reason="defect in node/data_role.py: the UNAVAILABLE branch of _upload drops "
-                   "exc.details(), which names the TLS failure (see docs/security.md, open defects)")
 def test_the_impostor_refusal_names_the_tls_check_that_failed(net):
     reasons = net.extra.get("impostor_reasons", {})
     assert len(reasons) == 2
-    assert "certificate signature failure" in reasons["another CA's compute-1"]
+    assert "Tls handshake failed" in reasons["another CA's compute-1"]
+    assert "BAD_SIGNATURE" in reasons["another CA's compute-1"]
     assert "Hostname Verification" in reasons["telco's consortium cert"]
 
 

@@ -219,3 +219,23 @@ def test_each_nodes_audit_chain_verifies_and_says_what_left(network, capsys):
     assert shipped and all(e["to"] == "compute-1" and e["enclave_measurement"] and e["columns"] for e in shipped)
     out = cli_json(capsys, "audit", "verify", "--db", network / "state" / "coordinator" / "coordinator.db")
     assert out["ok"] is True, out
+
+
+def test_a_job_the_owner_cannot_check_is_rejected_with_the_reason(network, capsys):
+    """The analyst's copy of the consortium file says the bank publishes a column that the
+    bank's own copy does not: the bank's node cannot check the job and rejects it, once."""
+    import yaml
+
+    data = yaml.safe_load((network / "consortium.yaml").read_text())
+    data["members"]["bank"]["tables"]["customers"].append("salary")
+    (network / "consortium-analyst.yaml").write_text(yaml.safe_dump(data))
+    cfg = yaml.safe_load((network / "analyst.yaml").read_text())
+    cfg["consortium"] = "consortium-analyst.yaml"
+    (network / "analyst-stale.yaml").write_text(yaml.safe_dump(cfg))
+    spec = write_job(network, "needs-salary", TRAIN_WITH_INSURER.replace("[income, defaulted]", "[salary, defaulted]"))
+    job_id = cli_json(capsys, "job", "submit", spec, "--config", network / "analyst-stale.yaml")["job_id"]
+    st = _wait_state(capsys, network, job_id, {"failed", "succeeded"})
+    assert st["state"] == "failed" and "rejected by bank" in st["reason"] and "salary" in st["reason"], st
+    assert st["uploaded"] == []
+    rejections = [e for e in _audit_events(network, "bank") if e["event"] == "rejected" and e["job_id"] == job_id]
+    assert len(rejections) == 1

@@ -150,7 +150,7 @@ def wait_for(analyst: _Analyst, job_id: str, timeout: float, quiet: bool = False
             raise TeenetError(f"job {job_id[:12]} did not finish within {timeout:.0f}s "
                               f"(last state: {st.state if st else 'unknown'})")
         time.sleep(delay)
-        delay = min(0.5, delay * 1.5)
+        delay = min(0.1, delay * 1.5)
 
 
 @app.command("submit")

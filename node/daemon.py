@@ -43,6 +43,8 @@ class NodeDaemon:
 
     def start(self) -> None:
         if self.compute is not None:
+            # Load the in-enclave functions (scikit-learn, ONNX) now, not in the first job's time.
+            threading.Thread(target=_warm_up_functions, name="warm-up", daemon=True).start()
             if not self.rt.config.listen:
                 raise TeenetError(f"compute node '{self.rt.name}' needs `listen: host:port` in its config")
             self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=GRPC_OPTIONS)
@@ -153,6 +155,16 @@ class NodeDaemon:
             self.server.stop(grace=2).wait()
         self.workers.shutdown(wait=False, cancel_futures=True)
         self.rt.close()
+
+
+def _warm_up_functions() -> None:
+    import importlib
+
+    for module in ("teenet.models", "teenet.models.learning", "teenet.models.onnx_models"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # reported by the job that needs it
+            log.warning("could not preload %s", module)
 
 
 def serve(config_path: Path) -> None:

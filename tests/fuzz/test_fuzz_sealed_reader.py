@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_counts import mutate, outcome, run_target
+from fuzz_counts import fuzz, mutate, run_target
 from teenet.sealing import SealedTableReader, StreamBinding, TableKey, seal_table
 
 KEY = TableKey.from_secret_bytes(bytes(range(32)))
@@ -72,16 +71,7 @@ def _one_example(data, counter):
 
 
 def _fuzz(name: str, examples: int) -> None:
-    counter = outcome(name)
-
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(st.data())
-    def run(data):
-        _one_example(data, counter)
-
-    run()
-    assert counter.total >= examples * 0.9, counter
+    counter = fuzz(name, examples, _one_example)
     assert counter.refused.get("SealingError", 0) >= examples * 0.5, counter
 
 

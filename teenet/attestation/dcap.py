@@ -9,9 +9,10 @@ Checks, each named in its refusal, in this order:
   dcap.qe_binding          QE report_data = SHA-256(attestation key || QE auth data) || 0*32
   dcap.signature           the quote header and body are signed by that attestation key
 
-What is not checked here: TCB status and revocation from Intel collateral (TCB info, QE
-identity JSON, PCK CRLs). A deployment that needs them pins minimum TCB components through
-the owner's policy (`min_tcb`, `details`) instead.
+TCB status from Intel collateral (TCB info, QE identity JSON) is evaluated, when collateral
+is supplied, by `teenet.attestation.collateral.verify_with_collateral` on top of these
+checks. Revocation (PCK and root CRLs) is not checked; owners pin minimum TCB components
+through their policy (`min_tcb`, `details`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,588 @@
+"""TCB status of a verified DCAP quote from Intel collateral (TCB info v3, QE identity v2).
+
+Entry points, each failing closed with a `VerificationError` that names its check:
+
+  parse_pck_extensions(pck_leaf)       FMSPC, PCE-ID, SGX TCB comp SVNs, PCESVN, CPUSVN from
+                                       the PCK leaf's SGX extension (1.2.840.113741.1.13.1)
+                                       -> "dcap.pck_extensions"
+  verify_tcb_info(doc, chain, root, now)      -> "dcap.tcb_info"
+  verify_qe_identity(doc, chain, root, now)   -> "dcap.qe_identity_collateral"
+      the signature (ECDSA P-256/SHA-256, hex r||s) covers the exact bytes of the signed
+      object as they appear in the document; the signing certificate must be issued by
+      the pinned Intel SGX Root CA; issueDate <= now <= nextUpdate.
+  evaluate_tcb_status(quote, pck, tcb_info, qe_identity) -> TcbStatus  ("dcap.tcb_status")
+      Intel's algorithm: FMSPC and PCE-ID match; the first TCB level (in document order)
+      whose sgxtcbcomponents <= the PCK comp SVNs, pcesvn <= PCK PCESVN and, for TDX,
+      tdxtcbcomponents <= TEE_TCB_SVN (from index 2 when TEE_TCB_SVN[1] > 0) gives the
+      status; no level => "OutOfDate" with matched_level None. The QE report must match
+      the QE identity (MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES under their masks);
+      its ISVSVN selects the QE's level, and a QE that is OutOfDate or Revoked lowers the
+      platform status the way Intel's QVL does.
+  verify_with_collateral(evidence, roots, tcb_info_json, qe_identity_json, chain_pem)
+      the existing DCAP verification, then the above; adds details["tcb_status"].
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from teenet.attestation.dcap import (
+    _require_ca,
+    _verify_p256,
+    sgx_claims,
+    tdx_claims,
+    verify_quote,
+)
+from teenet.attestation.dcap_quote import DcapQuote, TdReport
+from teenet.attestation.evidence import Claims, Evidence, Platform, TrustRoots
+from teenet.errors import VerificationError
+
+SGX_EXTENSIONS_OID = "1.2.840.113741.1.13.1"
+_TCB_OID = SGX_EXTENSIONS_OID + ".2"
+_PCEID_OID = SGX_EXTENSIONS_OID + ".3"
+_FMSPC_OID = SGX_EXTENSIONS_OID + ".4"
+
+TCB_STATUSES = frozenset({
+    "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked"})
+QE_STATUSES = frozenset({"UpToDate", "OutOfDate", "Revoked"})
+MAX_COLLATERAL_SIZE = 1 << 20   # Intel's TCB info is tens of KiB
+MAX_TCB_LEVELS = 256
+MAX_DER_ITEMS = 64
+
+
+# ---------------------------------------------------------------- PCK certificate extensions
+
+@dataclass(frozen=True)
+class PckTcb:
+    fmspc: bytes           # 6 bytes
+    pce_id: bytes          # 2 bytes
+    comp_svns: tuple[int, ...]  # SGX TCB comp01..comp16
+    pce_svn: int
+    cpu_svn: bytes         # 16 bytes
+
+
+def _pck_error(message: str) -> VerificationError:
+    return VerificationError("dcap.pck_extensions", message)
+
+
+def _der_items(data: bytes, what: str) -> list[tuple[int, bytes]]:
+    """The (tag, contents) TLVs that make up `data`, bounded; any overrun is a refusal."""
+    items: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(data):
+        if len(items) >= MAX_DER_ITEMS:
+            raise _pck_error(f"too many DER items in {what}")
+        if pos + 2 > len(data):
+            raise _pck_error(f"truncated DER header in {what}")
+        tag, first = data[pos], data[pos + 1]
+        pos += 2
+        if tag & 0x1F == 0x1F:
+            raise _pck_error(f"multi-byte DER tag in {what}")
+        if first < 0x80:
+            length = first
+        else:
+            count = first & 0x7F
+            if count == 0 or count > 3 or pos + count > len(data):
+                raise _pck_error(f"bad DER length in {what}")
+            length = int.from_bytes(data[pos:pos + count], "big")
+            if length < 0x80 or data[pos] == 0:
+                raise _pck_error(f"non-minimal DER length in {what}")
+            pos += count
+        if pos + length > len(data):
+            raise _pck_error(f"DER item overruns {what}")
+        items.append((tag, data[pos:pos + length]))
+        pos += length
+    return items
+
+
+def _der_oid(contents: bytes) -> str:
+    if not contents or len(contents) > 32 or contents[-1] & 0x80:
+        raise _pck_error("malformed OBJECT IDENTIFIER")
+    arcs: list[int] = []
+    value = 0
+    for byte in contents:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = arcs[0]
+    head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    return ".".join(str(a) for a in head + arcs[1:])
+
+
+def _oid_value_pairs(contents: bytes, what: str) -> dict[str, tuple[int, bytes]]:
+    """A SEQUENCE OF SEQUENCE { OID, value } as {oid: (tag, contents)}; duplicates refused."""
+    pairs: dict[str, tuple[int, bytes]] = {}
+    for tag, body in _der_items(contents, what):
+        if tag != 0x30:
+            raise _pck_error(f"{what} holds a non-SEQUENCE entry")
+        inner = _der_items(body, what)
+        if len(inner) != 2 or inner[0][0] != 0x06:
+            raise _pck_error(f"{what} entry is not (OID, value)")
+        oid = _der_oid(inner[0][1])
+        if oid in pairs:
+            raise _pck_error(f"{what} repeats {oid}")
+        pairs[oid] = inner[1]
+    return pairs
+
+
+def _der_uint(item: tuple[int, bytes], name: str, maximum: int) -> int:
+    tag, body = item
+    if tag != 0x02 or not body or body[0] & 0x80 or len(body) > 3:
+        raise _pck_error(f"{name} is not a small non-negative INTEGER")
+    value = int.from_bytes(body, "big")
+    if value > maximum:
+        raise _pck_error(f"{name} is out of range")
+    return value
+
+
+def _der_octets(item: tuple[int, bytes] | None, name: str, size: int) -> bytes:
+    if item is None or item[0] != 0x04 or len(item[1]) != size:
+        raise _pck_error(f"{name} is missing or not a {size}-byte OCTET STRING")
+    return item[1]
+
+
+def parse_pck_extensions(pck_leaf: x509.Certificate) -> PckTcb:
+    """The SGX extension values of a PCK leaf certificate; malformed -> dcap.pck_extensions."""
+    try:
+        ext = pck_leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID))
+    except x509.ExtensionNotFound:
+        raise _pck_error("the PCK certificate has no Intel SGX extensions") from None
+    except (ValueError, x509.DuplicateExtension):
+        raise _pck_error("the PCK certificate's extensions are malformed") from None
+    raw = getattr(ext.value, "value", None)
+    if not isinstance(raw, bytes):
+        raise _pck_error("the Intel SGX extension is not an opaque value")
+    outer = _der_items(raw, "SGX extensions")
+    if len(outer) != 1 or outer[0][0] != 0x30:
+        raise _pck_error("the SGX extensions are not one SEQUENCE")
+    fields = _oid_value_pairs(outer[0][1], "SGX extensions")
+    tcb_item = fields.get(_TCB_OID)
+    if tcb_item is None or tcb_item[0] != 0x30:
+        raise _pck_error("the TCB entry is missing or not a SEQUENCE")
+    tcb = _oid_value_pairs(tcb_item[1], "SGX TCB")
+    comps = []
+    for i in range(1, 17):
+        item = tcb.get(f"{_TCB_OID}.{i}")
+        if item is None:
+            raise _pck_error(f"SGX TCB comp{i:02d} SVN is missing")
+        comps.append(_der_uint(item, f"SGX TCB comp{i:02d} SVN", 255))
+    pce_item = tcb.get(f"{_TCB_OID}.17")
+    if pce_item is None:
+        raise _pck_error("PCESVN is missing")
+    return PckTcb(fmspc=_der_octets(fields.get(_FMSPC_OID), "FMSPC", 6),
+                  pce_id=_der_octets(fields.get(_PCEID_OID), "PCE-ID", 2),
+                  comp_svns=tuple(comps), pce_svn=_der_uint(pce_item, "PCESVN", 0xFFFF),
+                  cpu_svn=_der_octets(tcb.get(f"{_TCB_OID}.18"), "CPUSVN", 16))
+
+
+# ---------------------------------------------------------------- signed collateral
+
+@dataclass(frozen=True)
+class TcbLevel:
+    sgx_svns: tuple[int, ...]
+    pce_svn: int
+    tdx_svns: tuple[int, ...] | None
+    status: str
+    advisory_ids: tuple[str, ...]
+    tcb_date: str
+
+
+@dataclass(frozen=True)
+class TcbInfo:
+    id: str
+    version: int
+    issue_date: datetime
+    next_update: datetime
+    fmspc: bytes
+    pce_id: bytes
+    evaluation_data_number: int
+    levels: tuple[TcbLevel, ...]
+
+
+@dataclass(frozen=True)
+class QeLevel:
+    isv_svn: int
+    status: str
+    advisory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QeIdentity:
+    id: str
+    version: int
+    issue_date: datetime
+    next_update: datetime
+    mr_signer: bytes
+    isv_prod_id: int
+    misc_select: int
+    misc_select_mask: int
+    attributes: bytes
+    attributes_mask: bytes
+    levels: tuple[QeLevel, ...]
+
+
+@dataclass(frozen=True)
+class TcbStatus:
+    status: str
+    advisory_ids: tuple[str, ...]
+    matched_level: int | None  # index into tcb_info.levels, None if no level matched
+    qe_status: str | None = None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError("duplicate key")
+        out[key] = value
+    return out
+
+
+def _signed_member(document: bytes, member: str, check: str) -> tuple[dict[str, Any], bytes, bytes]:
+    """({member parsed}, the member's exact bytes in the document, signature bytes)."""
+    if not isinstance(document, (bytes, bytearray)) or len(document) > MAX_COLLATERAL_SIZE:
+        raise VerificationError(check, "collateral must be bytes of at most 1 MiB")
+    try:
+        text = bytes(document).decode("utf-8")
+        json.loads(text, object_pairs_hook=_no_duplicates)  # whole-document validity, no dup keys
+        decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+        pos = _skip_ws(text, 0)
+        if text[pos:pos + 1] != "{":
+            raise ValueError("not an object")
+        pos = _skip_ws(text, pos + 1)
+        spans: dict[str, tuple[int, int, Any]] = {}
+        while text[pos:pos + 1] != "}":
+            key, pos = decoder.raw_decode(text, pos)
+            pos = _skip_ws(text, pos)
+            if not isinstance(key, str) or text[pos:pos + 1] != ":":
+                raise ValueError("bad member")
+            start = _skip_ws(text, pos + 1)
+            value, end = decoder.raw_decode(text, start)
+            spans[key] = (start, end, value)
+            pos = _skip_ws(text, end)
+            if text[pos:pos + 1] == ",":
+                pos = _skip_ws(text, pos + 1)
+            elif text[pos:pos + 1] != "}":
+                raise ValueError("bad separator")
+            if len(spans) > 8:
+                raise ValueError("too many members")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise VerificationError(check, "the collateral is not a valid JSON document") from None
+    if set(spans) != {member, "signature"}:
+        raise VerificationError(check, "the collateral has unexpected top-level members",
+                                expected=f"{member}, signature", found=", ".join(sorted(spans)))
+    start, end, body = spans[member]
+    signature = spans["signature"][2]
+    if not isinstance(body, dict) or not isinstance(signature, str) or len(signature) != 128:
+        raise VerificationError(check, f"'{member}' must be an object and 'signature' 128 hex digits")
+    try:
+        sig = bytes.fromhex(signature)
+    except ValueError:
+        raise VerificationError(check, "the signature is not hex") from None
+    return body, text[start:end].encode("utf-8"), sig
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _signing_key(chain_pem: bytes, root: x509.Certificate | None, now: datetime,
+                 check: str) -> ec.EllipticCurvePublicKey:
+    """The collateral signing certificate's key, once it is shown to be issued by `root`."""
+    if root is None:
+        raise VerificationError(check, "no Intel SGX Root CA is pinned; collateral cannot be trusted")
+    try:
+        certs = x509.load_pem_x509_certificates(bytes(chain_pem).rstrip(b"\x00"))
+    except (ValueError, TypeError, x509.InvalidVersion):
+        raise VerificationError(check, "the collateral signing chain is not valid PEM X.509") from None
+    if not 1 <= len(certs) <= 2 or (len(certs) == 2 and certs[1] != root):
+        raise VerificationError(check, "the signing chain must be the signing certificate, then optionally "
+                                "the pinned root", found=f"{len(certs)} certificates")
+    signer = certs[0]
+    try:
+        _require_ca(root, name="pinned root")
+        signer.verify_directly_issued_by(root)
+        key = signer.public_key()
+        valid = signer.not_valid_before_utc <= now <= signer.not_valid_after_utc and \
+            root.not_valid_before_utc <= now <= root.not_valid_after_utc
+    except VerificationError as exc:
+        raise VerificationError(check, str(exc)) from None
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        raise VerificationError(check, "the collateral signing certificate is not issued by the pinned root",
+                                expected=root.subject.rfc4514_string(),
+                                found=signer.issuer.rfc4514_string()) from None
+    if not valid:
+        raise VerificationError(check, f"the collateral signing chain is not valid at {now.isoformat()}")
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise VerificationError(check, "the collateral signing key is not ECDSA P-256")
+    return key
+
+
+def _now(now: datetime | None) -> datetime:
+    now = now or datetime.now(timezone.utc)
+    return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+
+
+def _verified_body(document: bytes, member: str, chain_pem: bytes, root: x509.Certificate | None,
+                   now: datetime, check: str) -> dict[str, Any]:
+    body, signed, sig = _signed_member(document, member, check)
+    key = _signing_key(chain_pem, root, now, check)
+    _verify_p256(key, sig, signed, check, f"'{member}' is not signed by the collateral signing certificate")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], check: str) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise VerificationError(check, f"field '{name}' is missing or has the wrong type")
+    return value
+
+
+def _hex(body: dict[str, Any], name: str, size: int, check: str) -> bytes:
+    value = _field(body, name, str, check)
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise VerificationError(check, f"field '{name}' is not hex") from None
+    if len(raw) != size:
+        raise VerificationError(check, f"field '{name}' must be {size} bytes", found=f"{len(raw)} bytes")
+    return raw
+
+
+def _dates(body: dict[str, Any], now: datetime, check: str) -> tuple[datetime, datetime]:
+    out = []
+    for name in ("issueDate", "nextUpdate"):
+        try:
+            stamp = datetime.fromisoformat(_field(body, name, str, check))
+        except ValueError:
+            raise VerificationError(check, f"field '{name}' is not an ISO 8601 time") from None
+        if stamp.tzinfo is None:
+            raise VerificationError(check, f"field '{name}' has no time zone")
+        out.append(stamp)
+    issue, next_update = out
+    if not issue <= now <= next_update:
+        raise VerificationError(check, f"the collateral is not current at {now.isoformat()}",
+                                expected=f"{issue.isoformat()} .. {next_update.isoformat()}",
+                                found=now.isoformat())
+    return issue, next_update
+
+
+def _svn_list(value: Any, name: str, check: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) != 16:
+        raise VerificationError(check, f"'{name}' must list 16 components")
+    svns = []
+    for comp in value:
+        svn = comp.get("svn") if isinstance(comp, dict) else None
+        if not isinstance(svn, int) or isinstance(svn, bool) or not 0 <= svn <= 255:
+            raise VerificationError(check, f"a component of '{name}' has no valid svn")
+        svns.append(svn)
+    return tuple(svns)
+
+
+def _advisories(level: dict[str, Any], check: str) -> tuple[str, ...]:
+    ids = level.get("advisoryIDs", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise VerificationError(check, "'advisoryIDs' must be a list of strings")
+    return tuple(ids)
+
+
+def verify_tcb_info(tcb_info_json: bytes, signing_chain_pem: bytes, root: x509.Certificate | None,
+                    now: datetime | None = None) -> TcbInfo:
+    """Check Intel's signature, the dates and the shape of a TCB Info v3 document."""
+    check = "dcap.tcb_info"
+    at = _now(now)
+    body = _verified_body(tcb_info_json, "tcbInfo", signing_chain_pem, root, at, check)
+    tcb_id = _field(body, "id", str, check)
+    version = _field(body, "version", int, check)
+    if tcb_id not in ("SGX", "TDX") or version != 3:
+        raise VerificationError(check, "unsupported TCB info", expected="id SGX or TDX, version 3",
+                                found=f"id {tcb_id}, version {version}")
+    issue, next_update = _dates(body, at, check)
+    raw_levels = _field(body, "tcbLevels", list, check)
+    if not 1 <= len(raw_levels) <= MAX_TCB_LEVELS:
+        raise VerificationError(check, f"'tcbLevels' must hold 1..{MAX_TCB_LEVELS} levels")
+    levels = []
+    for level in raw_levels:
+        tcb = level.get("tcb") if isinstance(level, dict) else None
+        if not isinstance(tcb, dict):
+            raise VerificationError(check, "a TCB level has no 'tcb' object")
+        status = _field(level, "tcbStatus", str, check)
+        if status not in TCB_STATUSES:
+            raise VerificationError(check, "a TCB level has an unknown tcbStatus", found=status[:40])
+        pce = _field(tcb, "pcesvn", int, check)
+        tdx = _svn_list(tcb.get("tdxtcbcomponents"), "tdxtcbcomponents", check) if tcb_id == "TDX" else None
+        levels.append(TcbLevel(sgx_svns=_svn_list(tcb.get("sgxtcbcomponents"), "sgxtcbcomponents", check),
+                               pce_svn=pce, tdx_svns=tdx, status=status,
+                               advisory_ids=_advisories(level, check),
+                               tcb_date=str(level.get("tcbDate", ""))))
+    return TcbInfo(id=tcb_id, version=version, issue_date=issue, next_update=next_update,
+                   fmspc=_hex(body, "fmspc", 6, check), pce_id=_hex(body, "pceId", 2, check),
+                   evaluation_data_number=_field(body, "tcbEvaluationDataNumber", int, check),
+                   levels=tuple(levels))
+
+
+def verify_qe_identity(qe_identity_json: bytes, signing_chain_pem: bytes, root: x509.Certificate | None,
+                       now: datetime | None = None) -> QeIdentity:
+    """Check Intel's signature, the dates and the shape of a QE identity (v2) document."""
+    check = "dcap.qe_identity_collateral"
+    at = _now(now)
+    body = _verified_body(qe_identity_json, "enclaveIdentity", signing_chain_pem, root, at, check)
+    qe_id = _field(body, "id", str, check)
+    version = _field(body, "version", int, check)
+    if qe_id not in ("QE", "TD_QE") or version != 2:
+        raise VerificationError(check, "unsupported enclave identity", expected="id QE or TD_QE, version 2",
+                                found=f"id {qe_id}, version {version}")
+    issue, next_update = _dates(body, at, check)
+    raw_levels = _field(body, "tcbLevels", list, check)
+    if not 1 <= len(raw_levels) <= MAX_TCB_LEVELS:
+        raise VerificationError(check, f"'tcbLevels' must hold 1..{MAX_TCB_LEVELS} levels")
+    levels = []
+    for level in raw_levels:
+        tcb = level.get("tcb") if isinstance(level, dict) else None
+        if not isinstance(tcb, dict):
+            raise VerificationError(check, "a QE TCB level has no 'tcb' object")
+        status = _field(level, "tcbStatus", str, check)
+        if status not in QE_STATUSES:
+            raise VerificationError(check, "a QE TCB level has an unknown tcbStatus", found=status[:40])
+        levels.append(QeLevel(isv_svn=_field(tcb, "isvsvn", int, check), status=status,
+                              advisory_ids=_advisories(level, check)))
+    return QeIdentity(
+        id=qe_id, version=version, issue_date=issue, next_update=next_update,
+        mr_signer=_hex(body, "mrsigner", 32, check), isv_prod_id=_field(body, "isvprodid", int, check),
+        misc_select=int.from_bytes(_hex(body, "miscselect", 4, check), "big"),
+        misc_select_mask=int.from_bytes(_hex(body, "miscselectMask", 4, check), "big"),
+        attributes=_hex(body, "attributes", 16, check), attributes_mask=_hex(body, "attributesMask", 16, check),
+        levels=tuple(levels))
+
+
+# ---------------------------------------------------------------- evaluation
+
+def _tdx_svns_ok(tee_tcb_svn: bytes, level_svns: tuple[int, ...]) -> bool:
+    # Intel: compare indexes 0..15, or 2..15 when TEE_TCB_SVN[1] > 0 (the TDX module's
+    # major version; its own SVN is then judged through the TDX module identities).
+    start = 2 if tee_tcb_svn[1] > 0 else 0
+    return all(tee_tcb_svn[i] >= level_svns[i] for i in range(start, 16))
+
+
+def _qe_level(quote: DcapQuote, identity: QeIdentity) -> QeLevel | None:
+    check = "dcap.qe_identity_collateral"
+    qe = quote.certification.qe_report
+    expected_id = "TD_QE" if isinstance(quote.body, TdReport) else "QE"
+    if identity.id != expected_id:
+        raise VerificationError(check, "the QE identity is for another quoting enclave",
+                                expected=expected_id, found=identity.id)
+    if not hmac.compare_digest(qe.mr_signer, identity.mr_signer):
+        raise VerificationError(check, "the QE's MRSIGNER does not match the QE identity",
+                                expected=identity.mr_signer.hex(), found=qe.mr_signer.hex())
+    if qe.isv_prod_id != identity.isv_prod_id:
+        raise VerificationError(check, "the QE's ISVPRODID does not match the QE identity",
+                                expected=str(identity.isv_prod_id), found=str(qe.isv_prod_id))
+    mask = identity.misc_select_mask
+    if qe.misc_select & mask != identity.misc_select & mask:
+        raise VerificationError(check, "the QE's MISCSELECT does not match the QE identity",
+                                expected=f"0x{identity.misc_select & mask:08x}", found=f"0x{qe.misc_select & mask:08x}")
+    attrs = qe.raw[48:64]
+    masked = bytes(a & m for a, m in zip(attrs, identity.attributes_mask))
+    wanted = bytes(a & m for a, m in zip(identity.attributes, identity.attributes_mask))
+    if masked != wanted:
+        raise VerificationError(check, "the QE's ATTRIBUTES do not match the QE identity",
+                                expected=wanted.hex(), found=masked.hex())
+    for level in identity.levels:
+        if qe.isv_svn >= level.isv_svn:
+            return level
+    return None
+
+
+def evaluate_tcb_status(quote: DcapQuote, pck: PckTcb, tcb_info: TcbInfo,
+                        qe_identity: QeIdentity | None) -> TcbStatus:
+    """Intel's TCB level matching for a quote already verified by `dcap.verify_quote`."""
+    check = "dcap.tcb_status"
+    is_tdx = isinstance(quote.body, TdReport)
+    if tcb_info.id != ("TDX" if is_tdx else "SGX"):
+        raise VerificationError(check, "the TCB info is for another TEE type",
+                                expected="TDX" if is_tdx else "SGX", found=tcb_info.id)
+    if not hmac.compare_digest(pck.fmspc, tcb_info.fmspc):
+        raise VerificationError(check, "the TCB info is for another platform (FMSPC)",
+                                expected=pck.fmspc.hex(), found=tcb_info.fmspc.hex())
+    if not hmac.compare_digest(pck.pce_id, tcb_info.pce_id):
+        raise VerificationError(check, "the TCB info is for another PCE (PCE-ID)",
+                                expected=pck.pce_id.hex(), found=tcb_info.pce_id.hex())
+    status, advisories, matched = "OutOfDate", (), None
+    for index, level in enumerate(tcb_info.levels):
+        if not all(p >= s for p, s in zip(pck.comp_svns, level.sgx_svns)) or pck.pce_svn < level.pce_svn:
+            continue
+        if is_tdx:
+            assert isinstance(quote.body, TdReport) and level.tdx_svns is not None
+            if not _tdx_svns_ok(quote.body.tee_tcb_svn, level.tdx_svns):
+                continue
+        status, advisories, matched = level.status, level.advisory_ids, index
+        break
+    qe_status = None
+    if qe_identity is not None:
+        qe_level = _qe_level(quote, qe_identity)
+        qe_status = qe_level.status if qe_level else "OutOfDate"
+        if qe_level:
+            advisories = tuple(dict.fromkeys(advisories + qe_level.advisory_ids))
+        if qe_status == "Revoked":
+            status = "Revoked"
+        elif qe_status == "OutOfDate" and status != "Revoked":
+            needs_config = status in ("ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+                                      "OutOfDateConfigurationNeeded")
+            status = "OutOfDateConfigurationNeeded" if needs_config else "OutOfDate"
+    return TcbStatus(status=status, advisory_ids=tuple(advisories), matched_level=matched, qe_status=qe_status)
+
+
+@dataclass(frozen=True)
+class TcbStatusIn:
+    """Policy: the TCB status must be one of `allowed` (default: UpToDate only)."""
+
+    allowed: frozenset[str] = frozenset({"UpToDate"})
+
+    def check(self, result: TcbStatus) -> None:
+        if result.status not in self.allowed:
+            raise VerificationError("dcap.tcb_status", "the platform's TCB status is not allowed",
+                                    expected=", ".join(sorted(self.allowed)), found=result.status)
+
+
+def verify_with_collateral(evidence: Evidence, roots: TrustRoots, tcb_info_json: bytes,
+                           qe_identity_json: bytes | None, signing_chain_pem: bytes, *,
+                           collateral_root: x509.Certificate | None = None,
+                           policy: TcbStatusIn | None = None) -> tuple[Claims, TcbStatus]:
+    """DCAP verification, then TCB status from collateral; `details["tcb_status"]` is added.
+
+    `collateral_root` defaults to `roots.intel_sgx_root` (Intel signs both with one root).
+    With `policy`, a status outside `policy.allowed` is refused ("dcap.tcb_status").
+    """
+    if evidence.platform not in (Platform.TDX, Platform.SGX):
+        raise VerificationError("dcap.tee_type", "collateral applies to TDX and SGX evidence only",
+                                found=evidence.platform.value)
+    quote = verify_quote(evidence.report, roots)
+    if quote.is_tdx != (evidence.platform is Platform.TDX):
+        raise VerificationError("dcap.tee_type", "the evidence label and the quote's TEE type differ",
+                                expected=evidence.platform.value, found=f"0x{quote.header.tee_type:08x}")
+    claims = tdx_claims(quote) if quote.is_tdx else sgx_claims(quote)
+    leaf = x509.load_pem_x509_certificates(quote.certification.pck_chain_pem.rstrip(b"\x00"))[0]
+    pck = parse_pck_extensions(leaf)
+    root = collateral_root if collateral_root is not None else roots.intel_sgx_root
+    tcb_info = verify_tcb_info(tcb_info_json, signing_chain_pem, root, roots.now)
+    qe_identity = (verify_qe_identity(qe_identity_json, signing_chain_pem, root, roots.now)
+                   if qe_identity_json is not None else None)
+    result = evaluate_tcb_status(quote, pck, tcb_info, qe_identity)
+    if policy is not None:
+        policy.check(result)
+    details = dict(claims.details)
+    details["tcb_status"] = result.status
+    details["tcb_advisory_ids"] = ",".join(result.advisory_ids)
+    return replace(claims, details=details), result

@@ -54,6 +54,12 @@ def verify(
     at: str | None = typer.Option(None, "--at", help="Verify as of this ISO-8601 time (default: now)."),
     sim_root: Path | None = typer.Option(None, "--sim-root",
                                          help="Simulated platform directory whose ARK to pin."),
+    tcb_info: Path | None = typer.Option(None, "--tcb-info", help="TDX/SGX: Intel TCB info JSON (collateral)."),
+    qe_identity: Path | None = typer.Option(None, "--qe-identity", help="TDX/SGX: Intel QE identity JSON."),
+    collateral_chain: Path | None = typer.Option(None, "--collateral-chain",
+                                                 help="PEM chain of the collateral's signing certificate."),
+    tcb_status: list[str] = typer.Option(["UpToDate"], "--tcb-status",
+                                         help="A TCB status to accept with --tcb-info; repeatable."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Verify attestation evidence: signature, chain to a pinned root, policy, binding."""
@@ -75,7 +81,11 @@ def verify(
     policy = _policy(measurements, allow_simulated=allow_simulated, allow_debug=allow_debug)
     expected = _hex_option(report_data, "--report-data", size=64) if report_data is not None else None
     try:
-        claims = verify_evidence(evidence, roots, policy, expected)
+        if tcb_info is not None:
+            claims = _verify_with_collateral(evidence, roots, policy, expected, tcb_info, qe_identity,
+                                             collateral_chain, tcb_status)
+        else:
+            claims = verify_evidence(evidence, roots, policy, expected)
     except ImportError:
         raise VerificationError("evidence.platform", f"{evidence.platform.value} verification is not available "
                                 "in this installation") from None
@@ -84,6 +94,29 @@ def verify(
     data = {**claims.to_json(), "verified": True, "measurement_checked": bool(measurements),
             "report_data_checked": expected is not None, "provider": evidence.provider, "warnings": warnings}
     emit(data, as_json, lambda console: _render(console, claims, warnings))
+
+
+def _verify_with_collateral(evidence: Evidence, roots, policy, expected: bytes | None, tcb_info: Path,
+                            qe_identity: Path | None, chain: Path | None, allowed: list[str]):
+    """DCAP verification plus TCB status from Intel collateral, then the policy and binding."""
+    from teenet.attestation.collateral import TcbStatusIn, verify_with_collateral
+    from teenet.attestation.policy import ReportDataMatches
+
+    if chain is None:
+        raise InputError("--tcb-info needs --collateral-chain (the PEM chain that signed the collateral)")
+
+    def read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from None
+
+    claims, _ = verify_with_collateral(evidence, roots, read(tcb_info), read(qe_identity) if qe_identity else None,
+                                       read(chain), policy=TcbStatusIn(frozenset(allowed)))
+    policy.verify(claims)
+    if expected is not None:
+        ReportDataMatches(expected).verify(claims)
+    return claims
 
 
 def _read_evidence(file: Path, platform: PlatformChoice, cert_files: list[Path]) -> Evidence:

@@ -340,3 +340,25 @@ def test_verify_with_collateral(pki, raw_quotes, pcks, roots, quotes):
     _refused("dcap.tcb_info", verify_with_collateral, evidence, roots, info, None, pki.chain)
     _refused("dcap.tee_type", verify_with_collateral, Evidence(Platform.TDX, raw_quotes["sgx-v3"]), roots,
              info, None, pki.chain, collateral_root=pki.ca)
+
+
+def test_cli_refuses_collateral_not_signed_under_the_pinned_intel_root(pki, pcks, attestation_fixtures, tmp_path,
+                                                                      capsys):
+    """`teenet attest verify --tcb-info` checks collateral against the pinned Intel root:
+    collateral signed by anyone else is refused in one line, naming the check."""
+    from teenet.cli.main import main
+
+    pck = pcks["sgx-v3"]
+    info = tmp_path / "tcb-info.json"
+    info.write_bytes(pki.sign("tcbInfo", _tcb_info(pck, [_level(pck.comp_svns, pck.pce_svn, "UpToDate")])))
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pki.chain)
+    quote = attestation_fixtures / "sgx" / "sgx-v3-quote.dat"
+    base = ["attest", "verify", str(quote), "--platform", "sgx", "--allow-debug", "--at", "2026-06-01T00:00:00Z"]
+    assert main(base) == 0  # the quote alone verifies
+    capsys.readouterr()
+    assert main(base + ["--tcb-info", str(info), "--collateral-chain", str(chain)]) == 1
+    err = capsys.readouterr().err
+    assert "dcap.tcb_info" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(base + ["--tcb-info", str(info)]) == 1
+    assert "--collateral-chain" in capsys.readouterr().err

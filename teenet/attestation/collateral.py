@@ -398,6 +398,23 @@ def _advisories(level: dict[str, Any], check: str) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def _levels(body: dict, statuses, what: str, check: str) -> list[tuple[dict, dict, str]]:
+    """The checked (level, tcb, tcbStatus) triples of a collateral document's 'tcbLevels'."""
+    raw_levels = _field(body, "tcbLevels", list, check)
+    if not 1 <= len(raw_levels) <= MAX_TCB_LEVELS:
+        raise VerificationError(check, f"'tcbLevels' must hold 1..{MAX_TCB_LEVELS} levels")
+    out = []
+    for level in raw_levels:
+        tcb = level.get("tcb") if isinstance(level, dict) else None
+        if not isinstance(tcb, dict):
+            raise VerificationError(check, f"{what} has no 'tcb' object")
+        status = _field(level, "tcbStatus", str, check)
+        if status not in statuses:
+            raise VerificationError(check, f"{what} has an unknown tcbStatus", found=status[:40])
+        out.append((level, tcb, status))
+    return out
+
+
 def verify_tcb_info(tcb_info_json: bytes, signing_chain_pem: bytes, root: x509.Certificate | None,
                     now: datetime | None = None) -> TcbInfo:
     """Check Intel's signature, the dates and the shape of a TCB Info v3 document."""
@@ -410,17 +427,8 @@ def verify_tcb_info(tcb_info_json: bytes, signing_chain_pem: bytes, root: x509.C
         raise VerificationError(check, "unsupported TCB info", expected="id SGX or TDX, version 3",
                                 found=f"id {tcb_id}, version {version}")
     issue, next_update = _dates(body, at, check)
-    raw_levels = _field(body, "tcbLevels", list, check)
-    if not 1 <= len(raw_levels) <= MAX_TCB_LEVELS:
-        raise VerificationError(check, f"'tcbLevels' must hold 1..{MAX_TCB_LEVELS} levels")
     levels = []
-    for level in raw_levels:
-        tcb = level.get("tcb") if isinstance(level, dict) else None
-        if not isinstance(tcb, dict):
-            raise VerificationError(check, "a TCB level has no 'tcb' object")
-        status = _field(level, "tcbStatus", str, check)
-        if status not in TCB_STATUSES:
-            raise VerificationError(check, "a TCB level has an unknown tcbStatus", found=status[:40])
+    for level, tcb, status in _levels(body, TCB_STATUSES, "a TCB level", check):
         pce = _field(tcb, "pcesvn", int, check)
         tdx = _svn_list(tcb.get("tdxtcbcomponents"), "tdxtcbcomponents", check) if tcb_id == "TDX" else None
         levels.append(TcbLevel(sgx_svns=_svn_list(tcb.get("sgxtcbcomponents"), "sgxtcbcomponents", check),
@@ -445,17 +453,8 @@ def verify_qe_identity(qe_identity_json: bytes, signing_chain_pem: bytes, root: 
         raise VerificationError(check, "unsupported enclave identity", expected="id QE or TD_QE, version 2",
                                 found=f"id {qe_id}, version {version}")
     issue, next_update = _dates(body, at, check)
-    raw_levels = _field(body, "tcbLevels", list, check)
-    if not 1 <= len(raw_levels) <= MAX_TCB_LEVELS:
-        raise VerificationError(check, f"'tcbLevels' must hold 1..{MAX_TCB_LEVELS} levels")
     levels = []
-    for level in raw_levels:
-        tcb = level.get("tcb") if isinstance(level, dict) else None
-        if not isinstance(tcb, dict):
-            raise VerificationError(check, "a QE TCB level has no 'tcb' object")
-        status = _field(level, "tcbStatus", str, check)
-        if status not in QE_STATUSES:
-            raise VerificationError(check, "a QE TCB level has an unknown tcbStatus", found=status[:40])
+    for level, tcb, status in _levels(body, QE_STATUSES, "a QE TCB level", check):
         levels.append(QeLevel(isv_svn=_field(tcb, "isvsvn", int, check), status=status,
                               advisory_ids=_advisories(level, check)))
     return QeIdentity(

@@ -36,6 +36,7 @@ class NodeDaemon:
         self.compute = ComputeRole(rt) if rt.config.role == "compute" else None
         # Jobs a previous run of this compute node held keys for: settled before the first poll.
         self._orphans: list[str] = rt.store.open_compute_jobs() if self.compute is not None else []
+        self._orphans_logged: set[str] = set()
         self.server: grpc.Server | None = None
         self.workers = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="work")
         self._busy: set[tuple[str, str]] = set()
@@ -80,13 +81,17 @@ class NodeDaemon:
                 state = ""
             if state in _OPEN_STATES:
                 reason = RESTART_REASON.format(node=rt.name)
+                # This node's own log first: the coordinator's "failed" must never be visible
+                # before the record of why (a retry after UNAVAILABLE does not log it twice).
+                if job_id not in self._orphans_logged:
+                    rt.audit("job_failed", job_id=job_id, reason=reason)
+                    self._orphans_logged.add(job_id)
                 try:
                     rt.coordinator.stub.ReportStatus(pb.StatusReport(job_id=job_id, node=rt.name, event="failed",
                                                                      detail=reason), timeout=10)
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # ended meanwhile: nothing to do
                         raise
-                rt.audit("job_failed", job_id=job_id, reason=reason)
                 log.warning("job %s: %s", job_id[:16], reason)
             rt.store.end_compute_job(job_id)
             self._orphans.pop(0)

@@ -24,11 +24,15 @@ from teenet.identity import write_private_file
 
 # gRPC's default is 4 MiB; sealed chunks are at most 3 MiB plus framing.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-# A peer that vanishes without a reset (a silent partition) is noticed within about 20 s:
-# clients ping during calls, and servers accept those pings.
+# A peer that vanishes without a reset (a silent partition) is noticed within about 15-25 s:
+# clients ping during calls, and servers accept those pings. gRPC core times out an
+# unanswered ping after `ping_timeout_ms` (default 60 s), not after keepalive_timeout_ms,
+# when the stream is stalled under flow control; measured with a proxy that stops
+# forwarding (tests/faults: test_silent_partition_...): 60 s without it, 15 s with it.
 KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 15_000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),

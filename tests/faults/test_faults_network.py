@@ -228,6 +228,30 @@ def test_partition_healed_within_the_retries_resumes(net, expected_psi):
     assert psi_size(net.results(job_id)["size"]) == expected_psi
 
 
+def test_silent_partition_is_detected_by_keepalive_and_the_upload_resumes(net, expected_psi):
+    """A partition that closes nothing: the proxy keeps both TCP connections open and stops
+    forwarding the bank's bytes, as a dropped route or a dead middlebox does. Without gRPC
+    keepalive the bank would wait on the stream for its hour-long deadline; with it, the
+    unanswered pings end the stream, the bank retries, and the job finishes."""
+    before = net.log("bank").count("upload to compute-1 broke")
+    connections = net.bank_wire.connections
+    start = time.monotonic()
+    job_id, hold = start_held_upload(net)  # nothing forwarded, nothing closed, for up to 60 s
+    try:
+        while net.log("bank").count("upload to compute-1 broke") == before and time.monotonic() - start < 60:
+            time.sleep(0.2)
+        detected = time.monotonic() - start
+    finally:
+        end_hold(net, hold)
+    assert net.log("bank").count("upload to compute-1 broke") > before, "the silent stall was never detected"
+    assert detected < 45, f"detected after {detected:.0f} s; keepalive is 10 s + 10 s"
+    assert net.status(job_id).state not in ("failed", "succeeded")  # a broken stream is not yet a failure
+    st = net.wait_state(job_id, {"failed", "succeeded"}, timeout=60)
+    assert st.state == "succeeded", st.reason
+    assert net.bank_wire.connections > connections  # the retry came over a fresh connection
+    assert psi_size(net.results(job_id)["size"]) == expected_psi
+
+
 def test_compute_to_coordinator_partition_healed_resumes(net):
     job_id = net.submit(TRAIN.format(trees=40))
     net.wait_state(job_id, {"running"}, timeout=60)

@@ -19,6 +19,7 @@ from teenet.errors import InputError
 
 from teenet.models import release
 from teenet.models.features import FeatureLayout, feature_frame, plan_features
+from teenet.models.imputer import as_simple_imputers
 from teenet.models.onnx_models import export_pipeline
 from teenet.models.payloads import json_output, json_safe
 from teenet.models.spec import MEDIA_ONNX, Output, PartyInput, ReleaseRules
@@ -81,14 +82,17 @@ def build_pipeline(model: str, task: str, layout: FeatureLayout, hyperparameters
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
                                   RandomForestClassifier, RandomForestRegressor)
-    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+    from teenet.models.imputer import ExactMedianImputer
+
     parts = []
     if layout.numeric:
-        steps = [("impute", SimpleImputer(strategy="median"))]
+        # scikit-learn's SimpleImputer(median), fitted column by column (same statistics);
+        # train_and_release turns it back into a plain SimpleImputer once fitted.
+        steps = [("impute", ExactMedianImputer(strategy="median"))]
         # Scaling never changes a tree, and computing it in ONNX's float32 would move
         # values across split thresholds; trees take the imputed values as they are.
         if model not in TREE_MODELS:
@@ -144,6 +148,7 @@ def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozense
         pipeline.fit(x_train, y_train)
     except ValueError as exc:
         raise InputError(f"{params.model} cannot be fitted to these rows: {exc}", field="params.model") from None
+    as_simple_imputers(pipeline)
     counts = {"rows": len(label), "train_rows": len(y_train), "test_rows": len(y_test),
               "unlabelled_rows_dropped": rows.dropped_unlabelled}
     outputs: dict[str, Output] = {}

@@ -24,6 +24,7 @@ Params:
   normalise: {trim, case, type}   key normalisation for the vertical join (see `psi`).
 
 Preprocessing (inside the released Pipeline): numeric features -> SimpleImputer(median)
+(its statistics computed column by column with the same result, see models/imputer.py)
 -> StandardScaler (linear models; trees take the imputed values unscaled, which changes
 no tree and keeps float32 ONNX scoring on the same side of every split); categorical -> OneHotEncoder(handle_unknown=ignore), a missing value
 being its own category. Rows without a label are left out. The split is

@@ -18,6 +18,8 @@ from teenet.proto import teenet_pb2 as pb
 app = typer.Typer(no_args_is_help=True)
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+# Seconds one GetJob may wait at the coordinator for the job to move (a long poll).
+LONG_POLL_SECONDS = 5.0
 ConfigOpt = typer.Option(None, "--config", "-c",
                          help="The analyst's config, or a node's config to act as that party (or TEENET_CONFIG).")
 
@@ -132,14 +134,19 @@ def wait_for(analyst: _Analyst, job_id: str, timeout: float, quiet: bool = False
     deadline = time.monotonic() + timeout
     last = ""
     delay = 0.05
+    seen = 0.0  # the job's updated_at as last seen: the coordinator answers when it moves
     while True:
+        wait = max(0.0, min(LONG_POLL_SECONDS, deadline - time.monotonic()))
+        changed = False
         try:
-            st = analyst.stub.GetJob(pb.JobRef(job_id=job_id), timeout=10)
+            st = analyst.stub.GetJob(pb.JobRef(job_id=job_id, wait_ms=int(wait * 1000), updated_after=seen),
+                                     timeout=10 + wait)
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise TeenetError(f"coordinator refused: {exc.details()}") from None
             st = None  # the coordinator is restarting; keep waiting
         if st is not None:
+            changed, seen = st.updated_at != seen, st.updated_at
             line = _progress_line(st)
             if line != last and not quiet:
                 console.print(f"  {job_id[:12]} {line}")
@@ -149,8 +156,9 @@ def wait_for(analyst: _Analyst, job_id: str, timeout: float, quiet: bool = False
         if time.monotonic() > deadline:
             raise TeenetError(f"job {job_id[:12]} did not finish within {timeout:.0f}s "
                               f"(last state: {st.state if st else 'unknown'})")
-        time.sleep(delay)
-        delay = min(0.1, delay * 1.5)
+        if not changed:  # the coordinator did not wait (restarting, busy, or older): poll gently
+            time.sleep(delay)
+            delay = min(0.5, delay * 1.5)
 
 
 @app.command("submit")

@@ -31,7 +31,8 @@ from teenet.coordinator.store import CoordinatorStore
 log = logging.getLogger("teenet.coordinator")
 
 SERVICE_NAME = "teenet.v1.Coordinator"
-MAX_WORKERS = 16
+# Long polls hold up to service.MAX_LONG_POLLS of these; the rest serve everything else.
+MAX_WORKERS = 32
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RunningCoordinator:
         self._stopped = True
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.coordinator.store.stop_waiting()  # long polls answer now instead of holding the stop
         self.server.stop(grace).wait()
         checkpoint = self.coordinator.audit.checkpoint()
         if checkpoint is not None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from typing import Any, Callable, TypeVar
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 import grpc
 
@@ -31,6 +33,10 @@ from teenet.coordinator.store import DecisionRecord, JobRecord, OfferRecord
 log = logging.getLogger("teenet.coordinator")
 
 MAX_AUDIT_PAGE = 1000
+# Long polls: how long one may wait, and how many may wait at once (each holds a server
+# thread; past this many, a poll answers at once and the caller falls back to its interval).
+MAX_WAIT_SECONDS = 20.0
+MAX_LONG_POLLS = 16
 R = TypeVar("R")
 
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -90,8 +96,21 @@ def require_caller(context: grpc.ServicerContext, claimed: str, field: str) -> s
 class CoordinatorService(rpc.CoordinatorServicer):
     """teenet.v1.Coordinator over a `Coordinator`."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, *, max_long_polls: int | None = None) -> None:
         self.coordinator = coordinator
+        self._wait_slots = threading.BoundedSemaphore(MAX_LONG_POLLS if max_long_polls is None else max_long_polls)
+
+    @contextmanager
+    def _long_poll(self, wait_ms: int) -> Iterator[float]:
+        """Seconds this call may wait: 0 when not asked, or when every wait slot is taken."""
+        seconds = min(wait_ms / 1000.0, MAX_WAIT_SECONDS)
+        if seconds <= 0 or not self._wait_slots.acquire(blocking=False):
+            yield 0.0
+            return
+        try:
+            yield seconds
+        finally:
+            self._wait_slots.release()
 
     @_rpc
     def SubmitJob(self, request: pb.SignedJob, context: grpc.ServicerContext) -> pb.SubmitJobReply:
@@ -101,7 +120,14 @@ class CoordinatorService(rpc.CoordinatorServicer):
 
     @_rpc
     def GetJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobStatus:
-        return job_status(self.coordinator.view(request.job_id, viewer=caller_of(context)))
+        viewer = caller_of(context)
+        view = self.coordinator.view(request.job_id, viewer=viewer)  # may this caller see it at all?
+        if request.wait_ms and not view.state.terminal and view.job.updated_at <= request.updated_after:
+            with self._long_poll(request.wait_ms) as seconds:
+                if seconds:
+                    self.coordinator.wait_for_job(request.job_id, request.updated_after, seconds)
+                    view = self.coordinator.view(request.job_id, viewer=viewer)
+        return job_status(view)
 
     @_rpc
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsReply:
@@ -118,7 +144,15 @@ class CoordinatorService(rpc.CoordinatorServicer):
     @_rpc
     def Poll(self, request: pb.PollRequest, context: grpc.ServicerContext) -> pb.PollReply:
         require_caller(context, request.node, "node")
-        return pb.PollReply(items=[work_item(i) for i in self.coordinator.poll(request.node)])
+        self.coordinator.member(request.node, what="poller")
+        generation = self.coordinator.generation
+        if request.wait_ms and request.since == generation:
+            with self._long_poll(request.wait_ms) as seconds:
+                if seconds:
+                    generation = self.coordinator.wait_for_change(request.since, seconds)
+        # Read after the generation: anything committed meanwhile makes the next poll answer at once.
+        return pb.PollReply(items=[work_item(i) for i in self.coordinator.poll(request.node)],
+                            generation=generation)
 
     @_rpc
     def SubmitDecision(self, request: pb.SignedDecision, context: grpc.ServicerContext) -> pb.Ack:

@@ -402,6 +402,7 @@ class Coordinator:
             self._require_state(job, {JobState.AWAITING_APPROVALS}, "decision")
             now = self._clock()
             self.store.insert_decision(DecisionRecord(job_id, party, verdict, reason, decision, signature, now))
+            self.store.touch_job(job_id, now)
             self.audit.append({"type": "decision", "job_id": job_id, "party": party, "decision": verdict,
                                "reason": reason, "decision_sha256": hashlib.sha256(decision).hexdigest()})
             if verdict == "reject":
@@ -479,6 +480,8 @@ class Coordinator:
                                     "upload report")
                 if self.store.insert_upload(job_id, party, table, now):
                     self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
+                    if not state.terminal:
+                        self.store.touch_job(job_id, now)
                     self.audit.append({"type": "upload", "job_id": job_id, "party": party, "table": table})
                 return "upload recorded"
             if event == "running":
@@ -562,6 +565,30 @@ class Coordinator:
         return self.view(job_id, viewer=analyst)
 
     # reading
+
+    # long polls
+
+    @property
+    def generation(self) -> int:
+        return self.store.generation
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Wait until anything is committed after generation `since`; see CoordinatorStore."""
+        return self.store.wait_for_change(since, timeout)
+
+    def wait_for_job(self, job_id: str, updated_after: float, timeout: float) -> None:
+        """Return once job `job_id` changed after `updated_after` (its updated_at), has ended,
+        does not exist, or `timeout` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            generation = self.store.generation  # before the read: a change after it ends the wait
+            job = self.store.get_job(job_id)
+            if job is None or JobState(job.state).terminal or job.updated_at > updated_after:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.store.wait_for_change(generation, remaining)
 
     def poll(self, node: str) -> list[WorkItem]:
         """The work waiting for `node`, at most MAX_WORK_ITEMS items."""

@@ -11,8 +11,10 @@ This module only reads and writes rows; the rules of the job flow live in state.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +167,12 @@ class CoordinatorStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.RLock()
+        # Long polls wait on this: every committed transaction bumps the counter. The epoch
+        # (random per process) makes a generation from before a restart never match.
+        self._changed = threading.Condition(threading.Lock())
+        self._epoch = secrets.randbits(31) + 1
+        self._counter = 0
+        self._closed = False
         self.conn = open_database(path)
         try:
             self._migrate()
@@ -172,9 +180,34 @@ class CoordinatorStore:
             self.conn.close()
             raise InputError(f"not a coordinator database ({exc})", source=str(path)) from None
 
+    def stop_waiting(self) -> None:
+        """End every wait_for_change now, and make later ones return at once (shutdown)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
     def close(self) -> None:
+        self.stop_waiting()
         with self.lock:
             self.conn.close()
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a transaction commits (never 0)."""
+        with self._changed:
+            return (self._epoch << 32) + self._counter
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Block until the generation differs from `since` (at once if it already does), the
+        store closes, or `timeout` seconds pass; return the generation then."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self._closed and (self._epoch << 32) + self._counter == since:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return (self._epoch << 32) + self._counter
 
     def _migrate(self) -> None:
         with self.transaction():
@@ -207,6 +240,9 @@ class CoordinatorStore:
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
+            with self._changed:
+                self._counter += 1
+                self._changed.notify_all()
 
     # jobs
 
@@ -231,6 +267,10 @@ class CoordinatorStore:
             "approved_at = CASE WHEN ? THEN ? ELSE approved_at END, "
             "terminal_at = CASE WHEN ? THEN ? ELSE terminal_at END WHERE job_id = ?",
             (state, reason, at, approved, at, terminal, at, job_id))
+
+    def touch_job(self, job_id: str, at: float) -> None:
+        """The job's status changed without a change of state (a decision, an upload)."""
+        self.conn.execute("UPDATE jobs SET updated_at = max(updated_at, ?) WHERE job_id = ?", (at, job_id))
 
     def list_jobs(self, *, state: str | None = None, member: str | None = None,
                   limit: int = 100) -> list[JobRecord]:

@@ -41,6 +41,7 @@ class NodeDaemon:
         self.workers = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="work")
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()
+        self._poll_call: grpc.Future | None = None
 
     def start(self) -> None:
         if self.compute is not None:
@@ -96,13 +97,36 @@ class NodeDaemon:
             rt.store.end_compute_job(job_id)
             self._orphans.pop(0)
 
-    def poll_once(self) -> int:
+    def poll_once(self, since: int = 0, wait: float = 0.0) -> pb.PollReply:
+        """One Poll; with `wait` > 0 and `since` the coordinator's current generation, the
+        coordinator holds it until something changes (a long poll). Stop() cancels it."""
         if self._orphans:
             self.settle_orphans()
-        reply = self.rt.coordinator.stub.Poll(pb.PollRequest(node=self.rt.name), timeout=10)
+        call = self.rt.coordinator.stub.Poll.future(
+            pb.PollRequest(node=self.rt.name, since=since, wait_ms=int(wait * 1000)), timeout=10 + wait)
+        with self._busy_lock:
+            self._poll_call = call
+        try:
+            if self.rt.stop_event.is_set():
+                call.cancel()
+            reply = call.result()
+        finally:
+            with self._busy_lock:
+                self._poll_call = None
         for item in reply.items:
             self._dispatch(item)
-        return len(reply.items)
+        return reply
+
+    def _poll_wait(self) -> float:
+        """How long the next poll may wait at the coordinator: `poll_wait`, shortened while
+        this node has its own reason to look again (an upload retry due, a job waiting for
+        its operator, whose decision the coordinator cannot announce)."""
+        wait = float(self.rt.config.poll_wait)
+        if wait and self.data is not None:
+            local = self.data.next_local_check(float(self.rt.config.poll_interval))
+            if local is not None:
+                wait = min(wait, local)
+        return max(0.0, wait)
 
     def _dispatch(self, item: pb.WorkItem) -> None:
         key = (item.kind, item.job_id)
@@ -141,11 +165,19 @@ class NodeDaemon:
     def run(self) -> None:
         interval = float(self.rt.config.poll_interval)
         backoff = interval
+        since = 0
         while not self.rt.stop_event.is_set():
             try:
-                self.poll_once()
+                wait = self._poll_wait()
+                reply = self.poll_once(since, wait)
                 backoff = interval
+                changed, since = reply.generation != since, reply.generation
+                if wait and changed and reply.generation:
+                    continue  # something moved: look again now; that poll waits for the next change
             except grpc.RpcError as exc:
+                since = 0
+                if exc.code() == grpc.StatusCode.CANCELLED and self.rt.stop_event.is_set():
+                    break
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     log.info("coordinator unavailable; retrying in %.1fs", backoff)
                     backoff = min(5.0, backoff * 2)
@@ -156,6 +188,9 @@ class NodeDaemon:
 
     def stop(self) -> None:
         self.rt.stop_event.set()
+        with self._busy_lock:
+            if self._poll_call is not None:
+                self._poll_call.cancel()
         if self.server is not None:
             self.server.stop(grace=2).wait()
         self.workers.shutdown(wait=False, cancel_futures=True)
@@ -180,6 +215,9 @@ def serve(config_path: Path) -> None:
 
     def handle(signum, frame):  # noqa: ARG001
         rt.stop_event.set()
+        with daemon._busy_lock:  # a long poll in flight ends now, not when the coordinator answers
+            if daemon._poll_call is not None:
+                daemon._poll_call.cancel()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

@@ -136,6 +136,18 @@ class DataRole:
                 out[inp.table] = self.rt.catalog.columns(inp.table)
         return out
 
+    def next_local_check(self, interval: float) -> float | None:
+        """Seconds until this role needs a fresh work list for reasons of its own: an upload
+        retry falling due, or `interval` while a job waits for the operator (approvals are
+        recorded locally, so no change at the coordinator would wake a long poll). None if
+        there is no such reason."""
+        now = time.monotonic()
+        with self._lock:
+            due = [at - now for at in self._retry_at.values() if at > now]
+        if self.rt.store.jobs("pending"):
+            due.append(interval)
+        return max(0.05, min(due)) if due else None
+
     # uploads ------------------------------------------------------------------------------
     def on_upload(self, item: pb.WorkItem) -> None:
         job_id = item.job_id

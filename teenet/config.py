@@ -35,6 +35,7 @@ MAX_MEMBERS = 256
 MAX_TABLES = 1024
 MAX_COLUMNS = 4096
 MAX_LIST = 256
+DEFAULT_POLL_WAIT = 5.0  # seconds; see NodeConfig.poll_wait
 
 _MEMBER_WHAT = "a member name (lowercase letter, then a-z 0-9 _ -; up to 63)"
 _TABLE_WHAT = "a table name (letter or _, then letters, digits, _; up to 63)"
@@ -258,6 +259,9 @@ class NodeConfig:
     tables: Mapping[str, TableSource]
     policy: OwnerPolicy
     source: str = ""
+    # Seconds a poll may wait at the coordinator for new work (a long poll); 0 = plain polling
+    # every poll_interval.
+    poll_wait: float = DEFAULT_POLL_WAIT
 
     @property
     def member(self) -> Member:
@@ -271,7 +275,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
     base = path.resolve().parent
     root = doc.root()
     f = root.mapping(required=("node", "role", "consortium", "state_dir", "keys", "tls", "enclave", "policy"),
-                     optional=("coordinator", "poll_interval", "listen", "tables"), what="a node config mapping")
+                     optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables"),
+                     what="a node config mapping")
     node = f["node"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     role = f["role"].string(choices=NODE_ROLES)
     consortium_path = resolve_path(f["consortium"], base)
@@ -307,6 +312,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         state_dir=resolve_path(f["state_dir"], base), keys_dir=resolve_path(f["keys"], base), tls=tls_files(f["tls"], base),
         enclave=_enclave(f["enclave"], base), listen=endpoint(f["listen"]) if "listen" in f else None,
         poll_interval=(f["poll_interval"].number(minimum=0.05, maximum=3600) if "poll_interval" in f else 1.0),
+        poll_wait=(f["poll_wait"].number(minimum=0, maximum=20) if "poll_wait" in f else DEFAULT_POLL_WAIT),
         tables=tables, policy=policy, source=doc.source,
     )
 

@@ -17,10 +17,14 @@ class SignedJob(_message.Message):
     def __init__(self, canonical_spec: _Optional[bytes] = ..., analyst: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class JobRef(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "wait_ms", "updated_after")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    wait_ms: int
+    updated_after: float
+    def __init__(self, job_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., updated_after: _Optional[float] = ...) -> None: ...
 
 class PartyDecision(_message.Message):
     __slots__ = ("party", "decision", "reason")
@@ -127,10 +131,14 @@ class ComputeOffer(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., compute: _Optional[str] = ..., hpke_suite: _Optional[str] = ..., hpke_public_key: _Optional[bytes] = ..., signing_public_key: _Optional[bytes] = ..., evidence: _Optional[bytes] = ..., endpoint: _Optional[str] = ...) -> None: ...
 
 class PollRequest(_message.Message):
-    __slots__ = ("node",)
+    __slots__ = ("node", "since", "wait_ms")
     NODE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     node: str
-    def __init__(self, node: _Optional[str] = ...) -> None: ...
+    since: int
+    wait_ms: int
+    def __init__(self, node: _Optional[str] = ..., since: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
 
 class WorkItem(_message.Message):
     __slots__ = ("kind", "job_id", "job", "decisions", "offer", "reason")
@@ -149,10 +157,12 @@ class WorkItem(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., job_id: _Optional[str] = ..., job: _Optional[_Union[SignedJob, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[SignedDecision, _Mapping]]] = ..., offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PollReply(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "generation")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[WorkItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[WorkItem, _Mapping]]] = ...) -> None: ...
+    generation: int
+    def __init__(self, items: _Optional[_Iterable[_Union[WorkItem, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class StatusReport(_message.Message):
     __slots__ = ("job_id", "node", "event", "detail")

@@ -62,8 +62,13 @@ class PlaintextModel:
 
 
 def plaintext_training(paths: dict[str, Path], features: list[str], label: str, key: str, model: str,
-                       test_fraction: float, seed: int, hyperparameters: dict[str, Any] | None = None) -> PlaintextModel:
-    """Read, join with pandas, order by key, split, fit, score AUC on the held-out rows."""
+                       test_fraction: float, seed: int, hyperparameters: dict[str, Any] | None = None,
+                       *, column_median: bool = False) -> PlaintextModel:
+    """Read, join with pandas, order by key, split, fit, score AUC on the held-out rows.
+
+    `column_median` swaps scikit-learn's SimpleImputer for teenet's ExactMedianImputer (the
+    same statistics, computed column by column, as the enclave does): the baseline then does
+    the enclave's arithmetic, and the ratio shows only what the network and enclave add."""
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -84,7 +89,12 @@ def plaintext_training(paths: dict[str, Path], features: list[str], label: str, 
     y = joined[label].to_numpy()
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed,
                                                         shuffle=True)
-    steps = [("impute", SimpleImputer(strategy="median"))]
+    if column_median:
+        from teenet.models.imputer import ExactMedianImputer
+
+        steps = [("impute", ExactMedianImputer(strategy="median"))]
+    else:
+        steps = [("impute", SimpleImputer(strategy="median"))]
     hyper = dict(hyperparameters or {})
     if model == "logistic_regression":
         steps.append(("scale", StandardScaler()))

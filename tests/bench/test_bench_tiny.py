@@ -44,6 +44,8 @@ def test_bench_runs_every_case_at_a_tiny_size(tmp_path: Path) -> None:
     assert train["same_model"], train["comparison"]                 # released ONNX == plaintext pipeline
     assert train["comparison"]["rows_teenet"] == train["comparison"]["rows_plaintext"] == 2_000
     assert train["seconds"] > 0 and train["baseline"]["seconds"] > 0
+    # The second baseline does the enclave's arithmetic: the same model to the last digit of the AUC.
+    assert train["baseline_column_median"]["same_auc_as_baseline"], train["baseline_column_median"]
 
     assert cases["control"]["median_s"] > 0 and len(cases["control"]["seconds"]) == 1
     assert set(cases["memory"]["peaks"]) == {"2000", "20000"}

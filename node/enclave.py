@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from teenet.attestation.evidence import Attester, TrustRoots
+from teenet.attestation.evidence import Attester, IntelCollateral, TrustRoots
 from teenet.attestation.measure import enclave_manifest
 from teenet.attestation.policy import AllOf, policy_from_config
 from teenet.attestation.roots import default_trust_roots
@@ -33,8 +33,11 @@ class EnclaveRuntime:
         return policy_from_config(config, source=source)
 
 
-def build_enclave(backend: str, sim_dir: Path | None) -> EnclaveRuntime:
-    """The attester and trust roots for `backend`. Real backends need the real device."""
+def build_enclave(backend: str, sim_dir: Path | None, *, intel_collateral: Path | None = None) -> EnclaveRuntime:
+    """The attester and trust roots for `backend`. Real backends need the real device.
+    `intel_collateral` (a PCS collateral directory) makes every TDX/SGX peer verification
+    evaluate the peer's TCB status."""
+    collateral = IntelCollateral(str(intel_collateral)) if intel_collateral is not None else None
     if backend == "sim":
         from teenet.attestation.sim import SimulatedPlatform, UnsafeSimulatedAttester
 
@@ -45,7 +48,8 @@ def build_enclave(backend: str, sim_dir: Path | None) -> EnclaveRuntime:
         attester: Attester = UnsafeSimulatedAttester(platform, measurement)
         log.warning("INSECURE: this node's enclave is SIMULATED (no TEE protects its memory); "
                     "use it for development and demos only")
-        return EnclaveRuntime("sim", attester, measurement.hex(), default_trust_roots(sim_ark=platform.ark))
+        return EnclaveRuntime("sim", attester, measurement.hex(),
+                              default_trust_roots(sim_ark=platform.ark, intel_collateral=collateral))
     if backend in ("snp", "tdx"):
         from teenet.attestation.configfs import ConfigfsTsmAttester
 
@@ -61,6 +65,8 @@ def build_enclave(backend: str, sim_dir: Path | None) -> EnclaveRuntime:
     # read it from a report over zero report_data, verified with the pinned roots.
     from teenet.attestation.verifier import verify_platform_evidence
 
-    roots = default_trust_roots()
+    roots = default_trust_roots(intel_collateral=collateral)
     claims = verify_platform_evidence(attester.attest(bytes(64)), roots)
+    if "tcb_status" in claims.details:
+        log.info("this platform's TCB status from Intel collateral: %s", claims.details["tcb_status"])
     return EnclaveRuntime(backend, attester, claims.measurement.hex(), roots)

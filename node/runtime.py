@@ -58,7 +58,8 @@ def open_runtime(config_path: Path) -> NodeRuntime:
     config = load_node_config(config_path)
     consortium = config.consortium
     keys = MemberKeys.load(config.keys_dir)
-    enclave = build_enclave(config.enclave.backend, config.enclave.sim_dir)
+    enclave = build_enclave(config.enclave.backend, config.enclave.sim_dir,
+                            intel_collateral=config.enclave.intel_collateral)
     tls = config.tls
     state_dir = config.state_dir
     store = NodeStore(state_dir / "node.db")

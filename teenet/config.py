@@ -197,6 +197,9 @@ class EnclaveConfig:
 
     backend: str
     sim_dir: Path | None = None
+    # A directory of Intel PCS collateral (attestation.evidence.IntelCollateral): with it,
+    # TDX and SGX peers are verified with their TCB status, for `tcb_status` policies.
+    intel_collateral: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -340,9 +343,15 @@ def tls_files(node: Located, base: Path) -> TlsFiles:
 
 def _enclave(node: Located, base: Path) -> EnclaveConfig:
     sim = _choice_first(node, "backend", ENCLAVE_BACKENDS) == "sim"
-    f = node.mapping(required=("backend",) + (("sim_dir",) if sim else ()), what="a mapping {backend, sim_dir}")
+    f = node.mapping(required=("backend",) + (("sim_dir",) if sim else ()), optional=("intel_collateral",),
+                     what="a mapping {backend, sim_dir, intel_collateral}")
     backend = f["backend"].string(choices=ENCLAVE_BACKENDS)
-    return EnclaveConfig(backend=backend, sim_dir=resolve_path(f["sim_dir"], base) if sim else None)
+    collateral = resolve_path(f["intel_collateral"], base) if "intel_collateral" in f else None
+    if collateral is not None and not collateral.is_dir():
+        raise f["intel_collateral"].error(f"expected a directory of Intel collateral, found no directory at "
+                                          f"{collateral}")
+    return EnclaveConfig(backend=backend, sim_dir=resolve_path(f["sim_dir"], base) if sim else None,
+                         intel_collateral=collateral)
 
 
 def _table_sources(node: Located, base: Path) -> Mapping[str, TableSource]:

@@ -20,6 +20,10 @@ Entry points, each failing closed with a `VerificationError` that names its chec
       platform status the way Intel's QVL does.
   verify_with_collateral(evidence, roots, tcb_info_json, qe_identity_json, chain_pem)
       the existing DCAP verification, then the above; adds details["tcb_status"].
+  verify_with_collateral_dir(evidence, roots, IntelCollateral(dir))
+      the same with the documents read from a collateral directory ("dcap.collateral" when
+      one is missing); verify_platform_evidence uses it when TrustRoots.intel_collateral
+      is set, and the `tcb_status` policy (IntelTcbStatusIn) decides on the result.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hmac
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -42,7 +47,7 @@ from teenet.attestation.dcap import (
     verify_quote,
 )
 from teenet.attestation.dcap_quote import DcapQuote, TdReport
-from teenet.attestation.evidence import Claims, Evidence, Platform, TrustRoots
+from teenet.attestation.evidence import Claims, Evidence, IntelCollateral, Platform, TrustRoots
 from teenet.errors import VerificationError
 
 SGX_EXTENSIONS_OID = "1.2.840.113741.1.13.1"
@@ -564,6 +569,12 @@ def verify_with_collateral(evidence: Evidence, roots: TrustRoots, tcb_info_json:
     `collateral_root` defaults to `roots.intel_sgx_root` (Intel signs both with one root).
     With `policy`, a status outside `policy.allowed` is refused ("dcap.tcb_status").
     """
+    quote, pck = _verified_quote(evidence, roots)
+    return _with_status(quote, pck, roots, tcb_info_json, qe_identity_json, signing_chain_pem,
+                        collateral_root, policy)
+
+
+def _verified_quote(evidence: Evidence, roots: TrustRoots) -> tuple[DcapQuote, PckTcb]:
     if evidence.platform not in (Platform.TDX, Platform.SGX):
         raise VerificationError("dcap.tee_type", "collateral applies to TDX and SGX evidence only",
                                 found=evidence.platform.value)
@@ -571,9 +582,14 @@ def verify_with_collateral(evidence: Evidence, roots: TrustRoots, tcb_info_json:
     if quote.is_tdx != (evidence.platform is Platform.TDX):
         raise VerificationError("dcap.tee_type", "the evidence label and the quote's TEE type differ",
                                 expected=evidence.platform.value, found=f"0x{quote.header.tee_type:08x}")
-    claims = tdx_claims(quote) if quote.is_tdx else sgx_claims(quote)
     leaf = x509.load_pem_x509_certificates(quote.certification.pck_chain_pem.rstrip(b"\x00"))[0]
-    pck = parse_pck_extensions(leaf)
+    return quote, parse_pck_extensions(leaf)
+
+
+def _with_status(quote: DcapQuote, pck: PckTcb, roots: TrustRoots, tcb_info_json: bytes,
+                 qe_identity_json: bytes | None, signing_chain_pem: bytes,
+                 collateral_root: x509.Certificate | None, policy: TcbStatusIn | None) -> tuple[Claims, TcbStatus]:
+    claims = tdx_claims(quote) if quote.is_tdx else sgx_claims(quote)
     root = collateral_root if collateral_root is not None else roots.intel_sgx_root
     tcb_info = verify_tcb_info(tcb_info_json, signing_chain_pem, root, roots.now)
     qe_identity = (verify_qe_identity(qe_identity_json, signing_chain_pem, root, roots.now)
@@ -585,3 +601,33 @@ def verify_with_collateral(evidence: Evidence, roots: TrustRoots, tcb_info_json:
     details["tcb_status"] = result.status
     details["tcb_advisory_ids"] = ",".join(result.advisory_ids)
     return replace(claims, details=details), result
+
+
+def verify_with_collateral_dir(evidence: Evidence, roots: TrustRoots, collateral: IntelCollateral) -> Claims:
+    """DCAP verification, then TCB status from the collateral directory (layout in
+    `IntelCollateral`): the TCB info for the PCK's FMSPC and the QE identity, both required.
+    A missing or unreadable file is refused ("dcap.collateral") naming the file."""
+    quote, pck = _verified_quote(evidence, roots)
+    base = Path(collateral.path)
+    sub = base / ("tdx" if quote.is_tdx else "sgx")
+    fmspc = pck.fmspc.hex().upper()
+    candidates = [sub / f"tcb-info-{fmspc}.json", sub / f"tcb-info-{fmspc.lower()}.json"]
+    tcb_path = next((p for p in candidates if p.is_file()), candidates[0])
+    tcb_info = _read_collateral(tcb_path, f"TCB info for FMSPC {fmspc}")
+    qe_identity = _read_collateral(sub / "qe-identity.json", "QE identity")
+    chain = _read_collateral(base / "tcb-signing-chain.pem", "TCB signing chain")
+    claims, _ = _with_status(quote, pck, roots, tcb_info, qe_identity, chain, collateral.root, None)
+    return claims
+
+
+def _read_collateral(path: Path, what: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_COLLATERAL_SIZE + 1)
+    except OSError as exc:
+        raise VerificationError("dcap.collateral", f"cannot read the {what}",
+                                expected=str(path), found=exc.strerror or type(exc).__name__) from None
+    if len(data) > MAX_COLLATERAL_SIZE:
+        raise VerificationError("dcap.collateral", f"the {what} is larger than {MAX_COLLATERAL_SIZE} bytes",
+                                found=str(path))
+    return data

@@ -139,6 +139,26 @@ class Claims:
 
 
 @dataclass(frozen=True)
+class IntelCollateral:
+    """A directory of Intel PCS collateral: TCB info per FMSPC and QE identity, for TDX and
+    SGX, with the TCB signing chain. Layout (docs/real-tee.md):
+
+        tcb-signing-chain.pem            the issuer chain PCS returns with each document
+        sgx/tcb-info-<FMSPC>.json        GET /sgx/certification/v4/tcb?fmspc=<FMSPC>
+        sgx/qe-identity.json             GET /sgx/certification/v4/qe/identity
+        tdx/tcb-info-<FMSPC>.json        GET /tdx/certification/v4/tcb?fmspc=<FMSPC>
+        tdx/qe-identity.json             GET /tdx/certification/v4/qe/identity
+
+    Files are read at each verification, so refreshed collateral applies without a restart.
+    `root` overrides the CA the collateral must chain to; None means the pinned Intel SGX
+    Root CA (the only right value outside tests).
+    """
+
+    path: str
+    root: x509.Certificate | None = None
+
+
+@dataclass(frozen=True)
 class TrustRoots:
     """Pinned roots a verifier chains to. Evidence whose root is absent here is refused.
 
@@ -148,6 +168,9 @@ class TrustRoots:
     explicitly allows simulated evidence pins it.
     `vcek_cache` is a directory of VCEK/VLEK certificates keyed by chip id and TCB, used
     when the evidence does not carry its own.
+    `intel_collateral`, when set, makes every TDX and SGX verification evaluate the
+    platform's TCB status from that collateral (claims.details["tcb_status"]); evidence
+    whose collateral is missing, stale or badly signed is then refused.
     """
 
     amd_arks: Mapping[str, x509.Certificate] = field(default_factory=dict)
@@ -155,6 +178,7 @@ class TrustRoots:
     sim_ark: x509.Certificate | None = None
     vcek_cache: str | None = None
     now: datetime | None = None  # pin the verification time (tests, offline audit); None = now
+    intel_collateral: IntelCollateral | None = None
 
 
 class Attester:

@@ -172,6 +172,34 @@ class DetailAtLeast:
                                     expected=f">= {self.minimum}", found=str(have) if have is not None else "absent")
 
 
+# Intel's TCB statuses (TCB info v3); see teenet.attestation.collateral.
+INTEL_TCB_STATUSES = ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+                      "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked")
+
+
+@dataclass(frozen=True)
+class IntelTcbStatusIn:
+    """TDX and SGX evidence must carry a TCB status from Intel collateral, and it must be one
+    of `allowed`. Evidence of other platforms passes (AMD's TCB is pinned with min_tcb).
+    Without collateral at the verifier there is no status, and the evidence is refused."""
+
+    allowed: frozenset[str]
+
+    def verify(self, claims: Claims) -> None:
+        if claims.platform not in (Platform.TDX, Platform.SGX):
+            return
+        status = claims.details.get("tcb_status")
+        if status is None:
+            raise VerificationError("policy.tcb_status", "the policy requires a TCB status from Intel collateral, "
+                                    "and this verifier has none (enclave: intel_collateral)",
+                                    expected=", ".join(sorted(self.allowed)), found="absent")
+        if status not in self.allowed:
+            advisories = claims.details.get("tcb_advisory_ids") or ""
+            raise VerificationError("policy.tcb_status", "the platform's TCB status is not allowed"
+                                    + (f" (advisories {advisories})" if advisories else ""),
+                                    expected=", ".join(sorted(self.allowed)), found=str(status))
+
+
 @dataclass(frozen=True)
 class ReportDataMatches:
     """The 64-byte report_data must equal the expected binding (see `binding.py`)."""
@@ -216,13 +244,15 @@ def policy_from_config(config: Mapping[str, Any] | None, *, source: str = "attes
 
     Keys: measurements (list of hex, required), allow_simulated (bool, default false),
     allow_debug (bool, default false), min_tcb (map name -> int), max_vmpl (int, default 0),
-    platforms (list), details (map name -> pinned value).
+    platforms (list), details (map name -> pinned value), tcb_status (list of Intel TCB
+    statuses accepted for TDX/SGX; needs the verifying node's enclave.intel_collateral).
     """
     if config is None:
         config = {}
     if not isinstance(config, Mapping):
         raise InputError("expected a mapping", source=source)
-    known = {"measurements", "allow_simulated", "allow_debug", "min_tcb", "max_vmpl", "platforms", "details"}
+    known = {"measurements", "allow_simulated", "allow_debug", "min_tcb", "max_vmpl", "platforms", "details",
+             "tcb_status"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise InputError(f"unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}",
@@ -265,4 +295,11 @@ def policy_from_config(config: Mapping[str, Any] | None, *, source: str = "attes
         raise InputError("expected a map of field name to pinned value", source=source, field="details")
     for name, value in sorted(details.items()):
         policies.append(DetailEquals(str(name), value))
+    tcb_status = config.get("tcb_status")
+    if tcb_status is not None:
+        if (not isinstance(tcb_status, list) or not tcb_status
+                or not all(isinstance(t, str) and t in INTEL_TCB_STATUSES for t in tcb_status)):
+            raise InputError("expected a non-empty list of Intel TCB statuses from "
+                             + ", ".join(INTEL_TCB_STATUSES), source=source, field="tcb_status")
+        policies.append(IntelTcbStatusIn(frozenset(tcb_status)))
     return AllOf(policies)

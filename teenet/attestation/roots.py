@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from teenet.attestation.evidence import TrustRoots
+from teenet.attestation.evidence import IntelCollateral, TrustRoots
 from teenet.errors import InputError
 
 AMD_PRODUCTS = ("Milan", "Genoa", "Turin")
@@ -27,11 +27,11 @@ INTEL_SGX_ROOT_FILE = "intel-sgx-root-ca.pem"
 
 
 def default_trust_roots(*, sim_ark: x509.Certificate | None = None, now: datetime | None = None,
-                        vcek_cache: str | None = None) -> TrustRoots:
+                        vcek_cache: str | None = None, intel_collateral: IntelCollateral | None = None) -> TrustRoots:
     """The pinned AMD ARKs and Intel root; `sim_ark` only where simulated evidence is allowed."""
     arks = {product: chain[0] for product in AMD_PRODUCTS if (chain := _amd_chain(product))}
     return TrustRoots(amd_arks=arks, intel_sgx_root=_intel_sgx_root(), sim_ark=sim_ark,
-                      vcek_cache=vcek_cache, now=now)
+                      vcek_cache=vcek_cache, now=now, intel_collateral=intel_collateral)
 
 
 def pinned_amd_intermediates(product: str) -> tuple[x509.Certificate, ...]:

@@ -18,6 +18,10 @@ def verify_platform_evidence(evidence: Evidence, roots: TrustRoots) -> Claims:
         from teenet.attestation.snp import verify_snp_evidence
 
         return verify_snp_evidence(evidence, roots)
+    if evidence.platform in (Platform.TDX, Platform.SGX) and roots.intel_collateral is not None:
+        from teenet.attestation.collateral import verify_with_collateral_dir
+
+        return verify_with_collateral_dir(evidence, roots, roots.intel_collateral)
     if evidence.platform is Platform.TDX:
         from teenet.attestation.dcap import verify_tdx_evidence
 

@@ -362,3 +362,92 @@ def test_cli_refuses_collateral_not_signed_under_the_pinned_intel_root(pki, pcks
     assert "dcap.tcb_info" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert main(base + ["--tcb-info", str(info)]) == 1
     assert "--collateral-chain" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ a collateral directory at the verifier
+
+def _collateral_dir(tmp_path: Path, pki, quote, pck, status: str, *, qe: bool = True) -> Path:
+    """Lay collateral out as a node's `enclave.intel_collateral` directory holds it."""
+    sub = tmp_path / "collateral" / ("tdx" if quote.is_tdx else "sgx")
+    sub.mkdir(parents=True, exist_ok=True)
+    tee = list(quote.body.tee_tcb_svn) if quote.is_tdx else None
+    levels = [_level(pck.comp_svns, pck.pce_svn, status, tdx=tee,
+                     advisories=["INTEL-SA-00615"] if status != "UpToDate" else ())]
+    (sub / f"tcb-info-{pck.fmspc.hex().upper()}.json").write_bytes(
+        pki.sign("tcbInfo", _tcb_info(pck, levels, tee="TDX" if quote.is_tdx else "SGX")))
+    if qe:
+        (sub / "qe-identity.json").write_bytes(pki.sign("enclaveIdentity", _qe_identity(quote)))
+    (tmp_path / "collateral" / "tcb-signing-chain.pem").write_bytes(pki.chain)
+    return tmp_path / "collateral"
+
+
+def _policy(claims_measurement: bytes, statuses):
+    from teenet.attestation.policy import policy_from_config
+
+    config = {"measurements": [claims_measurement.hex()], "allow_debug": True}
+    if statuses is not None:
+        config["tcb_status"] = list(statuses)
+    return policy_from_config(config)
+
+
+@pytest.mark.parametrize("name", ["sgx-v3", "tdx-v4", "tdx-v5"])
+def test_a_collateral_directory_gives_each_verification_a_tcb_status_the_policy_decides_on(
+        name, pki, raw_quotes, quotes, pcks, roots, tmp_path):
+    from dataclasses import replace as with_fields
+
+    from teenet.attestation.evidence import IntelCollateral
+    from teenet.attestation.verifier import verify_evidence, verify_platform_evidence
+
+    quote, pck = quotes[name], pcks[name]
+    evidence = Evidence(Platform.TDX if quote.is_tdx else Platform.SGX, raw_quotes[name])
+    directory = _collateral_dir(tmp_path, pki, quote, pck, "SWHardeningNeeded")
+    with_collateral = with_fields(roots, intel_collateral=IntelCollateral(str(directory), root=pki.ca))
+    measurement = verify_platform_evidence(evidence, roots).measurement
+
+    claims = verify_evidence(evidence, with_collateral, _policy(measurement, ["UpToDate", "SWHardeningNeeded"]), None)
+    assert claims.details["tcb_status"] == "SWHardeningNeeded"
+    assert claims.details["tcb_advisory_ids"] == "INTEL-SA-00615"
+    err = _refused("policy.tcb_status", verify_evidence, evidence, with_collateral,
+                   _policy(measurement, ["UpToDate"]), None)
+    assert "found SWHardeningNeeded" in str(err) and "INTEL-SA-00615" in str(err)
+    # Without collateral at the verifier, a tcb_status policy has nothing to decide on: refused.
+    err = _refused("policy.tcb_status", verify_evidence, evidence, roots,
+                   _policy(measurement, ["UpToDate", "SWHardeningNeeded"]), None)
+    assert "intel_collateral" in str(err)
+    # Collateral not signed under the pinned Intel root (no override): refused before any status.
+    pinned_only = with_fields(roots, intel_collateral=IntelCollateral(str(directory)))
+    _refused("dcap.tcb_info", verify_evidence, evidence, pinned_only,
+             _policy(measurement, ["UpToDate", "SWHardeningNeeded"]), None)
+
+
+def test_missing_collateral_is_refused_naming_the_file(pki, raw_quotes, quotes, pcks, roots, tmp_path):
+    from dataclasses import replace as with_fields
+
+    from teenet.attestation.evidence import IntelCollateral
+    from teenet.attestation.verifier import verify_platform_evidence
+
+    quote, pck = quotes["sgx-v3"], pcks["sgx-v3"]
+    evidence = Evidence(Platform.SGX, raw_quotes["sgx-v3"])
+    directory = _collateral_dir(tmp_path, pki, quote, pck, "UpToDate", qe=False)
+    with_collateral = with_fields(roots, intel_collateral=IntelCollateral(str(directory), root=pki.ca))
+    err = _refused("dcap.collateral", verify_platform_evidence, evidence, with_collateral)
+    assert "QE identity" in str(err) and "qe-identity.json" in str(err)
+    # TDX evidence looks in tdx/, which holds nothing for its FMSPC.
+    err = _refused("dcap.collateral", verify_platform_evidence, Evidence(Platform.TDX, raw_quotes["tdx-v4"]),
+                   with_collateral)
+    assert pcks["tdx-v4"].fmspc.hex().upper() in str(err)
+    (directory / "sgx" / "qe-identity.json").write_bytes(pki.sign("enclaveIdentity", _qe_identity(quote)))
+    assert verify_platform_evidence(evidence, with_collateral).details["tcb_status"] == "UpToDate"
+
+
+def test_a_tcb_status_policy_passes_amd_evidence_and_checks_its_config():
+    from teenet.attestation.evidence import Claims
+    from teenet.attestation.policy import IntelTcbStatusIn, policy_from_config
+    from teenet.errors import InputError
+
+    snp = Claims(platform=Platform.SNP, measurement=bytes(48), report_data=bytes(64), debug=False)
+    IntelTcbStatusIn(frozenset({"UpToDate"})).verify(snp)  # AMD: min_tcb pins its TCB instead
+    for bad in ([], ["Fine"], "UpToDate", [1]):
+        with pytest.raises(InputError) as info:
+            policy_from_config({"measurements": ["00" * 48], "tcb_status": bad})
+        assert info.value.field == "tcb_status"

@@ -123,6 +123,7 @@ def test_example_data_node_loads(sandbox: Sandbox) -> None:
     assert cfg.tables["customers"].format == "csv" and cfg.tables["customers"].path == bank / "data" / "customers.csv"
     assert cfg.poll_interval == 0.5 and cfg.listen is None
     assert cfg.poll_wait == 5.0  # a long poll by default
+    assert cfg.enclave.intel_collateral is None
     policy = cfg.policy
     assert policy.analysts == ("analyst",) and policy.id_recipients == ("bank",) and policy.min_group_size == 10
     assert policy.tables["customers"] == ("customer_id", "age", "income", "region", "defaulted")
@@ -181,6 +182,9 @@ def test_coordinator_override(sandbox: Sandbox) -> None:
     ("enclave: {backend: sim, sim_dir: ../sim-platform}", "enclave: {backend: sev}", "enclave.backend", "'sev' is not one of: sim, snp, tdx, sgx"),
     ("enclave: {backend: sim, sim_dir: ../sim-platform}", "enclave: {backend: sim}", "enclave.sim_dir", "missing required field 'sim_dir'"),
     ("enclave: {backend: sim, sim_dir: ../sim-platform}", "enclave: {backend: snp, sim_dir: x}", "enclave.sim_dir", "unknown field 'sim_dir'"),
+    ("enclave: {backend: sim, sim_dir: ../sim-platform}",
+     "enclave: {backend: sim, sim_dir: ../sim-platform, intel_collateral: no-such-dir}", "enclave.intel_collateral",
+     "expected a directory of Intel collateral"),
     ("poll_interval: 0.5 ", "poll_interval: -1 ", "poll_interval", "expected a number from 0.05 to 3600"),
     ("poll_wait: 5 ", "poll_wait: 60 ", "poll_wait", "expected a number from 0 to 20"),
     ("tls: {ca: ../pki/ca.pem, cert: ../pki/bank.pem, key: ../pki/bank.key}", "tls: {ca: ../pki/ca.pem, cert: ../pki/bank.pem}",

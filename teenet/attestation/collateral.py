@@ -17,7 +17,11 @@ Entry points, each failing closed with a `VerificationError` that names its chec
       status; no level => "OutOfDate" with matched_level None. The QE report must match
       the QE identity (MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES under their masks);
       its ISVSVN selects the QE's level, and a QE that is OutOfDate or Revoked lowers the
-      platform status the way Intel's QVL does.
+      platform status the way Intel's QVL does. For TDX, the TDX module is checked too:
+      TEE_TCB_SVN[1] is its major version, checked against 'tdxModule' (0) or the
+      'tdxModuleIdentities' entry TDX_<version> (MRSIGNERSEAM, SEAM attributes under the
+      mask); that identity's first level with isvsvn <= TEE_TCB_SVN[0] grades the module,
+      and an OutOfDate or Revoked module lowers the platform status ("dcap.tdx_module").
   verify_with_collateral(evidence, roots, tcb_info_json, qe_identity_json, chain_pem)
       the existing DCAP verification, then the above; adds details["tcb_status"].
   verify_with_collateral_dir(evidence, roots, IntelCollateral(dir))
@@ -193,6 +197,13 @@ def parse_pck_extensions(pck_leaf: x509.Certificate) -> PckTcb:
 # ---------------------------------------------------------------- signed collateral
 
 @dataclass(frozen=True)
+class QeLevel:
+    isv_svn: int
+    status: str
+    advisory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TcbLevel:
     sgx_svns: tuple[int, ...]
     pce_svn: int
@@ -200,6 +211,18 @@ class TcbLevel:
     status: str
     advisory_ids: tuple[str, ...]
     tcb_date: str
+
+
+@dataclass(frozen=True)
+class TdxModuleIdentity:
+    """Who signs the TDX module and with which SEAM attributes ("tdxModule" has no levels and
+    id ""; each of "tdxModuleIdentities" is one module major version, e.g. "TDX_01")."""
+
+    id: str
+    mr_signer: bytes
+    attributes: bytes
+    attributes_mask: bytes
+    levels: tuple[QeLevel, ...] = ()  # (isvsvn, status, advisories), first match wins
 
 
 @dataclass(frozen=True)
@@ -212,13 +235,8 @@ class TcbInfo:
     pce_id: bytes
     evaluation_data_number: int
     levels: tuple[TcbLevel, ...]
-
-
-@dataclass(frozen=True)
-class QeLevel:
-    isv_svn: int
-    status: str
-    advisory_ids: tuple[str, ...]
+    tdx_module: TdxModuleIdentity | None = None
+    tdx_module_identities: tuple[TdxModuleIdentity, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,6 +260,7 @@ class TcbStatus:
     advisory_ids: tuple[str, ...]
     matched_level: int | None  # index into tcb_info.levels, None if no level matched
     qe_status: str | None = None
+    tdx_module_status: str | None = None  # TDX module major version > 0 only
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -440,10 +459,37 @@ def verify_tcb_info(tcb_info_json: bytes, signing_chain_pem: bytes, root: x509.C
                                pce_svn=pce, tdx_svns=tdx, status=status,
                                advisory_ids=_advisories(level, check),
                                tcb_date=str(level.get("tcbDate", ""))))
+    module, identities = (_tdx_modules(body, check) if tcb_id == "TDX" else (None, ()))
     return TcbInfo(id=tcb_id, version=version, issue_date=issue, next_update=next_update,
                    fmspc=_hex(body, "fmspc", 6, check), pce_id=_hex(body, "pceId", 2, check),
                    evaluation_data_number=_field(body, "tcbEvaluationDataNumber", int, check),
-                   levels=tuple(levels))
+                   levels=tuple(levels), tdx_module=module, tdx_module_identities=identities)
+
+
+def _tdx_module(entry: Any, what: str, check: str, *, with_levels: bool) -> TdxModuleIdentity:
+    if not isinstance(entry, dict):
+        raise VerificationError(check, f"{what} must be an object")
+    levels: list[QeLevel] = []
+    if with_levels:
+        for level, tcb, status in _levels(entry, QE_STATUSES, f"a level of {what}", check):
+            levels.append(QeLevel(isv_svn=_field(tcb, "isvsvn", int, check), status=status,
+                                  advisory_ids=_advisories(level, check)))
+    return TdxModuleIdentity(id=_field(entry, "id", str, check) if with_levels else "",
+                             mr_signer=_hex(entry, "mrsigner", 48, check),
+                             attributes=_hex(entry, "attributes", 8, check),
+                             attributes_mask=_hex(entry, "attributesMask", 8, check),
+                             levels=tuple(levels))
+
+
+def _tdx_modules(body: dict, check: str) -> tuple[TdxModuleIdentity, tuple[TdxModuleIdentity, ...]]:
+    """TDX TCB info: 'tdxModule' (required) and 'tdxModuleIdentities' (optional list)."""
+    if "tdxModule" not in body:
+        raise VerificationError(check, "TDX TCB info without 'tdxModule'", expected="tdxModule", found="absent")
+    module = _tdx_module(body["tdxModule"], "'tdxModule'", check, with_levels=False)
+    raw = body.get("tdxModuleIdentities", [])
+    if not isinstance(raw, list) or len(raw) > MAX_TCB_LEVELS:
+        raise VerificationError(check, f"'tdxModuleIdentities' must be a list of at most {MAX_TCB_LEVELS}")
+    return module, tuple(_tdx_module(e, "a TDX module identity", check, with_levels=True) for e in raw)
 
 
 def verify_qe_identity(qe_identity_json: bytes, signing_chain_pem: bytes, root: x509.Certificate | None,
@@ -533,6 +579,17 @@ def evaluate_tcb_status(quote: DcapQuote, pck: PckTcb, tcb_info: TcbInfo,
                 continue
         status, advisories, matched = level.status, level.advisory_ids, index
         break
+    module_status = None
+    if is_tdx:
+        assert isinstance(quote.body, TdReport)
+        module_status, module_advisories = _tdx_module_status(quote.body, tcb_info)
+        advisories = tuple(dict.fromkeys(tuple(advisories) + module_advisories))
+        if module_status == "Revoked":
+            status = "Revoked"
+        elif module_status == "OutOfDate":
+            status = {"UpToDate": "OutOfDate", "SWHardeningNeeded": "OutOfDate",
+                      "ConfigurationNeeded": "OutOfDateConfigurationNeeded",
+                      "ConfigurationAndSWHardeningNeeded": "OutOfDateConfigurationNeeded"}.get(status, status)
     qe_status = None
     if qe_identity is not None:
         qe_level = _qe_level(quote, qe_identity)
@@ -545,7 +602,48 @@ def evaluate_tcb_status(quote: DcapQuote, pck: PckTcb, tcb_info: TcbInfo,
             needs_config = status in ("ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
                                       "OutOfDateConfigurationNeeded")
             status = "OutOfDateConfigurationNeeded" if needs_config else "OutOfDate"
-    return TcbStatus(status=status, advisory_ids=tuple(advisories), matched_level=matched, qe_status=qe_status)
+    return TcbStatus(status=status, advisory_ids=tuple(advisories), matched_level=matched, qe_status=qe_status,
+                     tdx_module_status=module_status)
+
+
+def _tdx_module_status(report: TdReport, tcb_info: TcbInfo) -> tuple[str | None, tuple[str, ...]]:
+    """Intel's TDX module check: TEE_TCB_SVN[1] is the module's major version and [0] its
+    SVN. Version 0 is checked against 'tdxModule' (no status of its own); a later version
+    against the 'tdxModuleIdentities' entry "TDX_<version as two hex digits>", whose first
+    level with isvsvn <= the module's SVN gives the module's status. The module must be
+    signed by the MRSIGNERSEAM the collateral names, with its SEAM attributes (under the mask).
+    A version or SVN the collateral does not cover is refused ("dcap.tdx_module")."""
+    check = "dcap.tdx_module"
+    svn, version = report.tee_tcb_svn[0], report.tee_tcb_svn[1]
+    status: str | None = None
+    advisories: tuple[str, ...] = ()
+    if version == 0:
+        expected = tcb_info.tdx_module
+        if expected is None:
+            raise VerificationError(check, "the TCB info has no 'tdxModule'")
+    else:
+        name = f"TDX_{version:02X}"
+        expected = next((m for m in tcb_info.tdx_module_identities if m.id.upper() == name), None)
+        if expected is None:
+            raise VerificationError(check, "the TCB info has no identity for this TDX module version",
+                                    expected=f"{name} in tdxModuleIdentities",
+                                    found=", ".join(m.id for m in tcb_info.tdx_module_identities) or "none")
+        level = next((lv for lv in expected.levels if svn >= lv.isv_svn), None)
+        if level is None:
+            raise VerificationError(check, "the TDX module's SVN is below every level Intel lists for it",
+                                    expected=f">= {min(lv.isv_svn for lv in expected.levels)}", found=str(svn))
+        status, advisories = level.status, level.advisory_ids
+    if not hmac.compare_digest(report.mr_signer_seam, expected.mr_signer):
+        raise VerificationError(check, "the TDX module is not signed by the signer Intel's collateral names",
+                                expected=expected.mr_signer.hex()[:16] + "...",
+                                found=report.mr_signer_seam.hex()[:16] + "...")
+    mask = expected.attributes_mask
+    got = bytes(a & m for a, m in zip(report.seam_attributes, mask))
+    want = bytes(a & m for a, m in zip(expected.attributes, mask))
+    if got != want:
+        raise VerificationError(check, "the TDX module's SEAM attributes differ from Intel's collateral",
+                                expected=want.hex(), found=got.hex())
+    return status, advisories
 
 
 @dataclass(frozen=True)
@@ -600,6 +698,8 @@ def _with_status(quote: DcapQuote, pck: PckTcb, roots: TrustRoots, tcb_info_json
     details = dict(claims.details)
     details["tcb_status"] = result.status
     details["tcb_advisory_ids"] = ",".join(result.advisory_ids)
+    if result.tdx_module_status is not None:
+        details["tdx_module_tcb_status"] = result.tdx_module_status
     return replace(claims, details=details), result
 
 

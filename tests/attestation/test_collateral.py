@@ -116,11 +116,29 @@ def _level(sgx, pcesvn, status, *, tdx=None, advisories=()) -> dict:
     return {"tcb": tcb, "tcbDate": "2025-01-01T00:00:00Z", "tcbStatus": status, "advisoryIDs": list(advisories)}
 
 
+ZERO_SIGNER = "00" * 48  # the genuine quotes' MRSIGNERSEAM: Intel's own TDX module
+
+
+def _module(*, mrsigner=ZERO_SIGNER, attributes="0000000000000000", mask="FFFFFFFFFFFFFFFF", id=None,
+            levels=None) -> dict:
+    entry = {"mrsigner": mrsigner, "attributes": attributes, "attributesMask": mask}
+    if id is not None:
+        entry["id"] = id
+        entry["tcbLevels"] = levels if levels is not None else [
+            {"tcb": {"isvsvn": 0}, "tcbDate": "2025-01-01T00:00:00Z", "tcbStatus": "UpToDate"}]
+    return entry
+
+
 def _tcb_info(pck, levels, *, tee="SGX", fmspc=None, issue="2026-05-01T00:00:00Z",
-              next_update="2026-07-01T00:00:00Z", version=3) -> dict:
-    return {"id": tee, "version": version, "issueDate": issue, "nextUpdate": next_update,
+              next_update="2026-07-01T00:00:00Z", version=3, tdx_module=None, tdx_identities=None) -> dict:
+    body = {"id": tee, "version": version, "issueDate": issue, "nextUpdate": next_update,
             "fmspc": (fmspc or pck.fmspc).hex().upper(), "pceId": pck.pce_id.hex().upper(), "tcbType": 0,
             "tcbEvaluationDataNumber": 17, "tcbLevels": levels}
+    if tee == "TDX":  # as Intel publishes it: the module's signer, and one identity per major version
+        body["tdxModule"] = tdx_module if tdx_module is not None else _module()
+        body["tdxModuleIdentities"] = (tdx_identities if tdx_identities is not None
+                                       else [_module(id="TDX_01"), _module(id="TDX_03")])
+    return body
 
 
 def _qe_identity(quote, *, levels=None, mrsigner=None, attributes=None, isvprodid=None) -> dict:
@@ -227,9 +245,9 @@ def test_tcb_info_from_another_ca_or_expired_is_refused(pki, pcks, roots):
 
 # ------------------------------------------------------------------ status evaluation
 
-def _evaluate(pki, quote, pck, levels, *, tee=None, fmspc=None, qe=None):
+def _evaluate(pki, quote, pck, levels, *, tee=None, fmspc=None, qe=None, **module):
     info = verify_tcb_info(pki.sign("tcbInfo", _tcb_info(pck, levels, tee=tee or ("TDX" if quote.is_tdx else "SGX"),
-                                                          fmspc=fmspc)), pki.chain, pki.ca, INSIDE)
+                                                          fmspc=fmspc, **module)), pki.chain, pki.ca, INSIDE)
     identity = None if qe is None else verify_qe_identity(pki.sign("enclaveIdentity", qe), pki.chain, pki.ca, INSIDE)
     return evaluate_tcb_status(quote, pck, info, identity)
 
@@ -281,6 +299,54 @@ def test_tdx_levels_use_tee_tcb_svn(pki, quotes, pcks):
     # The SGX part of a TDX level still counts.
     r = _evaluate(pki, q5, p5, [_level(_bump(p5.comp_svns, 0), 13, "UpToDate", tdx=tee5)])
     assert (r.status, r.matched_level) == ("OutOfDate", None)
+
+
+def test_tdx_module_identity_grades_the_module(pki, quotes, pcks):
+    # v5: TEE_TCB_SVN = 0b 01 ..: module major version 1 (TDX_01), module SVN 11.
+    q5, p5 = quotes["tdx-v5"], pcks["tdx-v5"]
+    assert (q5.body.tee_tcb_svn[1], q5.body.tee_tcb_svn[0]) == (1, 11)
+    platform = [_level(p5.comp_svns, p5.pce_svn, "UpToDate", tdx=list(q5.body.tee_tcb_svn))]
+
+    def levels(*pairs):
+        return [{"tcb": {"isvsvn": svn}, "tcbDate": "2025-01-01T00:00:00Z", "tcbStatus": status,
+                 "advisoryIDs": advisories} for svn, status, advisories in pairs]
+
+    current = _evaluate(pki, q5, p5, platform, tdx_identities=[
+        _module(id="TDX_01", levels=levels((11, "UpToDate", []), (0, "OutOfDate", [])))])
+    assert (current.status, current.tdx_module_status) == ("UpToDate", "UpToDate")
+    stale = _evaluate(pki, q5, p5, platform, tdx_identities=[
+        _module(id="TDX_01", levels=levels((12, "UpToDate", []), (11, "OutOfDate", ["INTEL-SA-01111"])))])
+    assert (stale.status, stale.tdx_module_status, stale.advisory_ids) == ("OutOfDate", "OutOfDate",
+                                                                            ("INTEL-SA-01111",))
+    revoked = _evaluate(pki, q5, p5, platform, tdx_identities=[
+        _module(id="tdx_01", levels=levels((0, "Revoked", [])))])  # ids compare case-insensitively
+    assert revoked.status == "Revoked"
+    # The SGX/TDX level said ConfigurationNeeded; an out-of-date module keeps the "configuration" part.
+    config = [_level(p5.comp_svns, p5.pce_svn, "ConfigurationNeeded", tdx=list(q5.body.tee_tcb_svn))]
+    assert _evaluate(pki, q5, p5, config, tdx_identities=[
+        _module(id="TDX_01", levels=levels((11, "OutOfDate", [])))]).status == "OutOfDateConfigurationNeeded"
+    # A module version or SVN the collateral does not cover is refused, not guessed.
+    err = _refused("dcap.tdx_module", _evaluate, pki, q5, p5, platform, tdx_identities=[_module(id="TDX_03")])
+    assert "TDX_01" in str(err)
+    err = _refused("dcap.tdx_module", _evaluate, pki, q5, p5, platform, tdx_identities=[
+        _module(id="TDX_01", levels=levels((12, "UpToDate", [])))])
+    assert ">= 12" in str(err) and "found 11" in str(err)
+
+
+def test_tdx_module_signer_and_attributes_must_match(pki, quotes, pcks):
+    # v4: TEE_TCB_SVN[1] == 0, so the module is checked against 'tdxModule' (no status of its own).
+    q4, p4 = quotes["tdx-v4"], pcks["tdx-v4"]
+    platform = [_level(p4.comp_svns, p4.pce_svn, "UpToDate", tdx=list(q4.body.tee_tcb_svn))]
+    ok = _evaluate(pki, q4, p4, platform)
+    assert (ok.status, ok.tdx_module_status) == ("UpToDate", None)
+    _refused("dcap.tdx_module", _evaluate, pki, q4, p4, platform, tdx_module=_module(mrsigner="01" + "00" * 47))
+    _refused("dcap.tdx_module", _evaluate, pki, q4, p4, platform, tdx_module=_module(attributes="0000000000000001"))
+    # Under a mask that ignores that bit, the attributes agree.
+    _evaluate(pki, q4, p4, platform, tdx_module=_module(attributes="0000000000000001", mask="FFFFFFFFFFFFFFFE"))
+    # TDX TCB info must name the module at all.
+    body = _tcb_info(p4, platform, tee="TDX")
+    del body["tdxModule"]
+    _refused("dcap.tcb_info", verify_tcb_info, pki.sign("tcbInfo", body), pki.chain, pki.ca, INSIDE)
 
 
 # ------------------------------------------------------------------ QE identity

@@ -146,10 +146,11 @@ def test_when_every_wait_slot_is_taken_a_poll_answers_at_once(world, tmp_path, m
     running, stub, close = start(world, tmp_path)
     try:
         generation = stub("bank").Poll(pb.PollRequest(node="bank"), timeout=10).generation
+        stub("telco").Poll(pb.PollRequest(node="telco"), timeout=10)  # its TLS channel is up before the clock
         holder = threading.Thread(target=lambda: stub("telco").Poll(
-            pb.PollRequest(node="telco", since=generation, wait_ms=3000), timeout=20), daemon=True)
+            pb.PollRequest(node="telco", since=generation, wait_ms=4000), timeout=20), daemon=True)
         holder.start()
-        time.sleep(0.5)  # the telco's poll holds the only slot
+        time.sleep(1.0)  # the telco's poll holds the only slot (for 4 s)
         start_at = time.monotonic()
         reply = stub("bank").Poll(pb.PollRequest(node="bank", since=generation, wait_ms=LONG), timeout=20)
         assert time.monotonic() - start_at < 2.5  # not held: the caller falls back to its interval

@@ -60,6 +60,8 @@ def verify(
                                                  help="PEM chain of the collateral's signing certificate."),
     tcb_status: list[str] = typer.Option(["UpToDate"], "--tcb-status",
                                          help="A TCB status to accept with --tcb-info; repeatable."),
+    crls: list[Path] = typer.Option([], "--crl", help="TDX/SGX: a CRL of the PCK chain (Intel's PCK CA "
+                                    "and root CA CRLs, DER or PEM); repeatable. Checks revocation."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Verify attestation evidence: signature, chain to a pinned root, policy, binding."""
@@ -89,8 +91,15 @@ def verify(
     except ImportError:
         raise VerificationError("evidence.platform", f"{evidence.platform.value} verification is not available "
                                 "in this installation") from None
+    dcap = evidence.platform in (Platform.TDX, Platform.SGX)
+    if crls:
+        if not dcap:
+            raise InputError("--crl applies to TDX and SGX quotes (the PCK chain)")
+        _check_revocation(evidence, crls, roots.now)
 
     warnings = _unchecked(claims, measurements_given=bool(measurements), report_data_given=expected is not None)
+    if dcap and not crls:
+        warnings.append("revocation NOT checked (no --crl): a revoked PCK certificate would pass")
     data = {**claims.to_json(), "verified": True, "measurement_checked": bool(measurements),
             "report_data_checked": expected is not None, "provider": evidence.provider, "warnings": warnings}
     emit(data, as_json, lambda console: _render(console, claims, warnings))
@@ -117,6 +126,20 @@ def _verify_with_collateral(evidence: Evidence, roots, policy, expected: bytes |
     if expected is not None:
         ReportDataMatches(expected).verify(claims)
     return claims
+
+
+def _check_revocation(evidence: Evidence, crl_files: list[Path], now) -> None:
+    from teenet.attestation.collateral import check_pck_revocation, parse_crl
+    from teenet.attestation.dcap_quote import parse_quote
+
+    crls = []
+    for path in crl_files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from None
+        crls.append(parse_crl(data, str(path)))
+    check_pck_revocation(parse_quote(evidence.report).certification.pck_chain_pem, crls, now)
 
 
 def _read_evidence(file: Path, platform: PlatformChoice, cert_files: list[Path]) -> Evidence:

@@ -716,8 +716,67 @@ def verify_with_collateral_dir(evidence: Evidence, roots: TrustRoots, collateral
     tcb_info = _read_collateral(tcb_path, f"TCB info for FMSPC {fmspc}")
     qe_identity = _read_collateral(sub / "qe-identity.json", "QE identity")
     chain = _read_collateral(base / "tcb-signing-chain.pem", "TCB signing chain")
+    if collateral.check_crls:
+        check_pck_revocation(quote.certification.pck_chain_pem, load_crls(base / "crl"), roots.now)
     claims, _ = _with_status(quote, pck, roots, tcb_info, qe_identity, chain, collateral.root, None)
     return claims
+
+
+MAX_CRL_FILES = 16
+
+
+def load_crls(directory: Path) -> list[x509.CertificateRevocationList]:
+    """Every CRL in `directory` (*.crl, *.der: DER or PEM; *.pem: PEM)."""
+    if not directory.is_dir():
+        raise VerificationError("dcap.crl", "no CRL directory in the collateral",
+                                expected=str(directory), found="absent")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in (".crl", ".der", ".pem") and p.is_file())
+    if len(files) > MAX_CRL_FILES:
+        raise VerificationError("dcap.crl", f"more than {MAX_CRL_FILES} CRL files", found=str(directory))
+    return [parse_crl(_read_collateral(path, "CRL"), str(path)) for path in files]
+
+
+def parse_crl(data: bytes, source: str) -> x509.CertificateRevocationList:
+    """A CRL in DER or PEM; anything else is refused as "dcap.crl" naming `source`."""
+    try:
+        return (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+                else x509.load_der_x509_crl(data))
+    except ValueError:
+        raise VerificationError("dcap.crl", "not a CRL (DER or PEM)", found=source) from None
+
+
+def check_pck_revocation(chain_pem: bytes, crls: list[x509.CertificateRevocationList],
+                         now: datetime | None = None) -> None:
+    """Each certificate of a PCK chain below its root (the PCK leaf and its CA) must be
+    covered by a CRL from its issuer: signed by the issuer's key, current (thisUpdate <= now
+    <= nextUpdate), and not listing the certificate's serial number. Refused as "dcap.crl"
+    (no usable CRL) or "dcap.revoked"."""
+    at = _now(now)
+    certs = x509.load_pem_x509_certificates(chain_pem.rstrip(b"\x00"))
+    if len(certs) < 3:
+        raise VerificationError("dcap.crl", "the PCK chain has no root to check revocation up to",
+                                expected="leaf, CA, root", found=f"{len(certs)} certificate(s)")
+    for cert, issuer in zip(certs[:-1], certs[1:]):
+        name = issuer.subject.rfc4514_string()
+        candidates = [c for c in crls if c.issuer == issuer.subject]
+        if not candidates:
+            raise VerificationError("dcap.crl", "no CRL from this issuer in the collateral", expected=name,
+                                    found=", ".join(c.issuer.rfc4514_string() for c in crls) or "none")
+        crl = max(candidates, key=lambda c: c.last_update_utc)
+        try:
+            signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            signed = False
+        if not signed:
+            raise VerificationError("dcap.crl", "the CRL is not signed by its issuer's key", expected=name)
+        next_update = crl.next_update_utc
+        if not crl.last_update_utc <= at or next_update is None or at > next_update:
+            raise VerificationError("dcap.crl", "the CRL is not current", expected=f"{crl.last_update_utc.isoformat()}"
+                                    f" .. {next_update.isoformat() if next_update else '(no nextUpdate)'}",
+                                    found=at.isoformat())
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            raise VerificationError("dcap.revoked", f"'{cert.subject.rfc4514_string()}' is revoked by {name}",
+                                    found=f"serial {cert.serial_number:x}")
 
 
 def _read_collateral(path: Path, what: str) -> bytes:

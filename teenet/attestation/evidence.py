@@ -149,13 +149,21 @@ class IntelCollateral:
         tdx/tcb-info-<FMSPC>.json        GET /tdx/certification/v4/tcb?fmspc=<FMSPC>
         tdx/qe-identity.json             GET /tdx/certification/v4/qe/identity
 
+        crl/*.crl (or .der, .pem)        the CRLs of the PCK chain's CAs: GET
+                                         /sgx/certification/v4/pckcrl?ca=platform and
+                                         ?ca=processor, and Intel's IntelSGXRootCA.der CRL
+
     Files are read at each verification, so refreshed collateral applies without a restart.
     `root` overrides the CA the collateral must chain to; None means the pinned Intel SGX
-    Root CA (the only right value outside tests).
+    Root CA (the only right value outside tests). `check_crls` (on by default) requires a
+    current CRL, signed by the issuer, for each certificate of the PCK chain below the
+    root, and refuses a revoked one; only tests of the other checks turn it off, since no
+    test can hold a CRL signed by Intel's CAs.
     """
 
     path: str
     root: x509.Certificate | None = None
+    check_crls: bool = True
 
 
 @dataclass(frozen=True)

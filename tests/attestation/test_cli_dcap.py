@@ -108,3 +108,30 @@ def test_truncated_quote_is_refused_in_one_line(tmp_path: Path, attestation_fixt
     assert code == 1
     assert "dcap.parse" in err
     assert "Traceback" not in err
+
+
+def test_revocation_is_reported_unchecked_without_crl_and_a_forged_crl_is_refused(
+        attestation_fixtures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from teenet.attestation.dcap_quote import parse_quote
+
+    path = attestation_fixtures / "tdx" / "tdx-v4-quote.dat"
+    code, out, err = _run(capsys, str(path), "--json", "--at", AT)
+    assert code == 0, err
+    assert any("revocation NOT checked" in w for w in json.loads(out)["warnings"])
+    # A CRL carrying the genuine PCK CA's name, signed by some other key.
+    chain = parse_quote(path.read_bytes()).certification.pck_chain_pem.rstrip(b"\x00")
+    issuer = x509.load_pem_x509_certificates(chain)[0].issuer
+    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    forged = (x509.CertificateRevocationListBuilder().issuer_name(issuer).last_update(at - timedelta(days=1))
+              .next_update(at + timedelta(days=30)).sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()))
+    crl = tmp_path / "pck.crl"
+    crl.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    code, out, err = _run(capsys, str(path), "--at", AT, "--crl", str(crl))
+    assert code == 1 and out == ""
+    assert "dcap.crl" in err and "not signed by its issuer" in err and "Traceback" not in err

@@ -467,7 +467,7 @@ def test_a_collateral_directory_gives_each_verification_a_tcb_status_the_policy_
     quote, pck = quotes[name], pcks[name]
     evidence = Evidence(Platform.TDX if quote.is_tdx else Platform.SGX, raw_quotes[name])
     directory = _collateral_dir(tmp_path, pki, quote, pck, "SWHardeningNeeded")
-    with_collateral = with_fields(roots, intel_collateral=IntelCollateral(str(directory), root=pki.ca))
+    with_collateral = with_fields(roots, intel_collateral=IntelCollateral(str(directory), root=pki.ca, check_crls=False))
     measurement = verify_platform_evidence(evidence, roots).measurement
 
     claims = verify_evidence(evidence, with_collateral, _policy(measurement, ["UpToDate", "SWHardeningNeeded"]), None)
@@ -481,7 +481,7 @@ def test_a_collateral_directory_gives_each_verification_a_tcb_status_the_policy_
                    _policy(measurement, ["UpToDate", "SWHardeningNeeded"]), None)
     assert "intel_collateral" in str(err)
     # Collateral not signed under the pinned Intel root (no override): refused before any status.
-    pinned_only = with_fields(roots, intel_collateral=IntelCollateral(str(directory)))
+    pinned_only = with_fields(roots, intel_collateral=IntelCollateral(str(directory), check_crls=False))
     _refused("dcap.tcb_info", verify_evidence, evidence, pinned_only,
              _policy(measurement, ["UpToDate", "SWHardeningNeeded"]), None)
 
@@ -495,7 +495,7 @@ def test_missing_collateral_is_refused_naming_the_file(pki, raw_quotes, quotes, 
     quote, pck = quotes["sgx-v3"], pcks["sgx-v3"]
     evidence = Evidence(Platform.SGX, raw_quotes["sgx-v3"])
     directory = _collateral_dir(tmp_path, pki, quote, pck, "UpToDate", qe=False)
-    with_collateral = with_fields(roots, intel_collateral=IntelCollateral(str(directory), root=pki.ca))
+    with_collateral = with_fields(roots, intel_collateral=IntelCollateral(str(directory), root=pki.ca, check_crls=False))
     err = _refused("dcap.collateral", verify_platform_evidence, evidence, with_collateral)
     assert "QE identity" in str(err) and "qe-identity.json" in str(err)
     # TDX evidence looks in tdx/, which holds nothing for its FMSPC.
@@ -517,3 +517,81 @@ def test_a_tcb_status_policy_passes_amd_evidence_and_checks_its_config():
         with pytest.raises(InputError) as info:
             policy_from_config({"measurements": ["00" * 48], "tcb_status": bad})
         assert info.value.field == "tcb_status"
+
+
+# ------------------------------------------------------------------ CRLs of the PCK chain
+
+def _crl(issuer_name: str, issuer_key, revoked=(), *, this=INSIDE - timedelta(days=1),
+         next_=INSIDE + timedelta(days=30)) -> x509.CertificateRevocationList:
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(_name(issuer_name))
+               .last_update(this).next_update(next_))
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this).build())
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class ChainPki:
+    """A synthetic root -> PCK CA -> PCK leaf chain, as Intel's is shaped."""
+
+    def __init__(self) -> None:
+        self.root_key = ec.generate_private_key(ec.SECP256R1())
+        self.root = _cert("Test SGX Root CA", self.root_key, "Test SGX Root CA", self.root_key, ca=True)
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca = _cert("Test PCK Platform CA", self.ca_key, "Test SGX Root CA", self.root_key, ca=True)
+        self.leaf_key = ec.generate_private_key(ec.SECP256R1())
+        self.leaf = _cert("Test PCK Certificate", self.leaf_key, "Test PCK Platform CA", self.ca_key, ca=False)
+        self.pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.leaf, self.ca, self.root))
+
+    def crls(self, *, leaf_revoked=False, ca_revoked=False):
+        return [_crl("Test PCK Platform CA", self.ca_key, [self.leaf.serial_number] if leaf_revoked else []),
+                _crl("Test SGX Root CA", self.root_key, [self.ca.serial_number] if ca_revoked else [])]
+
+
+def test_pck_chain_revocation_is_checked_against_each_issuers_crl():
+    from teenet.attestation.collateral import check_pck_revocation
+
+    chain = ChainPki()
+    check_pck_revocation(chain.pem, chain.crls(), INSIDE)  # current, signed, nothing revoked
+    err = _refused("dcap.revoked", check_pck_revocation, chain.pem, chain.crls(leaf_revoked=True), INSIDE)
+    assert "Test PCK Certificate" in str(err)
+    err = _refused("dcap.revoked", check_pck_revocation, chain.pem, chain.crls(ca_revoked=True), INSIDE)
+    assert "Test PCK Platform CA" in str(err)
+    # A CRL under the right name but another key; a stale one; none for an issuer.
+    forged = [_crl("Test PCK Platform CA", ec.generate_private_key(ec.SECP256R1())), chain.crls()[1]]
+    assert "not signed" in str(_refused("dcap.crl", check_pck_revocation, chain.pem, forged, INSIDE))
+    stale = [_crl("Test PCK Platform CA", chain.ca_key, next_=INSIDE - timedelta(hours=1),
+                  this=INSIDE - timedelta(days=2)), chain.crls()[1]]
+    assert "not current" in str(_refused("dcap.crl", check_pck_revocation, chain.pem, stale, INSIDE))
+    err = _refused("dcap.crl", check_pck_revocation, chain.pem, chain.crls()[:1], INSIDE)
+    assert "Test SGX Root CA" in str(err)
+    # The newest CRL of an issuer counts: an old one that did not list the leaf does not hide it.
+    old = _crl("Test PCK Platform CA", chain.ca_key, this=INSIDE - timedelta(days=3))
+    _refused("dcap.revoked", check_pck_revocation, chain.pem, [old] + chain.crls(leaf_revoked=True), INSIDE)
+
+
+def test_a_node_collateral_directory_needs_genuine_crls_for_the_quote(pki, raw_quotes, quotes, pcks, roots,
+                                                                     tmp_path):
+    """With CRL checks on (the default), the genuine quote is refused until the directory holds
+    a CRL signed by Intel's PCK CA: none is stored offline, so a forged one (right issuer name,
+    test key) must be refused too."""
+    from dataclasses import replace as with_fields
+
+    from teenet.attestation.evidence import IntelCollateral
+    from teenet.attestation.verifier import verify_platform_evidence
+
+    quote, pck = quotes["sgx-v3"], pcks["sgx-v3"]
+    evidence = Evidence(Platform.SGX, raw_quotes["sgx-v3"])
+    directory = _collateral_dir(tmp_path, pki, quote, pck, "UpToDate")
+    checked = with_fields(roots, intel_collateral=IntelCollateral(str(directory), root=pki.ca))
+    err = _refused("dcap.crl", verify_platform_evidence, evidence, checked)
+    assert "no CRL directory" in str(err)
+    intel_ca = _leaf(quote).issuer
+    (directory / "crl").mkdir()
+    forged = (x509.CertificateRevocationListBuilder().issuer_name(intel_ca).last_update(INSIDE - timedelta(days=1))
+              .next_update(INSIDE + timedelta(days=30)).sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()))
+    (directory / "crl" / "pck-platform.crl").write_bytes(forged.public_bytes(serialization.Encoding.DER))
+    err = _refused("dcap.crl", verify_platform_evidence, evidence, checked)
+    assert "not signed by its issuer" in str(err) and intel_ca.rfc4514_string() in str(err)
+    (directory / "crl" / "pck-platform.crl").write_bytes(b"not a CRL")
+    assert "not a CRL" in str(_refused("dcap.crl", verify_platform_evidence, evidence, checked))

@@ -90,3 +90,41 @@ def make_world() -> World:
                             coordinator_endpoint="127.0.0.1:7000", attestation=MappingProxyType({}),
                             members=MappingProxyType(members))
     return World(keys, consortium)
+
+
+@dataclass
+class TlsCoordinator:
+    """A real coordinator serving mutual TLS on a loopback port, and a stub per member."""
+
+    running: Any
+    tls: dict[str, Any]
+    channels: dict[str, Any] = field(default_factory=dict)
+
+    def stub(self, member: str) -> Any:
+        from teenet.pki import secure_channel
+        from teenet.proto import teenet_pb2_grpc as rpc
+
+        if member not in self.channels:
+            self.channels[member] = secure_channel(f"127.0.0.1:{self.running.port}", self.tls[member],
+                                                   server_name="coordinator")
+        return rpc.CoordinatorStub(self.channels[member])
+
+    def close(self, grace: float = 1) -> None:
+        for channel in self.channels.values():
+            channel.close()
+        self.running.stop(grace=grace)
+
+
+def serve_coordinator(world: World, base: Any, members: tuple[str, ...]) -> TlsCoordinator:
+    """Start the real coordinator (server, store, audit) in this process, a dev PKI issuing
+    `members` their client certificates, in folder `base`."""
+    from teenet.coordinator.config import CoordinatorConfig
+    from teenet.coordinator.server import serve
+    from teenet.pki import DevPki
+
+    pki = DevPki.create(base / "pki")
+    tls = {name: pki.issue(name) for name in members + ("coordinator",)}
+    config = CoordinatorConfig(name="coordinator", listen="127.0.0.1:0", consortium=base / "unused.yaml",
+                               state_dir=base / "state", database=base / "state" / "coordinator.db",
+                               audit_key=base / "state" / "audit.key", tls=tls["coordinator"], checkpoint_every=8)
+    return TlsCoordinator(serve(config, consortium=world.consortium), tls)

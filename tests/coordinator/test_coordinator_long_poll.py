@@ -13,39 +13,18 @@ import time
 import grpc
 import pytest
 
-from coordinator_testkit import World
+from coordinator_testkit import World, serve_coordinator
 from test_coordinator_service import decide, submit
 from teenet.coordinator import service as service_module
-from teenet.coordinator.config import CoordinatorConfig
-from teenet.coordinator.server import serve
-from teenet.pki import DevPki, secure_channel
 from teenet.proto import teenet_pb2 as pb
-from teenet.proto import teenet_pb2_grpc as rpc
 
 MEMBERS = ("alice", "bank", "telco", "enclave", "eve")
 LONG = 10_000  # ms
 
 
 def start(world: World, base):
-    pki = DevPki.create(base / "pki")
-    tls = {name: pki.issue(name) for name in MEMBERS + ("coordinator",)}
-    config = CoordinatorConfig(name="coordinator", listen="127.0.0.1:0", consortium=base / "unused.yaml",
-                               state_dir=base / "state", database=base / "state" / "coordinator.db",
-                               audit_key=base / "state" / "audit.key", tls=tls["coordinator"], checkpoint_every=8)
-    running = serve(config, consortium=world.consortium)
-    channels: dict[str, grpc.Channel] = {}
-
-    def stub(member: str) -> rpc.CoordinatorStub:
-        if member not in channels:
-            channels[member] = secure_channel(f"127.0.0.1:{running.port}", tls[member], server_name="coordinator")
-        return rpc.CoordinatorStub(channels[member])
-
-    def close() -> None:
-        for ch in channels.values():
-            ch.close()
-        running.stop(grace=1)
-
-    return running, stub, close
+    served = serve_coordinator(world, base, MEMBERS)
+    return served.running, served.stub, served.close
 
 
 @pytest.fixture
@@ -143,7 +122,7 @@ def test_get_job_still_refuses_a_member_with_no_part_before_any_wait(world, net)
 
 def test_when_every_wait_slot_is_taken_a_poll_answers_at_once(world, tmp_path, monkeypatch):
     monkeypatch.setattr(service_module, "MAX_LONG_POLLS", 1)
-    running, stub, close = start(world, tmp_path)
+    _, stub, close = start(world, tmp_path)
     try:
         generation = stub("bank").Poll(pb.PollRequest(node="bank"), timeout=10).generation
         stub("telco").Poll(pb.PollRequest(node="telco"), timeout=10)  # its TLS channel is up before the clock
@@ -161,7 +140,7 @@ def test_when_every_wait_slot_is_taken_a_poll_answers_at_once(world, tmp_path, m
 
 
 def test_a_stopping_coordinator_releases_its_long_polls(world, tmp_path):
-    running, stub, close = start(world, tmp_path)
+    _, stub, close = start(world, tmp_path)
     generation = stub("bank").Poll(pb.PollRequest(node="bank"), timeout=10).generation
     outcome: list[object] = []
 

@@ -9,10 +9,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from coordinator_testkit import World, offer_fields
+from coordinator_testkit import World, offer_fields, serve_coordinator
 from teenet.audit import AuditCheckpoint, AuditEntry, verify_chain
-from teenet.coordinator.config import CoordinatorConfig
-from teenet.coordinator.server import serve
 from teenet.pki import DevPki, TlsFiles, secure_channel
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
@@ -22,24 +20,9 @@ MEMBERS = ("alice", "mallory", "bank", "telco", "eve", "enclave", "enclave2", "s
 
 @pytest.fixture(scope="module")
 def network(world: World, tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("network")
-    pki = DevPki.create(base / "pki")
-    tls = {name: pki.issue(name) for name in MEMBERS + ("coordinator",)}
-    config = CoordinatorConfig(name="coordinator", listen="127.0.0.1:0", consortium=base / "unused.yaml",
-                               state_dir=base / "state", database=base / "state" / "coordinator.db",
-                               audit_key=base / "state" / "audit.key", tls=tls["coordinator"], checkpoint_every=8)
-    running = serve(config, consortium=world.consortium)
-    channels: dict[str, grpc.Channel] = {}
-
-    def stub(member: str) -> rpc.CoordinatorStub:
-        if member not in channels:
-            channels[member] = secure_channel(f"127.0.0.1:{running.port}", tls[member], server_name="coordinator")
-        return rpc.CoordinatorStub(channels[member])
-
-    yield running, stub, tls
-    for ch in channels.values():
-        ch.close()
-    running.stop(grace=1)
+    served = serve_coordinator(world, tmp_path_factory.mktemp("network"), MEMBERS)
+    yield served.running, served.stub, served.tls
+    served.close()
 
 
 def submit(world: World, stub, **spec_overrides) -> str:

@@ -11,8 +11,7 @@ from teenet.attestation.policy import AllOf, MeasurementAllowlist, RequireHardwa
 from teenet.attestation.roots import default_trust_roots
 from teenet.attestation.sim import UnsafeSimulatedAttester
 from teenet.errors import NegotiationError, VerificationError
-from teenet.negotiation import (ComputeEnclaveSession, DataEnclaveSession, HpkeSuite, KeyEnvelope,
-                                verify_compute_offer)
+from teenet.negotiation import (ComputeEnclaveSession, DataEnclaveSession, HpkeSuite, verify_compute_offer)
 from teenet.sealing import TableKey
 
 COMPUTE_M = hashlib.sha384(b"compute enclave code").digest()

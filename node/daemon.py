@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from teenet.node.runtime import NodeRuntime, open_runtime
 
 log = logging.getLogger("teenet.node")
 
+MIN_POLL_GAP = 0.02  # seconds between the starts of two polls, at least
 RESTART_REASON = "compute node {node} restarted; its per-job keys died with it (resubmit the job)"
 _OPEN_STATES = frozenset({"negotiating_keys", "running"})
 
@@ -166,9 +168,13 @@ class NodeDaemon:
         interval = float(self.rt.config.poll_interval)
         backoff = interval
         since = 0
+        last = 0.0
         while not self.rt.stop_event.is_set():
             try:
                 wait = self._poll_wait()
+                # On a busy coordinator every poll finds a change: at most one poll per MIN_POLL_GAP.
+                self.rt.stop_event.wait(max(0.0, last + MIN_POLL_GAP - time.monotonic()))
+                last = time.monotonic()
                 reply = self.poll_once(since, wait)
                 backoff = interval
                 changed, since = reply.generation != since, reply.generation

@@ -12,7 +12,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -126,15 +126,70 @@ def _check_columns(table: str, available: Sequence[str], wanted: Sequence[str] |
                          f"(it has: {', '.join(available)})")
 
 
-def _rows_to_batches(names: list[str], rows_iter, cols: list[str] | None) -> Iterator[pa.RecordBatch]:
+# Rows held back while a column has been NULL in every row so far (its type unknown).
+MAX_UNTYPED_ROWS = 16 * BATCH_ROWS
+
+
+def _rows_to_batches(table: str, names: list[str], fetch: Callable[[int], list], cols: list[str] | None,
+                     declared: Sequence[pa.DataType | None] | None = None,
+                     convert: Sequence[Callable[[Any], Any] | None] | None = None) -> Iterator[pa.RecordBatch]:
+    """Rows of a SQL result as record batches of one fixed schema.
+
+    A column's type is the one the database declares (`declared`), else the one its first
+    non-NULL values give it. Batches are held back while a column has been NULL in every row
+    so far, up to MAX_UNTYPED_ROWS rows (then it stays the null type). Every later batch is
+    cast to that type with a safe cast: a value that does not fit (2.5 in an integer column,
+    text in a number column) is refused with the column and rows, never truncated. At least
+    one batch is yielded, so an empty result still has its columns."""
     pick = cols if cols is not None else names
     idx = [names.index(c) for c in pick]
+    types: list[pa.DataType | None] = [declared[i] if declared else None for i in idx]
+    fixers = [convert[i] if convert else None for i in idx]
+    held: list[tuple[int, list]] = []
+    held_rows = emitted = row = 0
+
+    def column(k: int, values: list, start: int, fixed: pa.DataType | None) -> pa.Array:
+        where = f"table '{table}', column '{pick[k]}', rows {start + 1}..{start + len(values)}"
+        fix = fixers[k]
+        if fix is not None:
+            values = [None if v is None else fix(v) for v in values]
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise InputError(f"{where}: values of different types ({str(exc)[:120]}); "
+                             "CAST the column to one type in the query") from None
+        if fixed is None or array.type == fixed:
+            return array
+        try:
+            return array.cast(fixed, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            known = ("is NULL in every earlier row, so it was typed null" if fixed == pa.null()
+                     else f"is {fixed} from its first values")
+            raise InputError(f"{where}: a value does not fit the column, which {known} "
+                             f"({str(exc)[:120]}); CAST the column in the query") from None
+
     while True:
-        rows = rows_iter(BATCH_ROWS)
+        rows = fetch(BATCH_ROWS)
+        if rows:
+            for k, i in enumerate(idx):
+                if types[k] is None:
+                    inferred = column(k, [r[i] for r in rows], row, None).type
+                    types[k] = None if inferred == pa.null() else inferred
+            held.append((row, rows))
+            held_rows += len(rows)
+            row += len(rows)
+        if held and (not rows or all(t is not None for t in types) or held_rows >= MAX_UNTYPED_ROWS):
+            types = [t if t is not None else pa.null() for t in types]  # from here on, fixed
+            for start, chunk in held:
+                yield pa.RecordBatch.from_arrays([column(k, [r[i] for r in chunk], start, types[k])
+                                                  for k, i in enumerate(idx)], names=pick)
+                emitted += 1
+            held, held_rows = [], 0
         if not rows:
-            return
-        arrays = [pa.array([r[i] for r in rows]) for i in idx]
-        yield pa.RecordBatch.from_arrays(arrays, names=pick)
+            break
+    if not emitted:
+        yield pa.RecordBatch.from_arrays([pa.array([], t if t is not None else pa.null()) for t in types],
+                                         names=pick)
 
 
 def _sqlite_batches(t: CatalogTable, cols: list[str] | None) -> Iterator[pa.RecordBatch]:
@@ -144,11 +199,22 @@ def _sqlite_batches(t: CatalogTable, cols: list[str] | None) -> Iterator[pa.Reco
         cur = conn.execute(t.query or "")
         names = [d[0] for d in cur.description or []]
         _check_columns(t.name, names, cols)
-        yield from _rows_to_batches(names, cur.fetchmany, cols)
+        yield from _rows_to_batches(t.name, names, cur.fetchmany, cols)
     except sqlite3.Error as exc:
         raise InputError(f"table '{t.name}': SQLite query failed: {exc}", source=path) from None
     finally:
         conn.close()
+
+
+# PostgreSQL type OIDs (pg_type.oid) and the Arrow type each column of that type gets.
+# NUMERIC becomes float64 (values converted from Decimal): models and aggregates compute
+# in floating point. Other types take the type their first values give them.
+_PG_NUMERIC = 1700
+_PG_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 700: pa.float64(), 701: pa.float64(),
+    _PG_NUMERIC: pa.float64(), 25: pa.string(), 1042: pa.string(), 1043: pa.string(), 19: pa.string(),
+    1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"),
+}
 
 
 def _postgres_batches(t: CatalogTable, cols: list[str] | None) -> Iterator[pa.RecordBatch]:
@@ -163,13 +229,16 @@ def _postgres_batches(t: CatalogTable, cols: list[str] | None) -> Iterator[pa.Re
         with psycopg.connect(dsn) as conn, conn.cursor(name=f"teenet_{t.name}") as cur:
             cur.execute(t.query or "")
             first = cur.fetchmany(BATCH_ROWS)
-            names = [d.name for d in cur.description or []]
+            description = cur.description or []
+            names = [d.name for d in description]
             _check_columns(t.name, names, cols)
+            declared = [_PG_TYPES.get(d.type_code) for d in description]
+            convert = [float if d.type_code == _PG_NUMERIC else None for d in description]
             pending = [first]
 
             def fetch(n: int) -> list:
                 return pending.pop() if pending else cur.fetchmany(n)
 
-            yield from _rows_to_batches(names, fetch, cols)
+            yield from _rows_to_batches(t.name, names, fetch, cols, declared, convert)
     except psycopg.Error as exc:
         raise InputError(f"table '{t.name}': PostgreSQL query failed: {exc.__class__.__name__}") from None

@@ -49,6 +49,11 @@ for _module, _name, _help in COMMAND_GROUPS:
         app.add_typer(_mod.app, name=_name, help=_help)
 
 
+# click's ClickException (usage errors, bad parameters). Typer 0.29 vendors click instead of
+# depending on it, so take the class from typer's own BadParameter rather than `import click`.
+_CLICK_EXCEPTION: type = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a `TeenetError` anywhere becomes one red line and exit code 1."""
     from rich.console import Console
@@ -66,11 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print("[red]aborted[/red]")
         return 1
     except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
+        if isinstance(exc, _CLICK_EXCEPTION):
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
         if isinstance(exc, (OSError,)):
             err.print(f"[red]error:[/red] {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}")
             return 1

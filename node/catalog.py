@@ -70,8 +70,19 @@ class Catalog:
         return list(self.schema(name).names)
 
     def batches(self, name: str, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
-        """Stream the table's rows (only `columns`, in that order) as record batches."""
+        """Stream the table's rows (only `columns`, in that order) as record batches. A
+        source that turns out unreadable part-way (a CSV value that does not parse as its
+        column's type, a truncated file) raises InputError naming the table."""
         t = self.table(name)
+        try:
+            yield from self._batches(t, columns)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise InputError(f"table '{name}' cannot be read: {detail}",
+                             source=str(t.path) if t.path else None) from None
+
+    def _batches(self, t: CatalogTable, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
+        name = t.name
         cols = list(columns) if columns is not None else None
         if t.format == "parquet":
             yield from _parquet_batches(t, cols)

@@ -180,6 +180,10 @@ class NodeDaemon:
                 changed, since = reply.generation != since, reply.generation
                 if wait and changed and reply.generation:
                     continue  # something moved: look again now; that poll waits for the next change
+            except grpc.FutureCancelledError:  # stop() cancelled the long poll in flight
+                if self.rt.stop_event.is_set():
+                    break
+                since = 0
             except grpc.RpcError as exc:
                 since = 0
                 if exc.code() == grpc.StatusCode.CANCELLED and self.rt.stop_event.is_set():

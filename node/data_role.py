@@ -203,6 +203,7 @@ class DataRole:
                 binding = StreamBinding(bytes.fromhex(job_id), rt.name, inp.table)
                 batches = rt.catalog.batches(inp.table, columns)
                 rows = [0]
+                read_error: list[TeenetError] = []  # the table failed on this side, mid-stream
 
                 def counted(it: Iterator) -> Iterator:
                     for b in it:
@@ -215,13 +216,30 @@ class DataRole:
                         sealed_key=envelope.sealed_key, evidence=envelope.evidence,
                         signing_public_key=envelope.signing_public_key, signature=envelope.signature))
                     first = True
-                    for msg in seal_table(counted(batches), key, binding):
-                        yield pb.UploadMessage(header=msg) if first else pb.UploadMessage(chunk=msg)
-                        first = False
+                    try:
+                        for msg in seal_table(counted(batches), key, binding):
+                            yield pb.UploadMessage(header=msg) if first else pb.UploadMessage(chunk=msg)
+                            first = False
+                    except TeenetError as exc:
+                        # End the stream here: without its final chunk the enclave refuses it
+                        # as truncated, and this side reports why.
+                        read_error.append(exc)
+
+                def failed_to_read() -> bool:
+                    if not read_error:
+                        return False
+                    reason = f"{rt.name} could not read {inp.table}: {read_error[0]}"
+                    log.warning("job %s: %s", job_id[:16], reason)
+                    rt.store.set_status(job_id, "failed", reason)
+                    rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason)
+                    self._report(job_id, "failed", reason)
+                    return True
 
                 try:
                     reply = stub.UploadTable(messages(), timeout=3600)
                 except grpc.RpcError as exc:
+                    if failed_to_read():
+                        return
                     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                         attempts = self._attempts[job_id] = self._attempts.get(job_id, 0) + 1
                         if attempts < MAX_UPLOAD_ATTEMPTS:
@@ -242,6 +260,8 @@ class DataRole:
                     rt.store.set_status(job_id, "failed", reason)
                     rt.audit("upload_refused", job_id=job_id, table=inp.table, reason=exc.details() or "")
                     self._report(job_id, "failed", reason)
+                    return
+                if failed_to_read():  # never counted as shipped, whatever the enclave answered
                     return
                 rt.store.record_upload(job_id, f"{rt.name}/{inp.table}", rows[0])
                 rt.store.set_status(job_id, "uploaded")

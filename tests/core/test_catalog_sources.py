@@ -84,6 +84,20 @@ def test_an_empty_result_still_has_its_columns(tmp_path):
     assert "ssn" in str(info.value)
 
 
+def test_a_csv_value_that_stops_parsing_part_way_is_an_input_error_naming_the_table(tmp_path):
+    path = tmp_path / "customers.csv"
+    with path.open("w") as f:  # the reader types columns from its first 8 MiB block
+        f.write("customer_id,score\n")
+        f.writelines(f"{i},{i / 2}\n" for i in range(700_000))
+        f.write("C-0001,1.0\n")
+    assert path.stat().st_size > 9 << 20
+    with pytest.raises(InputError) as info:
+        for _ in _catalog("csv", "", path=path).batches("t", ["customer_id"]):
+            pass
+    message = str(info.value)
+    assert "table 't' cannot be read" in message and "C-0001" in message and str(path) in message
+
+
 # ------------------------------------------------------------------ PostgreSQL, a real server
 
 def _pg_binary(name: str) -> str | None:

@@ -1,7 +1,10 @@
 """`teenet audit verify|show`: check a hash-chained audit log offline, or print it.
 
-Works on any teenet audit log file: the coordinator's database or a node's audit.db.
-`verify` exits 1 naming the first broken entry.
+Works on any teenet audit log file: the coordinator's database or a node's audit.db,
+named with `--db`, or found from a node's or the coordinator's config (`--config`, or
+TEENET_CONFIG). With a node config, checkpoints are checked against that member's signing
+key from the consortium file; with the coordinator's, against its audit key. `verify`
+exits 1 naming the first broken entry.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from teenet.audit import ChainReport, read_log, verify_chain
+from teenet.cli.common import CONFIG_HELP, config_path
 from teenet.cli.output import JSON_HELP, emit
-from teenet.errors import VerificationError
+from teenet.errors import InputError, VerificationError
 from teenet.identity import ed25519_public_from_b64
 
 app = typer.Typer(no_args_is_help=True)
@@ -24,14 +28,48 @@ app = typer.Typer(no_args_is_help=True)
 DB_HELP = "The SQLite file holding the log (coordinator.db or a node's audit.db)."
 
 
+def _log_of(db: Path | None, config: Path | None) -> tuple[Path, Any]:
+    """The log's file and, from a config, its owner's public key (None with --db alone)."""
+    if db is not None:
+        if config is not None:
+            raise InputError("give --db or --config, not both")
+        return db, None
+    path = config_path(config)
+    from teenet.yamlload import load_yaml
+
+    root = load_yaml(path).root().value
+    if isinstance(root, dict) and "node" in root:
+        from teenet.config import load_node_config
+
+        node = load_node_config(path)
+        return node.state_dir / "audit.db", node.member.keys.signing
+    from teenet.audit import load_audit_key
+    from teenet.coordinator.config import load_coordinator_config
+
+    coordinator = load_coordinator_config(path)
+    if not coordinator.audit_key.is_file():
+        raise InputError("the coordinator's audit key does not exist yet (has it run?)",
+                         source=str(coordinator.audit_key))
+    return coordinator.database, load_audit_key(coordinator.audit_key, create=False).public_key()
+
+
+def _existing_log(db: Path) -> Path:
+    if not db.is_file():
+        raise InputError("no audit log here (has the node or coordinator run yet?)", source=str(db))
+    return db
+
+
 @app.command("verify")
-def verify(db: Path = typer.Option(..., "--db", help=DB_HELP),
+def verify(db: Path = typer.Option(None, "--db", help=DB_HELP),
+           config: Path = typer.Option(None, "--config", "-c", help="A node's or the coordinator's config, "
+                                       "instead of --db: " + CONFIG_HELP),
            public_key: str = typer.Option(None, "--public-key",
                                           help="The log owner's Ed25519 public key (base64 of the raw 32 bytes)."),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Verify every link and signed checkpoint of an audit log; name the first broken entry."""
-    key = ed25519_public_from_b64(public_key, source="--public-key", field="public_key") if public_key else None
-    entries, checkpoints = read_log(db)
+    db, owner_key = _log_of(db, config)
+    key = ed25519_public_from_b64(public_key, source="--public-key", field="public_key") if public_key else owner_key
+    entries, checkpoints = read_log(_existing_log(db))
     report = verify_chain(entries, checkpoints, key)
     data: dict[str, Any] = report.to_json() | {"db": str(db), "key_pinned": key is not None}
     emit(data, as_json, lambda c: _render_report(c, report, pinned=key is not None))
@@ -57,11 +95,14 @@ def _render_report(c: Console, report: ChainReport, *, pinned: bool) -> None:
 
 
 @app.command("show")
-def show(db: Path = typer.Option(..., "--db", help=DB_HELP),
+def show(db: Path = typer.Option(None, "--db", help=DB_HELP),
+         config: Path = typer.Option(None, "--config", "-c", help="A node's or the coordinator's config, "
+                                     "instead of --db: " + CONFIG_HELP),
          limit: int = typer.Option(50, "--limit", min=1, help="Show the last N entries."),
          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print the last entries of an audit log (run `verify` to check them)."""
-    entries, checkpoints = read_log(db)
+    db, _ = _log_of(db, config)
+    entries, checkpoints = read_log(_existing_log(db))
     signed = {c.seq for c in checkpoints}
     tail = entries[-limit:]
     rows = []

@@ -219,6 +219,24 @@ def test_each_nodes_audit_chain_verifies_and_says_what_left(network, capsys):
     assert shipped and all(e["to"] == "compute-1" and e["enclave_measurement"] and e["columns"] for e in shipped)
     out = cli_json(capsys, "audit", "verify", "--db", network / "state" / "coordinator" / "coordinator.db")
     assert out["ok"] is True, out
+    # An operator names their own config: the log is found, and its checkpoints are checked
+    # against the owner's key (the member's signing key from the consortium file, or the
+    # coordinator's audit key), not the key the log names itself.
+    for config in ("bank.yaml", "coordinator.yaml"):
+        out = cli_json(capsys, "audit", "verify", "--config", network / config)
+        assert out["ok"] is True and out["key_pinned"] is True, out
+    assert out["checkpoints"] >= 1, out  # the coordinator signs every 64 entries; it has passed that
+    out = cli_json(capsys, "audit", "show", "--config", network / "bank.yaml", "--limit", "3")
+    assert len(out["entries"]) == 3 and out["db"].endswith("audit.db")
+    # Another owner's key: the coordinator's signed checkpoints do not verify under the bank's key.
+    import base64
+
+    from teenet.config import load_node_config
+
+    bank_key = load_node_config(network / "bank.yaml").member.keys.signing.public_bytes_raw()
+    code, _, err = run_cli(capsys, "audit", "verify", "--db", network / "state" / "coordinator" / "coordinator.db",
+                           "--public-key", base64.b64encode(bank_key).decode())
+    assert code == 1 and "audit.chain" in err and "Traceback" not in err
 
 
 def test_a_job_the_owner_cannot_check_is_rejected_with_the_reason(network, capsys):

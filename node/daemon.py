@@ -106,15 +106,13 @@ class NodeDaemon:
             self.settle_orphans()
         call = self.rt.coordinator.stub.Poll.future(
             pb.PollRequest(node=self.rt.name, since=since, wait_ms=int(wait * 1000)), timeout=10 + wait)
-        with self._busy_lock:
-            self._poll_call = call
+        self._poll_call = call  # read by stop() and the signal handler, to cancel it
         try:
             if self.rt.stop_event.is_set():
                 call.cancel()
             reply = call.result()
         finally:
-            with self._busy_lock:
-                self._poll_call = None
+            self._poll_call = None
         for item in reply.items:
             self._dispatch(item)
         return reply
@@ -198,9 +196,9 @@ class NodeDaemon:
 
     def stop(self) -> None:
         self.rt.stop_event.set()
-        with self._busy_lock:
-            if self._poll_call is not None:
-                self._poll_call.cancel()
+        call = self._poll_call
+        if call is not None:
+            call.cancel()
         if self.server is not None:
             self.server.stop(grace=2).wait()
         self.workers.shutdown(wait=False, cancel_futures=True)
@@ -225,9 +223,11 @@ def serve(config_path: Path) -> None:
 
     def handle(signum, frame):  # noqa: ARG001
         rt.stop_event.set()
-        with daemon._busy_lock:  # a long poll in flight ends now, not when the coordinator answers
-            if daemon._poll_call is not None:
-                daemon._poll_call.cancel()
+        # A long poll in flight ends now, not when the coordinator answers. No lock here: the
+        # handler runs in the main thread, which may be holding one.
+        call = daemon._poll_call
+        if call is not None:
+            call.cancel()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

@@ -1,4 +1,4 @@
-"""Shared test fixtures. Real evidence lives in ../shared/fixtures (never copied here)."""
+"""Shared test fixtures. Genuine attestation evidence lives in tests/fixtures (sources in its README)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED = PROJECT_ROOT.parent / "shared"
-ATTESTATION_FIXTURES = SHARED / "fixtures" / "attestation"
+ATTESTATION_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "attestation"
 
 
 @pytest.fixture(scope="session")
 def attestation_fixtures() -> Path:
-    """../shared/fixtures/attestation, or a skip that says why."""
-    if not ATTESTATION_FIXTURES.is_dir():
-        pytest.skip(f"genuine attestation evidence not found at {ATTESTATION_FIXTURES} "
-                    "(the shared/ folder sits beside the project root in CI and development)")
+    """tests/fixtures/attestation: the project carries it, so a missing folder is an error."""
+    assert ATTESTATION_FIXTURES.is_dir(), f"genuine attestation evidence missing at {ATTESTATION_FIXTURES}"
     return ATTESTATION_FIXTURES
 
 

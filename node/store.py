@@ -1,9 +1,17 @@
-"""The node's durable state: jobs it has seen, its decisions, operator actions, uploads.
+"""The node's durable state: jobs it has seen, its decisions, operator actions, uploads,
+and each table's privacy-budget ledger.
 
 SQLite in WAL mode with synchronous=FULL: a decision is committed here before it is sent,
 so a node never decides twice on one digest, and after a crash it re-sends the same
 signed decision rather than making a new one. `teenet approvals` (the operator's command)
 writes operator actions into the same database; the daemon picks them up on its next poll.
+
+The budget ledger: what an approval spends on each table is written in the same
+transaction as the approval itself, after checking (inside that transaction) that it fits
+what is left, so two decisions made at once cannot both spend the last of a budget, and an
+approval never leaves the node before its spend is durable. `teenet budget raise` adds to a
+table's budget here. This module keeps the numbers; whether a job fits is decided by
+`teenet.node.budget`.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 from teenet.approval import SignedDecision
 
@@ -54,6 +62,25 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 -- A compute node's jobs whose per-job keys it made (offer posted) and that have not ended
 -- here. The keys live only in memory: after a restart each open one is reported failed.
+-- The privacy-budget ledger: what each approval spends on each of this owner's tables
+-- (sequential composition: spends add up), and the operator's raises of a table's budget.
+CREATE TABLE IF NOT EXISTS budget_spends (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id),
+    table_name TEXT NOT NULL,
+    epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (job_id, table_name)
+);
+CREATE TABLE IF NOT EXISTS budget_raises (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name TEXT NOT NULL,
+    epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    operator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS compute_jobs (
     job_id TEXT PRIMARY KEY,
     accepted_at REAL NOT NULL,
@@ -61,6 +88,35 @@ CREATE TABLE IF NOT EXISTS compute_jobs (
 );
 """
 SCHEMA_VERSION = "1"
+
+# Floating-point sums of spends must not refuse a job that spends exactly what is left.
+_BUDGET_SLACK = 1e-9
+
+
+def budget_fits(remaining: float, spend: float) -> bool:
+    """Whether `spend` fits in `remaining` (up to rounding in the sums)."""
+    return spend <= remaining + _BUDGET_SLACK * max(1.0, abs(remaining))
+
+
+class BudgetExceeded(Exception):
+    """A spend did not fit what was left of a table's budget (checked inside the transaction)."""
+
+    def __init__(self, table: str, ledger: "BudgetLedger") -> None:
+        super().__init__(table)
+        self.table = table
+        self.ledger = ledger
+
+
+@dataclass(frozen=True)
+class BudgetLedger:
+    """One table's raises and spends, as recorded (the configured budget is added by the caller)."""
+
+    table: str
+    raised_epsilon: float
+    raised_delta: float
+    spent_epsilon: float
+    spent_delta: float
+    jobs: int
 
 
 @dataclass(frozen=True)
@@ -142,9 +198,28 @@ class NodeStore:
                       (status, reason, time.time(), job_id))
 
     # decisions ----------------------------------------------------------------------------
-    def store_decision(self, signed: SignedDecision, status: str, reason: str) -> SignedDecision:
-        """Keep the first signed decision for a job (durably) and return whichever is kept."""
+    def store_decision(self, signed: SignedDecision, status: str, reason: str, *,
+                       spends: Sequence[tuple[str, float, float]] = (),
+                       budgets: Mapping[str, tuple[float, float]] | None = None) -> SignedDecision:
+        """Keep the first signed decision for a job (durably) and return whichever is kept.
+
+        `spends` are (table, epsilon, delta) this decision spends, recorded in the same
+        transaction, and only if this decision is the one kept; each must fit
+        `budgets[table]` (configured epsilon, delta) plus the raises less what was spent,
+        else BudgetExceeded and nothing is stored.
+        """
         with self._tx() as c:
+            kept = c.execute("SELECT 1 FROM decisions WHERE job_id=?", (signed.job_id,)).fetchone()
+            if kept is None and spends:
+                for table, epsilon, delta in spends:
+                    ledger = self._ledger(c, table)
+                    total_e, total_d = (budgets or {}).get(table, (0.0, 0.0))
+                    if not budget_fits(total_e + ledger.raised_epsilon - ledger.spent_epsilon, epsilon) \
+                            or not budget_fits(total_d + ledger.raised_delta - ledger.spent_delta, delta):
+                        raise BudgetExceeded(table, ledger)
+                now = time.time()
+                c.executemany("INSERT INTO budget_spends VALUES (?,?,?,?,?)",
+                              [(signed.job_id, t, float(e), float(d), now) for t, e, d in spends])
             c.execute("INSERT OR IGNORE INTO decisions (job_id, decision, signature) VALUES (?,?,?)",
                       (signed.job_id, signed.decision, signed.signature))
             c.execute("UPDATE jobs SET status=?, reason=?, updated_at=? WHERE job_id=? AND status IN ('new','pending')",
@@ -160,6 +235,30 @@ class NodeStore:
     def mark_decision_sent(self, job_id: str) -> None:
         with self._tx() as c:
             c.execute("UPDATE decisions SET sent=1 WHERE job_id=?", (job_id,))
+
+    # privacy budget ---------------------------------------------------------------------
+    def _ledger(self, c: sqlite3.Connection, table: str) -> BudgetLedger:
+        re_, rd = c.execute("SELECT COALESCE(SUM(epsilon),0), COALESCE(SUM(delta),0) FROM budget_raises "
+                            "WHERE table_name=?", (table,)).fetchone()
+        se, sd, n = c.execute("SELECT COALESCE(SUM(epsilon),0), COALESCE(SUM(delta),0), COUNT(*) "
+                              "FROM budget_spends WHERE table_name=? AND epsilon+delta > 0", (table,)).fetchone()
+        return BudgetLedger(table, float(re_), float(rd), float(se), float(sd), int(n))
+
+    def budget_ledger(self, table: str) -> BudgetLedger:
+        with self._lock:
+            return self._ledger(self._conn, table)
+
+    def budget_spends(self, table: str) -> list[tuple[str, float, float, float]]:
+        """(job_id, epsilon, delta, at) of every approval that spent on `table`, oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT job_id, epsilon, delta, at FROM budget_spends WHERE table_name=? "
+                                      "AND epsilon+delta > 0 ORDER BY at", (table,))
+            return [(r[0], float(r[1]), float(r[2]), float(r[3])) for r in rows.fetchall()]
+
+    def raise_budget(self, table: str, epsilon: float, delta: float, operator: str, reason: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO budget_raises (table_name, epsilon, delta, operator, reason, at) "
+                      "VALUES (?,?,?,?,?,?)", (table, float(epsilon), float(delta), operator, reason, time.time()))
 
     # operator -----------------------------------------------------------------------------
     def record_operator_action(self, job_id: str, action: str, operator: str, reason: str) -> None:

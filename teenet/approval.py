@@ -4,12 +4,21 @@ A decision is canonical JSON signed by the owner's node key over
 domain_message("teenet/decision/v1", decision_bytes). An approval names exactly what the
 owner agreed to: the job, its own tables and columns, the function, each release kind and
 its recipients, the compute enclave measurements it trusts, its smallest group size and
-who may receive ids. The compute enclave refuses to run unless every input owner approved
-and every approval matches the job it is about to run (`verify_approvals`).
+who may receive ids, and the terms of its analysis rules: for each of its tables the rule
+(as `teenet.models.rules.AnalysisRule.to_json` writes it) and the epsilon and delta this job
+spends of that table's privacy budget. The compute enclave refuses to run unless every
+input owner approved, every approval matches the job it is about to run, and every table
+it reads comes with its owner's rule (`verify_approvals`); it then enforces all of the
+rules at once (the strictest wins) inside the function.
+
+This module does not read the rules' fields (teenet.models.rules does), nor decide anything
+for an owner (teenet.node.policy does).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +46,31 @@ class Decision:
     min_group_size: int = 1
     id_recipients: tuple[str, ...] = ()
     decided_by: str = "policy"  # policy | operator:<name>
+    # Analysis terms (approvals): (table, the table's rule as canonical JSON text) for each
+    # approved table, and the (epsilon, delta) this job spends of each table's budget.
+    analysis: tuple[tuple[str, str], ...] = ()
+    epsilon: float = 0.0
+    delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        terms = []
+        for table, rule in self.analysis:
+            text = rule if isinstance(rule, str) else canonical_json(rule).decode("utf-8")
+            terms.append((str(table), text))
+        object.__setattr__(self, "analysis", tuple(terms))
+        for name in ("epsilon", "delta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise InputError(f"decision {name} must be a finite number >= 0")
+            object.__setattr__(self, name, float(value))
+
+    def rule_for(self, table: str) -> Mapping[str, Any] | None:
+        """The analysis rule (as JSON) this approval carries for `table`, or None."""
+        for t, text in self.analysis:
+            if t == table:
+                return json.loads(text)
+        return None
 
     @property
     def approved(self) -> bool:
@@ -51,6 +85,8 @@ class Decision:
             "compute_measurements": list(self.compute_measurements),
             "min_group_size": self.min_group_size, "id_recipients": list(self.id_recipients),
             "decided_by": self.decided_by,
+            "analysis": [{"table": t, "rule": json.loads(r)} for t, r in self.analysis],
+            "epsilon": self.epsilon, "delta": self.delta,
         }
 
     def canonical(self) -> bytes:
@@ -73,9 +109,25 @@ class Decision:
                 min_group_size=int(data["min_group_size"]),
                 id_recipients=tuple(str(x) for x in data["id_recipients"]),
                 decided_by=str(data["decided_by"]),
+                analysis=tuple((str(a["table"]), _rule_object(a["rule"])) for a in data.get("analysis", [])),
+                epsilon=_number(data.get("epsilon", 0.0)), delta=_number(data.get("delta", 0.0)),
             )
+        except InputError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError):
             raise InputError("decision does not follow the teenet/decision/v1 schema") from None
+
+
+def _rule_object(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("an analysis rule is a JSON object")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a number")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -111,6 +163,8 @@ class ApprovedTerms:
     approved_recipients: Mapping[str, frozenset[str]]
     id_recipients: frozenset[str]
     decisions: tuple[Decision, ...] = field(default=())
+    # (party, table, rule JSON) for every input table: the rules the enclave enforces, all at once.
+    analysis: tuple[tuple[str, str, Mapping[str, Any]], ...] = ()
 
 
 def verify_approvals(*, job_id: str, function: str, compute: str,
@@ -118,10 +172,15 @@ def verify_approvals(*, job_id: str, function: str, compute: str,
                      release: Sequence[tuple[str, Sequence[str]]],
                      signed: Sequence[SignedDecision],
                      party_keys: Mapping[str, ed25519.Ed25519PublicKey],
-                     own_measurement: str) -> ApprovedTerms:
+                     own_measurement: str,
+                     spend: tuple[float, float] = (0.0, 0.0)) -> ApprovedTerms:
     """Check an approval from every input owner matches the job; derive the combined terms.
 
-    `inputs` are (party, table, columns-including-keys); `release` is (kind, recipients).
+    `inputs` are (party, table, columns-including-keys); `release` is (kind, recipients);
+    `spend` is the (epsilon, delta) the job spends, as the enclave reads it from the params:
+    an owner that charged its budget less than that did not approve this spend.
+    Every approved table must carry its owner's analysis rule: an approval without terms
+    (from a node that did not check the job's params) is refused, not read as "no rule".
     """
     by_party: dict[str, Decision] = {}
     for s in signed:
@@ -160,6 +219,14 @@ def verify_approvals(*, job_id: str, function: str, compute: str,
             if kind not in approved_release or extra:
                 raise VerificationError("approval.release", f"'{party}' did not approve release '{kind}'"
                                         + (f" to {', '.join(extra)}" if kind in approved_release else ""))
+        for p, table, _ in inputs:
+            if p == party and d.rule_for(table) is None:
+                raise VerificationError("approval.terms", f"'{party}' approved '{table}' without its analysis rule "
+                                        "(an approval that does not carry the owner's terms is not enough)")
+        if spend[0] > d.epsilon * (1 + 1e-9) or spend[1] > d.delta * (1 + 1e-9):
+            raise VerificationError("approval.budget", f"'{party}' approved a smaller privacy spend than this job makes",
+                                    expected=f"epsilon {spend[0]:g}, delta {spend[1]:g}",
+                                    found=f"epsilon {d.epsilon:g}, delta {d.delta:g}")
         if own_measurement.lower() not in d.compute_measurements:
             raise VerificationError("approval.measurement", f"'{party}' does not trust this compute enclave",
                                     expected=" or ".join(d.compute_measurements) or "-",
@@ -169,4 +236,6 @@ def verify_approvals(*, job_id: str, function: str, compute: str,
     approved = {k: frozenset.intersection(*(frozenset(dict(d.release).get(k, ())) for d in decisions))
                 for k in kinds}
     id_recipients = frozenset.intersection(*(frozenset(d.id_recipients) for d in decisions))
-    return ApprovedTerms(max(d.min_group_size for d in decisions), approved, id_recipients, decisions)
+    analysis = tuple((p, t, by_party[p].rule_for(t)) for p, t in dict.fromkeys((p, t) for p, t, _ in inputs))
+    return ApprovedTerms(max(d.min_group_size for d in decisions), approved, id_recipients, decisions,
+                         analysis=analysis)

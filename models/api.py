@@ -1,7 +1,8 @@
 """The interface the compute node calls: validate a job without data, run it with data.
 
 `run_function` parses params, checks every release request against the function's
-declared kinds and the owners' rules *before* touching data, computes only the kinds
+declared kinds and the owners' rules, and every owner's analysis rule
+(`teenet.models.rules.check_job`), *before* touching data; it computes only the kinds
 asked for, and addresses each result to its approved recipients.
 """
 
@@ -12,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from teenet.errors import InputError
 
 from teenet.models import aggregate, predict, psi, release, train
+from teenet.models.rules import check_job
 from teenet.models.spec import (Function, InputSpec, PartyInput, Release, ReleaseRequest,
                                 ReleaseRules)
 
@@ -59,6 +61,10 @@ def run_function(function: str, inputs: Sequence[PartyInput], params: Mapping[st
     parsed = fn.parse_params(params, specs, _requested_kinds(requests))
     kinds = release.check_requests(fn.name, fn.release_kinds, requests, frozenset(s.party for s in specs),
                                    rules=rules, scores_owner=fn.scores_owner(parsed))
+    # Every owner's analysis rule again, from its signed approval, before any data is read:
+    # a forged or stale approval cannot widen what the owner wrote.
+    for rule in rules.effective_analysis:
+        check_job(rule, party=rule.party or "*", function=fn.name, params=params, inputs=specs, releases=requests)
     outputs = fn.compute(inputs, parsed, kinds, rules)
     return [Release(kind=r.kind, recipients=r.recipients, media_type=outputs[r.kind].media_type,
                     payload=outputs[r.kind].payload, summary=outputs[r.kind].summary)

@@ -6,8 +6,9 @@
   what every owner allowed); a request with no recipient is refused.
 - "ids" go only to parties whose ids are in the inputs and that every owner allowed.
 - "scores" go only to the party that owns the scored ids, and to nobody else.
-- Aggregates cover at least k rows: a result over fewer rows is refused, a group below k
-  is suppressed (its values never computed into the release).
+- Every released statistic covers at least k people (`ReleaseRules.k`, the strictest of
+  the owners' k): a result over fewer is refused, a group or a statistic below k is
+  suppressed. No message or output states a count below k.
 
 Every refusal raises `ReleaseRefused` with the rule, the field and expected versus found.
 """
@@ -40,7 +41,7 @@ def check_requests(function: str, declared: frozenset[str], requests: Sequence[R
                              "(expected at least one release request)")
     kinds: set[str] = set()
     for i, request in enumerate(requests):
-        where = f"requests[{i}]"
+        where = f"release[{i}]"  # the job YAML's name for the list
         if not isinstance(request, ReleaseRequest):
             raise ReleaseRefused(f"release.requests: {where} is not a release request")
         kind = request.kind
@@ -86,13 +87,14 @@ def _check_within(where: str, kind: str, recipients: Sequence[str], allowed: fro
                              f"{', '.join(repr(r) for r in refused)} (expected {what}: {listed})")
 
 
-def require_group_size(rows: int, rules: ReleaseRules, what: str) -> None:
-    """Refuse a release computed over fewer than k rows."""
-    if rows < rules.min_group_size:
-        raise ReleaseRefused(f"release.min_group_size: {what} cover {rows} row(s), fewer than the "
-                             f"owners' minimum group size (expected >= {rules.min_group_size})")
+def require_group_size(rows: int, rules: ReleaseRules, what: str, unit: str = "row(s)") -> None:
+    """Refuse a release computed over fewer than k rows (or keys). The message names k,
+    never the small count itself: a refusal leaves the enclave too."""
+    if rows < rules.k:
+        raise ReleaseRefused(f"release.min_group_size: {what} cover fewer {unit} than the owners' "
+                             f"minimum group size (expected >= {rules.k})")
 
 
 def releasable_groups(group_rows: np.ndarray, rules: ReleaseRules) -> np.ndarray:
     """A mask of the groups large enough to release; the rest are suppressed."""
-    return np.asarray(group_rows) >= rules.min_group_size
+    return np.asarray(group_rows) >= rules.k

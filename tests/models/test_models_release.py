@@ -24,7 +24,7 @@ RULES = rules_for({"size": {"bank", "telco", "analyst"}, "ids": {"bank"}, "aggre
 
 
 def test_raw_rows_are_never_released():
-    with pytest.raises(ReleaseRefused, match=r"release.raw_rows: requests\[0\].kind 'rows' would release raw rows"):
+    with pytest.raises(ReleaseRefused, match=r"release.raw_rows: release\[0\].kind 'rows' would release raw rows"):
         run_function("psi", [BANK, BROKEN], {}, [ReleaseRequest("rows", ("bank",))], RULES)
 
 

@@ -1,4 +1,7 @@
-"""`teenet approvals list|approve|reject`: the operator's view of jobs waiting on this node."""
+"""`teenet approvals list|approve|reject`: the operator's view of jobs waiting on this node.
+
+A waiting job's reason names the analysis rule of each table that matched it; a rejected
+one, the rule and field that refused it (or the privacy budget and what remains)."""
 
 from __future__ import annotations
 
@@ -55,7 +58,8 @@ def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's c
             t.add_row(r["job_id"][:12], r["name"], r["analyst"], r["function"],
                       "; ".join(f"{x['table']}({', '.join(x['columns'])})" for x in r["tables"]),
                       "; ".join(f"{x['kind']}->{', '.join(x['to'])}" for x in r["release"]),
-                      r["status"] + (f": {r['reason']}" if r["status"] in ("rejected", "failed") else ""))
+                      # The reason names the analysis rules that matched (pending) or the rule that refused.
+                      r["status"] + (f": {r['reason']}" if r["status"] in ("pending", "rejected", "failed") else ""))
         console.print(t)
 
     emit(rows, as_json, render)

@@ -18,6 +18,7 @@ COMMAND_GROUPS: list[tuple[str, str, str]] = [
     ("attest", "attest", "Verify attestation evidence."),
     ("job", "job", "Validate, submit and follow joint jobs; fetch verified results."),
     ("approvals", "approvals", "An owner's pending approvals: list, approve, reject."),
+    ("budget", "budget", "A data node's privacy budget per table: show, raise."),
     ("audit", "audit", "Show and verify hash-chained audit logs."),
     ("node", "node", "Run an institution's node daemon."),
     ("coordinator", "coordinator", "Run the (untrusted) coordinator."),

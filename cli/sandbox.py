@@ -21,6 +21,7 @@ import typer
 import yaml
 
 from teenet.cli.output import JSON_HELP, emit
+from teenet.cli.sandbox_policy import sandbox_rules
 from teenet.errors import InputError, TeenetError
 
 app = typer.Typer(no_args_is_help=True)
@@ -139,6 +140,7 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
                                   "release_kinds": ["size", "sums", "aggregate", "model", "metrics"],
                                   "recipients": everyone}],
                 "compute_attestation": sim_attestation,
+                **sandbox_rules(party, cols),
             },
         }, f"# {party}'s node. Jobs outside its auto-approve rules wait for `teenet approvals approve`.\n")
     for name in compute_nodes:
@@ -181,7 +183,7 @@ def _write_jobs(d: Path, tables: dict[str, dict[str, Path]]) -> None:
         "  - {party: bank,    table: customers, key: customer_id, columns: [region, income]}\n"
         "  - {party: insurer, table: policies,  key: customer_id, columns: [premium, claims]}\n"
         "params:\n  combine: join\n  group_by: [region]\n"
-        "  metrics:\n    - {column: income, stats: [count, mean, p50]}\n"
+        "  metrics:\n    - {column: income, stats: [count, mean]}\n"
         "    - {column: premium, stats: [mean, std]}\n"
         "release:\n  - {kind: aggregate, to: [analyst, bank, insurer]}\n")
     (d / "default-risk.yaml").write_text(

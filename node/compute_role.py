@@ -1,7 +1,11 @@
 """A compute node's work: check every owner's approval, attest, receive sealed tables, run, release.
 
-The enclave refuses a job unless every input owner's signed approval matches it and
-trusts this enclave's measurement. It then makes fresh per-job keys and evidence (the
+The enclave refuses a job unless every input owner's signed approval matches it, trusts
+this enclave's measurement, and carries the owner's analysis rule for each of its tables
+(and a privacy spend at least what the job's params spend). Those rules, all of them at once
+(the strictest wins), go to the function with the release rules, which checks the job
+against them again before it touches data: an approval the owner's node signed without
+checking the params (forged by its host, or from an older node) does not get past them. It then makes fresh per-job keys and evidence (the
 offer), accepts a table only from the owner's own attested enclave over that owner's
 TLS identity, opens it only when the whole sealed stream verifies, runs the function from
 `teenet.models` under the combined release rules, and releases each result signed with
@@ -40,9 +44,44 @@ class JobRun:
     job_id: str
     spec: object
     terms: ApprovedTerms
+    rules: tuple  # teenet.models.rules.AnalysisRule of every input table, from the approvals
     session: ComputeEnclaveSession
     tables: dict[tuple[str, str], pa.Table] = field(default_factory=dict)
     started: bool = False
+
+
+def _job_spend(spec) -> tuple[float, float]:
+    """(epsilon, delta) the job's params spend, read as the owners' nodes read it."""
+    from teenet.models.rules import epsilon_cost
+
+    epsilon, delta = epsilon_cost(spec.function, dict(spec.params))
+    return float(epsilon), float(delta)
+
+
+def _analysis_rules(terms: ApprovedTerms, spec) -> tuple:
+    """Every owner's rule for every input table, as the approvals carry them, each bound to
+    its owner; the job is checked against all of them here, before any key is made (the
+    function checks them again before it touches data)."""
+    from teenet.models import InputSpec, ReleaseRequest
+    from teenet.models.rules import AnalysisRule, check_job
+
+    rules = []
+    for party, table, rule in terms.analysis:
+        try:
+            parsed = AnalysisRule.from_json(rule).for_party(party)
+        except TeenetError as exc:
+            raise TeenetError(f"approval.terms: the rule '{party}' approved for '{table}' does not read: {exc}") \
+                from None
+        if parsed.table != table:
+            raise TeenetError(f"approval.terms: '{party}' approved '{table}' with the rule of another table "
+                              f"('{parsed.table}')")
+        rules.append(parsed)
+    inputs = [InputSpec(i.party, i.table, tuple(i.keys), tuple(i.columns)) for i in spec.inputs]
+    releases = [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release]
+    for rule in rules:
+        check_job(rule, party=rule.party, function=spec.function, params=dict(spec.params), inputs=inputs,
+                  releases=releases)
+    return tuple(rules)
 
 
 class ComputeRole(rpc.ComputeServicer):
@@ -74,12 +113,14 @@ class ComputeRole(rpc.ComputeServicer):
                 inputs=[(i.party, i.table, list(i.keys) + list(i.columns)) for i in spec.inputs],
                 release=[(r.kind, list(r.to)) for r in spec.release],
                 signed=[SignedDecision(d.job_id, d.party, d.decision, d.signature) for d in item.decisions],
-                party_keys=party_keys, own_measurement=rt.enclave.measurement)
+                party_keys=party_keys, own_measurement=rt.enclave.measurement,
+                spend=_job_spend(spec))
+            rules = _analysis_rules(terms, spec)
         except TeenetError as exc:
             self._fail(job_id, f"compute enclave refused the job: {exc}")
             return
         session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
-        run = JobRun(job_id, spec, terms, session)
+        run = JobRun(job_id, spec, terms, rules, session)
         with self._lock:
             self.runs[job_id] = run
         # Written down before the offer leaves: a compute node killed while it holds keys
@@ -190,7 +231,8 @@ class ComputeRole(rpc.ComputeServicer):
                       for i in spec.inputs]
             rules = ReleaseRules(min_group_size=run.terms.min_group_size,
                                  approved_recipients=dict(run.terms.approved_recipients),
-                                 id_owners=frozenset(run.terms.id_recipients))
+                                 id_owners=frozenset(run.terms.id_recipients),
+                                 analysis=run.rules)
             requests = [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release]
             releases = run_function(spec.function, inputs, dict(spec.params), requests, rules)
             sealed = []

@@ -1,7 +1,9 @@
 """A data node's work: decide on jobs by its owner's policy, and ship sealed tables.
 
 For each job it is asked about, the node verifies the analyst's signature itself, decides
-once per digest (by rule, or by an operator), signs the decision and keeps it. When the
+once per digest (by rule, or by an operator, never beyond the rules or the tables' privacy
+budgets), signs the decision and keeps it, with what it spends of each budget, before it
+sends it. When the
 compute enclave's offer arrives, it verifies that enclave's evidence against its owner's
 policy, then, inside its own enclave, seals a fresh table key to it and streams the
 granted columns of its table as a sealed Arrow stream straight to the compute node.
@@ -25,9 +27,11 @@ from teenet.pki import secure_channel
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.sealing import StreamBinding, TableKey, seal_table
+from teenet.node import budget as owner_budget
 from teenet.node import policy as owner_policy
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
+from teenet.node.store import BudgetExceeded
 
 log = logging.getLogger("teenet.node.data")
 
@@ -102,30 +106,58 @@ class DataRole:
 
     def _decide(self, job_id: str, spec):
         rt = self.rt
+        policy = rt.config.policy
         operator = rt.store.operator_action(job_id)
+        outcome = owner_policy.evaluate(spec, policy, rt.name, self._table_columns(spec))
         if operator is not None:
             action, who, reason = operator
             approve, decided_by = action == "approve", f"operator:{who}"
-            if approve:  # an operator may approve only what the policy allows at all
-                outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
-                if outcome.outcome == "reject":
-                    approve, reason = False, outcome.reason
+            if approve and outcome.outcome == "reject":  # an operator may approve only what the policy allows at all
+                approve, reason = False, outcome.reason
             reason = reason or ("approved by operator" if approve else "rejected by operator")
         else:
-            outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
-            if outcome.outcome == "pending":
+            approve, reason, decided_by = outcome.outcome == "approve", outcome.reason, "policy"
+        spends: list[tuple[str, float, float]] = []
+        cost = (0.0, 0.0)
+        if outcome.outcome != "reject" and (approve or operator is None):
+            # Within the rules: does it fit what is left of each table's budget? Refused now,
+            # naming what remains, rather than left waiting for an operator who could not approve it.
+            cost = owner_budget.job_cost(spec)
+            spends = owner_budget.job_spends(spec, rt.name)
+            refusal = owner_budget.first_refusal(rt.store, policy, rt.name, spends)
+            if refusal is not None:
+                approve, reason, spends = False, refusal, []
+            elif operator is None and outcome.outcome == "pending":
                 if rt.store.job(job_id).status != "pending":
-                    rt.store.set_status(job_id, "pending", outcome.reason)
-                    rt.audit("approval_pending", job_id=job_id, reason=outcome.reason)
+                    status = f"{outcome.reason} (analysis rules matched: {outcome.rules_text})"
+                    rt.store.set_status(job_id, "pending", status)
+                    rt.audit("approval_pending", job_id=job_id, reason=outcome.reason, rules=list(outcome.rules))
                     log.info("job %s (%s) waits for an operator: teenet approvals list", job_id[:16], spec.name)
                 return None
-            approve, reason, decided_by = outcome.outcome == "approve", outcome.reason, "policy"
-        decision = owner_policy.decision_for(spec, job_id, rt.name, rt.config.policy, rt.compute_measurements,
-                                             approve=approve, reason=reason, decided_by=decided_by)
-        signed = rt.store.store_decision(sign_decision(decision, rt.keys.signing),
-                                         "approved" if approve else "rejected", reason)
+        if not approve:
+            spends = []
+        decision = owner_policy.decision_for(spec, job_id, rt.name, policy, rt.compute_measurements,
+                                             approve=approve, reason=reason, decided_by=decided_by, spend=cost)
+        try:
+            # The spend is written in the approval's own transaction, before the decision leaves.
+            signed = rt.store.store_decision(sign_decision(decision, rt.keys.signing),
+                                             "approved" if approve else "rejected", reason,
+                                             spends=spends, budgets={t: (b.epsilon, b.delta)
+                                                                     for t, b in policy.budgets.items()})
+        except BudgetExceeded as exc:  # another decision spent the budget since the check above
+            budget = owner_budget.table_budget(rt.store, policy, exc.table)
+            approve, reason, spends = False, budget.refusal(rt.name, *cost), []
+            decision = owner_policy.decision_for(spec, job_id, rt.name, policy, rt.compute_measurements,
+                                                 approve=False, reason=reason, decided_by=decided_by)
+            signed = rt.store.store_decision(sign_decision(decision, rt.keys.signing), "rejected", reason)
         rt.audit("approved" if approve else "rejected", job_id=job_id, reason=reason, decided_by=decided_by,
-                 tables=[t for t, _ in decision.tables], release=[[k, list(r)] for k, r in decision.release])
+                 tables=[t for t, _ in decision.tables], release=[[k, list(r)] for k, r in decision.release],
+                 rules=list(outcome.rules) if approve else [],
+                 spend={"epsilon": decision.epsilon, "delta": decision.delta})
+        for table, epsilon, delta in spends:
+            left = owner_budget.table_budget(rt.store, policy, table)
+            rt.audit("budget_spent", job_id=job_id, table=table, epsilon=epsilon, delta=delta,
+                     remaining_epsilon=left.remaining_epsilon, remaining_delta=left.remaining_delta)
         log.info("job %s (%s) %s: %s", job_id[:16], spec.name, "approved" if approve else "rejected", reason)
         return signed
 

@@ -3,7 +3,9 @@
 A consortium file lists the members (role, public keys, a compute node's endpoint, a data
 member's published catalog of table and column names) and how recipients check result
 evidence. A node config says where a node's own things live (state, keys, TLS, tables)
-and its owner's policy. Relative paths resolve against the folder of the file naming them.
+and its owner's policy: who may ask for what, and per shared table its analysis rule
+(`policy.analysis.<table>`, whose fields teenet.models.rules reads) and its privacy budget
+(`policy.budget.<table>`). Relative paths resolve against the folder of the file naming them.
 Loading checks everything that can be checked without the network, so a mistake surfaces
 at start-up naming the file, line and field.
 """
@@ -213,6 +215,16 @@ class AutoApproveRule:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A table's privacy budget: the most epsilon and delta all approved jobs together may
+    spend on it (sequential composition). The operator may raise it (`teenet budget raise`);
+    raises are kept in the node's store, not here. (0, 0), the default, admits no DP spend."""
+
+    epsilon: float = 0.0
+    delta: float = 0.0
+
+
+@dataclass(frozen=True)
 class OwnerPolicy:
     """A data owner's rules (data nodes), or which data enclaves a compute node trusts.
 
@@ -230,6 +242,13 @@ class OwnerPolicy:
     auto_approve: tuple[AutoApproveRule, ...] = ()
     compute_attestation: Mapping[str, Any] | None = None
     data_attestation: Mapping[str, Any] | None = None
+    # Per shared table: its analysis rule (teenet.models.rules.AnalysisRule, what jobs may
+    # compute and release from it; the default rule when the policy has none for it), its
+    # privacy budget, and where the rule is written ("bank.yaml:42 policy.analysis.customers"),
+    # so the operator sees which rule matched.
+    analysis: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    budgets: Mapping[str, Budget] = field(default_factory=lambda: MappingProxyType({}))
+    rule_sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def compute_policy(self) -> AllOf:
         """Which compute enclaves this owner trusts (data nodes)."""
@@ -377,7 +396,7 @@ def _table_sources(node: Located, base: Path) -> Mapping[str, TableSource]:
 def _owner_policy(node: Located, consortium: Consortium, member: Member,
                   sources: Mapping[str, TableSource]) -> OwnerPolicy:
     f = node.mapping(required=("analysts", "functions", "tables", "recipients", "compute_attestation"),
-                     optional=("min_group_size", "id_recipients", "auto_approve"),
+                     optional=("min_group_size", "id_recipients", "auto_approve", "analysis", "budget"),
                      what="an owner policy mapping")
     analysts = _members(f["analysts"], consortium, role="analyst")
     functions = _functions(f["functions"], FUNCTIONS)
@@ -386,6 +405,10 @@ def _owner_policy(node: Located, consortium: Consortium, member: Member,
                                               what="a mapping of table name to shared columns").items():
         if table not in sources:
             raise columns.error(f"table '{clip_text(table)}' has no source under 'tables'")
+        if isinstance(columns.value, dict):
+            raise columns.error("expected a list of the shared columns; a table's analysis rule goes under "
+                                f"'policy.analysis.{clip_text(table)}' and its budget under "
+                                f"'policy.budget.{clip_text(table)}'")
         shared = columns.strings(pattern=COLUMN_NAME, what=_COLUMN_WHAT, max_items=MAX_COLUMNS)
         published = member.tables.get(table)
         if published is not None:
@@ -394,6 +417,14 @@ def _owner_policy(node: Located, consortium: Consortium, member: Member,
                     raise columns.child(j, column).error(f"column '{column}' is not in the published catalog of "
                                                          f"'{table}' ({', '.join(published)})")
         tables[table] = shared
+    analysis, rule_sources = _analysis_rules(f.get("analysis"), f["tables"], tables, member.name)
+    budgets: dict[str, Budget] = {t: Budget() for t in tables}
+    if "budget" in f:
+        for table, entry in f["budget"].entries(max_items=MAX_TABLES,
+                                                what="a mapping of table name to its budget").items():
+            if table not in tables:
+                raise entry.error(f"table '{clip_text(table)}' is not shared under 'policy.tables'")
+            budgets[table] = _budget(entry)
     recipients = _members(f["recipients"], consortium)
     id_recipients = _members(f["id_recipients"], consortium) if "id_recipients" in f else ()
     _within(f.get("id_recipients"), id_recipients, recipients, "recipients")
@@ -416,7 +447,69 @@ def _owner_policy(node: Located, consortium: Consortium, member: Member,
         min_group_size=(f["min_group_size"].integer(minimum=1, maximum=1_000_000)
                         if "min_group_size" in f else 10),
         recipients=recipients, id_recipients=id_recipients, auto_approve=tuple(rules),
-        compute_attestation=attestation_section(f["compute_attestation"]))
+        compute_attestation=attestation_section(f["compute_attestation"]),
+        analysis=MappingProxyType(analysis), budgets=MappingProxyType(budgets),
+        rule_sources=MappingProxyType(rule_sources))
+
+
+def _analysis_rules(node: Located | None, tables_node: Located, tables: Mapping[str, tuple[str, ...]],
+                    party: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each shared table's analysis rule (`policy.analysis.<table>`, read by
+    teenet.models.rules, the one reader of its fields; a table without one gets the default
+    rule), and where each is written. An error names this file, the field's line and the field."""
+    from teenet.models.rules import AnalysisRule
+
+    given = node.entries(max_items=MAX_TABLES, what="a mapping of table name to its analysis rule") \
+        if node is not None else {}
+    rules: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for table, entry in given.items():
+        if table not in tables:
+            raise entry.error(f"table '{clip_text(table)}' is not shared under 'policy.tables'")
+    for table in tables:
+        entry = given.get(table)
+        where = entry if entry is not None else tables_node.child(table, None)
+        name = Path(where.doc.source).name if where.doc.source else "policy"
+        sources[table] = (f"{name}:{where.line} " if where.line else f"{name} ") + \
+            (where.field if entry is not None else f"{where.field} (the default rule)")
+        if entry is None:
+            rules[table] = AnalysisRule.default(table, party)
+            continue
+        try:
+            rules[table] = AnalysisRule.from_config(table, entry.value, entry.field, party=party)
+        except InputError as exc:
+            located = entry
+            if exc.field and exc.field.startswith(entry.field):
+                located = Located(entry.doc, tuple(_field_parts(exc.field)), None)
+            message = str(exc)
+            prefix = f"field '{exc.field}': "
+            message = message.split(prefix, 1)[1] if prefix in message else message
+            unknown = re.match(r"unknown parameter\(s\): ([^,\s]+)", message)
+            if unknown:  # point at the misspelt field itself, on its own line
+                located = Located(entry.doc, located.path + (unknown[1],), None)
+            raise located.error(message) from None
+    return rules, sources
+
+
+def _field_parts(dotted: str) -> list[str | int]:
+    """`a.b[2].c` -> ["a", "b", 2, "c"] (field paths as InputError names them)."""
+    parts: list[str | int] = []
+    for piece in dotted.split("."):
+        m = re.fullmatch(r"([^\[\]]*)((?:\[[0-9]+\])*)", piece)
+        if not m:
+            parts.append(piece)
+            continue
+        if m[1]:
+            parts.append(m[1])
+        parts += [int(i) for i in re.findall(r"\[([0-9]+)\]", m[2])]
+    return parts
+
+
+def _budget(node: Located) -> Budget:
+    f = node.mapping(required=("epsilon",), optional=("delta",), what="a budget mapping {epsilon, delta}")
+    epsilon = f["epsilon"].number(minimum=0, maximum=1_000_000)
+    delta = f["delta"].number(minimum=0, maximum=0.5) if "delta" in f else 0.0
+    return Budget(float(epsilon), float(delta))
 
 
 def _members(node: Located, consortium: Consortium, *, role: str | None = None) -> tuple[str, ...]:

@@ -62,7 +62,7 @@ def _analysis_rules(terms: ApprovedTerms, spec) -> tuple:
     """Every owner's rule for every input table, as the approvals carry them, each bound to
     its owner; the job is checked against all of them here, before any key is made (the
     function checks them again before it touches data)."""
-    from teenet.models import InputSpec, ReleaseRequest
+    from teenet.models import InputSpec, ReleaseRequest, validate_job
     from teenet.models.rules import AnalysisRule, check_job
 
     rules = []
@@ -78,6 +78,7 @@ def _analysis_rules(terms: ApprovedTerms, spec) -> tuple:
         rules.append(parsed)
     inputs = [InputSpec(i.party, i.table, tuple(i.keys), tuple(i.columns)) for i in spec.inputs]
     releases = [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release]
+    validate_job(spec.function, inputs, dict(spec.params), releases)  # a DP seed, an unknown field: no keys
     for rule in rules:
         check_job(rule, party=rule.party, function=spec.function, params=dict(spec.params), inputs=inputs,
                   releases=releases)

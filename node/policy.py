@@ -71,6 +71,9 @@ def evaluate(spec, policy, party: str, table_columns: dict[str, Sequence[str]]) 
             if outside:
                 return PolicyOutcome("reject", f"'{rel.kind}' may go only to {', '.join(policy.id_recipients) or 'nobody'} "
                                                f"under {party}'s policy, not to {', '.join(outside)}")
+    invalid = check_params(spec)
+    if invalid is not None:
+        return PolicyOutcome("reject", f"{party} cannot approve an invalid job: {invalid}")
     matched = []
     for table in dict.fromkeys(i.table for i in spec.inputs if i.party == party):
         refusal = check_analysis(spec, policy, party, table)
@@ -83,6 +86,21 @@ def evaluate(spec, policy, party: str, table_columns: dict[str, Sequence[str]]) 
                 and all(r.kind in rule.release_kinds and set(r.to) <= set(rule.recipients) for r in spec.release)):
             return PolicyOutcome("approve", "approved by auto-approve rule", rules)
     return PolicyOutcome("pending", "no auto-approve rule covers this job; waiting for an operator", rules)
+
+
+def check_params(spec) -> str | None:
+    """The function's own refusal of the job's params and releases (as `teenet job validate`
+    gives it: a DP seed, an unknown field), or None. The analyst's CLI checks this too, but a
+    hostile analyst signs past it."""
+    from teenet.models import InputSpec, ReleaseRequest, validate_job
+
+    try:
+        validate_job(spec.function, [InputSpec(i.party, i.table, tuple(i.keys), tuple(i.columns))
+                                     for i in spec.inputs],
+                     dict(spec.params), [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release])
+    except TeenetError as exc:
+        return str(exc)
+    return None
 
 
 def check_analysis(spec, policy, party: str, table: str) -> str | None:

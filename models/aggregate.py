@@ -9,19 +9,25 @@ Params:
   metrics: [{column, stats: [count, sum, mean, std, min, max, p50, p90, ...]}, ...]
       numeric columns; count is the non-null count, std the sample standard deviation,
       pNN the NN-th percentile (linear interpolation), any NN from 1 to 99.
-  dp: {epsilon, mechanism: laplace|gaussian, delta, bounds: {column: [low, high]}, seed}
+  dp: {epsilon, mechanism: laplace|gaussian, delta, bounds: {column: [low, high]}, max_rows_per_key}
       optional differential privacy through diffprivlib (see teenet.models.dp); only count,
-      sum, mean and std have a mechanism here. The group row count is then noisy too.
+      sum, mean and std have a mechanism here. No seed or other RNG control is accepted.
+      Bounds missing from the spec come from the owners' rules, never from the data.
 
-Every group with fewer than k members (the owners' strictest minimum group size) is
-suppressed: it is left out, and only how many groups were suppressed is reported.
-Members are distinct key values when every input has a key (so one customer's many
-transactions never make a group alone; in a union, equal keys from two parties count
-once), otherwise rows. The threshold is applied to exact counts, so with dp the set of
-released groups is not itself noisy.
+k is the owners' strictest (`ReleaseRules.k`) and counts people: distinct key values when
+every input has a key (one customer's many transactions never make a group alone; in a
+union, equal keys from two parties count once), otherwise rows.
+- Without dp: a group with fewer than k people is suppressed (left out; only how many
+  groups were suppressed is reported), and within a released group every statistic of a
+  metric column computed from fewer than k people with a non-null value is null, its
+  count with it ("suppressed_statistics" counts such cells).
+- With dp: rows per key are clipped, groups are chosen by DP partition selection (a noisy
+  threshold, never exact counts), and a metric whose noisy count is below k is null.
+  How many groups were left out is not released ("suppressed_groups": null).
 
 Release kind "aggregate": JSON {"columns": [...], "rows": [[...], ...],
-"suppressed_groups": n, "min_group_size": k, "dp": {...} | null}; the columns are the
+"suppressed_groups": n | null, "suppressed_statistics": n, "min_group_size": k,
+"dp": {epsilon, delta, mechanism, rows_per_key, bounds, partition_selection} | null}; the columns are the
 group_by columns, "rows" and "<column>.<stat>" for each metric.
 """
 
@@ -39,7 +45,8 @@ import pyarrow as pa
 from teenet.errors import InputError
 
 from teenet.models import release
-from teenet.models.dp import (DP_STATS, DpParams, NoiseBudget, clamp, job_random_state, square_sensitivity,
+from teenet.models.dp import (DP_STATS, DpParams, NoiseBudget, clamp, clip_rows_per_key, queries_per_group,
+                              refuse_rng_controls, selection_delta, selection_threshold, square_sensitivity,
                               sum_sensitivity)
 from teenet.models.params import ParamReader
 from teenet.models.payloads import json_output
@@ -69,6 +76,7 @@ class AggregateParams:
 def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec],
                  kinds: frozenset[str]) -> AggregateParams:
     reader = ParamReader(params)
+    refuse_rng_controls(reader)
     combine = reader.text("combine", choices=("join", "union"), default="join")
     joining = combine == "join" and len(inputs) > 1
     check_specs(inputs, need_keys=joining)
@@ -94,7 +102,7 @@ def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec],
         raise InputError(f"column(s) {', '.join(sorted(overlap))} are both grouped on and measured",
                          field="params.metrics")
     dp_reader = reader.section("dp")
-    dp = DpParams.parse(dp_reader, metric_columns) if dp_reader is not None else None
+    dp = DpParams.parse(dp_reader, metric_columns, grouped=bool(group_by)) if dp_reader is not None else None
     if dp is not None:
         for i, metric in enumerate(metrics):
             for stat in metric.stats:
@@ -155,6 +163,13 @@ def combined_frame(inputs: Sequence[PartyInput], params: AggregateParams) -> tup
 def compute(inputs: Sequence[PartyInput], params: AggregateParams, kinds: frozenset[str],
             rules: ReleaseRules) -> dict[str, Output]:
     frame, entities = combined_frame(inputs, params)
+    dp_plan = None if params.dp is None else _dp_plan(inputs, params, rules)
+    if dp_plan is not None:
+        # Each person contributes at most rows_per_key rows, before anything is counted.
+        kept = clip_rows_per_key(entities, len(frame), dp_plan.rows_per_key)
+        if not kept.all():
+            frame = frame[kept]
+            entities = entities[kept] if entities is not None else None
     if params.group_by:
         grouped = frame.groupby(list(params.group_by), dropna=False, sort=True)
         codes = grouped.ngroup().to_numpy()
@@ -164,30 +179,69 @@ def compute(inputs: Sequence[PartyInput], params: AggregateParams, kinds: frozen
     else:
         grouped = frame.groupby(np.zeros(len(frame), dtype=np.int64))
         codes, labels, rows = np.zeros(len(frame), dtype=np.int64), [()], np.array([len(frame)])
-    # k counts distinct entities: one customer's many transactions never make a group alone.
-    members = rows if entities is None else \
-        pd.Series(entities).groupby(codes).nunique().reindex(range(len(rows)), fill_value=0).to_numpy()
-    keep = release.releasable_groups(members, rules)
-    suppressed = int((~keep).sum())
-    if params.dp is None:
-        stats = _exact_stats(grouped, params) if keep.any() else []
-        values = [[int(rows[g])] + [column[g] for column in stats] if keep[g] else [] for g in range(len(rows))]
+    k = rules.k
+    width = sum(len(m.stats) for m in params.metrics)
+    if dp_plan is None:
+        # k counts distinct entities: one customer's many transactions never make a group alone.
+        keep = release.releasable_groups(_support(codes, entities, None, len(rows)), rules)
+        values = _exact_values(frame, grouped, codes, entities, rows, keep, params, rules)
+        suppressed: int | None = int((~keep).sum())
     else:
-        random_state = job_random_state(params.dp)
         order = np.argsort(codes, kind="stable")
         starts = np.searchsorted(codes[order], np.arange(len(rows) + 1))
-        values = [_dp_group(frame.iloc[order[starts[g]:starts[g + 1]]], params, random_state) if keep[g] else []
+        values = [_dp_group(frame.iloc[order[starts[g]:starts[g + 1]]], params, dp_plan, k)
                   for g in range(len(rows))]
+        keep = np.array([v is not None for v in values], dtype=bool)
+        # How many groups exist is an exact fact about the rows: not released under DP.
+        suppressed = None
     columns = list(params.group_by) + ["rows"] + [f"{m.column}.{s}" for m in params.metrics for s in m.stats]
     table_rows = [[_plain(v) for v in labels[g]] + [_plain(v) for v in values[g]]
                   for g in range(len(rows)) if keep[g]]
-    dp_info = None if params.dp is None else {"epsilon": params.dp.epsilon, "mechanism": params.dp.mechanism,
-                                               "delta": params.dp.delta}
+    suppressed_statistics = sum(1 for row in table_rows for v in row[len(params.group_by) + 1:] if v is None) \
+        if width else 0
+    dp_info = None if dp_plan is None else dp_plan.describe()
     document = {"columns": columns, "rows": table_rows, "suppressed_groups": suppressed,
-                "min_group_size": rules.min_group_size, "dp": dp_info}
+                "suppressed_statistics": suppressed_statistics, "min_group_size": k, "dp": dp_info}
     summary = {"groups": len(table_rows), "suppressed_groups": suppressed,
-               "min_group_size": rules.min_group_size, "dp": params.dp is not None}
+               "suppressed_statistics": suppressed_statistics, "min_group_size": k, "dp": dp_plan is not None}
     return {"aggregate": json_output(document, summary)}
+
+
+def _support(codes: np.ndarray, entities: np.ndarray | None, mask: np.ndarray | None, groups: int) -> np.ndarray:
+    """Per group, the distinct entities (or rows, without keys) among the rows in `mask`."""
+    if mask is not None:
+        codes = codes[mask]
+        entities = entities[mask] if entities is not None else None
+    if entities is None:
+        return np.bincount(codes, minlength=groups)
+    pairs = pd.DataFrame({"g": codes, "e": entities}).drop_duplicates()
+    return np.bincount(pairs["g"].to_numpy(), minlength=groups)
+
+
+def _exact_values(frame: pd.DataFrame, grouped: Any, codes: np.ndarray, entities: np.ndarray | None,
+                  rows: np.ndarray, keep: np.ndarray, params: AggregateParams, rules: ReleaseRules) -> list[list[Any]]:
+    """Each kept group's row count and statistics; a metric computed from fewer than k
+    entities with a non-null value is suppressed in that group (every statistic of it, its
+    count too), so a group of k with one non-null value says nothing of that value."""
+    if not keep.any():
+        return [[] for _ in range(len(rows))]
+    stats = _exact_stats(grouped, params)
+    support = {m.column: _support(codes, entities, frame[m.column].notna().to_numpy(), len(rows))
+               for m in params.metrics}
+    values: list[list[Any]] = []
+    for g in range(len(rows)):
+        if not keep[g]:
+            values.append([])
+            continue
+        row: list[Any] = [int(rows[g])]
+        i = 0
+        for metric in params.metrics:
+            enough = support[metric.column][g] >= rules.k
+            for _ in metric.stats:
+                row.append(stats[i][g] if enough else None)
+                i += 1
+        values.append(row)
+    return values
 
 
 def _plain(value: Any) -> Any:
@@ -217,23 +271,60 @@ def _exact_stats(grouped: Any, params: AggregateParams) -> list[np.ndarray]:
     return out
 
 
-def _dp_group(part: pd.DataFrame, params: AggregateParams, random_state: Any) -> list[Any]:
+@dataclass(frozen=True)
+class DpPlan:
+    """The DP settings a run uses, resolved from the spec and the owners' rules."""
+
+    params: DpParams
+    rows_per_key: int
+    bounds: Mapping[str, tuple[float, float]]
+    queries: int
+    grouped: bool
+
+    def describe(self) -> dict[str, Any]:
+        return {"epsilon": self.params.epsilon, "mechanism": self.params.mechanism, "delta": self.params.delta,
+                "rows_per_key": self.rows_per_key, "bounds": {c: list(b) for c, b in self.bounds.items()},
+                "partition_selection": self.grouped}
+
+
+def _dp_plan(inputs: Sequence[PartyInput], params: AggregateParams, rules: ReleaseRules) -> DpPlan:
     dp = params.dp
     assert dp is not None
-    queries = 1
+    bounds: dict[str, tuple[float, float]] = {}
     for metric in params.metrics:
-        queries += 1 + (1 if set(metric.stats) & {"sum", "mean", "std"} else 0) + (1 if "std" in metric.stats else 0)
-    budget = NoiseBudget(dp, queries, random_state)
-    out: list[Any] = [max(0, round(budget.noisy(len(part), 1.0)))]
+        found = dp.bounds.get(metric.column) or rules.value_bounds(metric.column, inputs)
+        if found is None or not found[0] < found[1]:
+            raise InputError(f"no bounds for '{metric.column}' in the spec or the owners' rules (DP clamps to "
+                             "declared bounds, never to the data's)", field=f"params.dp.bounds.{metric.column}")
+        bounds[metric.column] = found
+    limits = [v for v in (dp.max_rows_per_key, rules.max_rows_per_key) if v is not None]
+    rows_per_key = min(limits) if limits else 1
+    queries = queries_per_group([m.stats for m in params.metrics])
+    return DpPlan(dp, rows_per_key, bounds, queries, bool(params.group_by))
+
+
+def _dp_group(part: pd.DataFrame, params: AggregateParams, plan: DpPlan, k: int) -> list[Any] | None:
+    """One group's noisy answers, or None when partition selection leaves it out."""
+    budget = NoiseBudget(plan.params, plan.queries)
+    per_key = plan.rows_per_key
+    noisy_rows = budget.noisy(len(part), per_key, laplace=True)
+    threshold = selection_threshold(k, per_key, budget.laplace_scale(per_key), selection_delta(plan.params)) \
+        if plan.grouped else float(k)
+    if noisy_rows < threshold:
+        return None
+    out: list[Any] = [int(round(noisy_rows))]
     for metric in params.metrics:
         values = part[metric.column].dropna().to_numpy(dtype=float)
-        bounds = dp.bounds[metric.column]
+        bounds = plan.bounds[metric.column]
         clamped = clamp(values, bounds)
-        count = max(budget.noisy(len(clamped), 1.0), 1.0)
-        total = budget.noisy(float(clamped.sum()), sum_sensitivity(bounds)) \
+        count = budget.noisy(len(clamped), per_key)
+        total = budget.noisy(float(clamped.sum()), sum_sensitivity(bounds, per_key)) \
             if set(metric.stats) & {"sum", "mean", "std"} else 0.0
-        squares = budget.noisy(float((clamped ** 2).sum()), square_sensitivity(bounds)) \
+        squares = budget.noisy(float((clamped ** 2).sum()), square_sensitivity(bounds, per_key)) \
             if "std" in metric.stats else 0.0
+        if count < k:  # post-processing of the noisy count: fewer than k values behind it
+            out.extend([None] * len(metric.stats))
+            continue
         for stat in metric.stats:
             if stat == "count":
                 out.append(int(round(count)))

@@ -7,6 +7,7 @@ same model can be rebuilt from the pooled plaintext for comparison.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -15,13 +16,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from teenet.errors import InputError
+from teenet.errors import InputError, ReleaseRefused
 
-from teenet.models import release
 from teenet.models.features import FeatureLayout, feature_frame, plan_features
 from teenet.models.imputer import as_simple_imputers
 from teenet.models.onnx_models import export_pipeline
 from teenet.models.payloads import json_output, json_safe
+from teenet.models.rules import RuleRefused, tree_settings
 from teenet.models.spec import MEDIA_ONNX, Output, PartyInput, ReleaseRules
 from teenet.models.tables import key_names, shipped_table, unique_join_sorted
 
@@ -119,16 +120,37 @@ def build_pipeline(model: str, task: str, layout: FeatureLayout, hyperparameters
     return Pipeline([("prepare", prepare), ("model", estimator)])
 
 
-def split(rows: TrainingRows, params: Any) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+def split(rows: TrainingRows, params: Any, k: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """The seeded hold-out split, or every row for training when test_fraction is 0.
+
+    Both parts must hold at least k rows; a refusal names the test_fraction range that
+    would meet k, never how many rows there are when that is below k.
+    """
     from sklearn.model_selection import train_test_split
 
+    n = len(rows.label)
+    if n < k:
+        raise ReleaseRefused(f"release.min_group_size: the training rows are fewer than the owners' minimum "
+                             f"group size (expected >= {k})")
+    if params.test_fraction == 0.0:
+        return rows.frame, rows.frame.iloc[:0], rows.label, rows.label[:0]
+    held = math.ceil(params.test_fraction * n)
+    if held < k or n - held < k:
+        if n < 2 * k:
+            raise InputError(f"too few joined rows to hold out k ({k}) and train on k: use test_fraction 0 "
+                             "(metrics are then computed on the training rows)", field="params.test_fraction")
+        low = math.ceil(k / n * 10_000) / 10_000
+        high = math.floor((n - k) / n * 10_000) / 10_000
+        side = "held-out" if held < k else "training"
+        raise InputError(f"test_fraction {params.test_fraction:g} leaves fewer {side} rows than k ({k}) "
+                         f"(expected between {low:g} and {high:g}, or 0 to train on every row)",
+                         field="params.test_fraction")
     try:
         return train_test_split(rows.frame, rows.label, test_size=params.test_fraction,
                                 random_state=params.seed, shuffle=True)
     except ValueError:
-        raise InputError(f"{len(rows.label)} row(s) cannot be split with test_fraction "
-                         f"{params.test_fraction:g} into non-empty training and held-out sets",
-                         field="params.test_fraction") from None
+        raise InputError(f"the rows cannot be split with test_fraction {params.test_fraction:g} into non-empty "
+                         "training and held-out sets", field="params.test_fraction") from None
 
 
 def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozenset[str],
@@ -137,34 +159,60 @@ def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozense
     task = resolve_task(params, rows.label)
     label = rows.label if task == "classification" else _numeric_label(rows.label)
     rows = TrainingRows(rows.frame, label, rows.layout, rows.dropped_unlabelled)
-    x_train, x_test, y_train, y_test = split(rows, params)
-    release.require_group_size(len(y_train), rules, "the training rows")
-    release.require_group_size(len(y_test), rules, "the held-out rows")
+    k = rules.k
+    x_train, x_test, y_train, y_test = split(rows, params, k)
+    held_out = len(y_test) > 0
     if task == "classification" and len(np.unique(y_train)) < 2:
         raise InputError("the label has a single class in the training rows (expected at least two)",
                          field="params.label.column")
-    pipeline = build_pipeline(params.model, task, rows.layout, params.hyperparameters, params.seed)
+    hyperparameters = dict(params.hyperparameters)
+    if params.model in TREE_MODELS:
+        hyperparameters = _tree_hyperparameters(params, hyperparameters, rules, len(y_train),
+                                                len(np.unique(y_train)) if task == "classification" else 1)
+    pipeline = build_pipeline(params.model, task, rows.layout, hyperparameters, params.seed)
     try:
         pipeline.fit(x_train, y_train)
     except ValueError as exc:
         raise InputError(f"{params.model} cannot be fitted to these rows: {exc}", field="params.model") from None
     as_simple_imputers(pipeline)
+    # Evaluated on the held-out rows, or (test_fraction 0) on the training rows, labelled so.
+    x_eval, y_eval = (x_test, y_test) if held_out else (x_train, y_train)
+    dropped = rows.dropped_unlabelled
     counts = {"rows": len(label), "train_rows": len(y_train), "test_rows": len(y_test),
-              "unlabelled_rows_dropped": rows.dropped_unlabelled}
+              "evaluated_on": "held_out_rows" if held_out else "training_rows",
+              # a count below k never leaves: 0, at least k, or null ("some, fewer than k")
+              "unlabelled_rows_dropped": dropped if dropped == 0 or dropped >= k else None}
     outputs: dict[str, Output] = {}
     if "metrics" in kinds:
-        scores = classifier_metrics(pipeline, x_test, y_test) if task == "classification" \
-            else regressor_metrics(pipeline, x_test, y_test)
+        scores = classifier_metrics(pipeline, x_eval, y_eval, k=k, roc=rules.roc_allowed) \
+            if task == "classification" else regressor_metrics(pipeline, x_eval, y_eval)
         document = {"model": params.model, "task": task, **counts, **scores}
-        outputs["metrics"] = json_output(document, {k: v for k, v in document.items() if k != "roc"})
+        outputs["metrics"] = json_output(document, {k_: v for k_, v in document.items() if k_ != "roc"})
     if "model" in kinds:
-        summary = model_summary(pipeline, params, task, rows.layout, x_test, y_test)
+        summary = model_summary(pipeline, params, task, rows.layout, x_eval, y_eval)
         summary.update(counts)
+        if params.model in TREE_MODELS:
+            summary["enforced_hyperparameters"] = {n: hyperparameters[n] for n in sorted(hyperparameters)}
         metadata = {"task": task, "model": params.model, "features": list(rows.layout.features),
                     "categorical": list(rows.layout.categorical), "classes": summary.get("classes")}
         payload = export_pipeline(pipeline, rows.layout, metadata)
         outputs["model"] = Output(MEDIA_ONNX, payload, json_safe(summary))
     return outputs
+
+
+def _tree_hyperparameters(params: Any, given: dict[str, Any], rules: ReleaseRules, training_rows: int,
+                          classes: int) -> dict[str, Any]:
+    """Leaves of at least k rows, the rules' caps, and the size refused before the fit."""
+    settings = tree_settings(params.model, given, max_depth=rules.max_tree_depth, max_trees=rules.max_trees,
+                             k=rules.k)
+    nodes = settings.nodes_bound(training_rows, classes)
+    limit = rules.max_tree_nodes
+    if nodes is not None and nodes > limit:
+        raise RuleRefused("analysis.max_tree_nodes", "params.hyperparameters", "the model could grow larger than "
+                          "a release may be (trees x nodes per tree)",
+                          expected=f"at most {limit} nodes; {settings.fitting_hint(limit)}",
+                          found=f"up to {nodes} nodes")
+    return settings.hyperparameters(given)
 
 
 def _numeric_label(label: np.ndarray) -> np.ndarray:
@@ -174,7 +222,8 @@ def _numeric_label(label: np.ndarray) -> np.ndarray:
         raise InputError("a regression needs a numeric label", field="params.label.column") from None
 
 
-def classifier_metrics(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray) -> dict[str, Any]:
+def classifier_metrics(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray, *, k: int = 1,
+                       roc: bool = True) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score, roc_curve
 
     classes = pipeline.classes_
@@ -190,18 +239,43 @@ def classifier_metrics(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray) 
         result["f1"] = float(f1_score(y_test, predicted, pos_label=positive))
         truth = y_test == positive
         result["auc"] = float(roc_auc_score(truth, proba[:, 1])) if every_class else None
-        if every_class:
-            fpr, tpr, thresholds = roc_curve(truth, proba[:, 1])
-            keep = decimate(len(fpr), ROC_POINTS)
+        if every_class and roc:
+            fpr, tpr, thresholds = roc_curve(truth, proba[:, 1], drop_intermediate=False)
+            covered = np.rint(fpr * (~truth).sum() + tpr * truth.sum()).astype(np.int64)
+            steps = thresholds_covering(covered, k)
+            keep = steps[decimate(len(steps), ROC_POINTS)]
             result["roc"] = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(),
-                             "thresholds": thresholds[keep].tolist()}
+                             "thresholds": thresholds[keep].tolist(), "min_rows_per_step": k}
         else:
             result["roc"] = None
+            if every_class and not roc:
+                result["roc_withheld"] = "an owner's analysis rule releases no ROC curve (roc: false)"
     else:
         result["f1"] = float(f1_score(y_test, predicted, average="macro"))
         result["auc"] = float(roc_auc_score(y_test, proba, multi_class="ovr", labels=classes)) \
             if every_class else None
     return result
+
+
+def thresholds_covering(covered: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ROC points such that each step from one kept point to the next adds at
+    least k rows (`covered[i]` is how many rows score at or above threshold i, ascending).
+
+    The first point (nothing covered) and the last (every row) are kept; two adjacent
+    points then never differ by fewer than k rows, so no row's label can be read off a
+    step. A last step that would be short is merged into the one before it.
+    """
+    keep = [0]
+    for i in range(1, len(covered)):
+        if covered[i] - covered[keep[-1]] >= k:
+            keep.append(i)
+    last = len(covered) - 1
+    if keep[-1] != last:
+        if len(keep) > 1:
+            keep[-1] = last
+        else:
+            keep.append(last)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def decimate(points: int, limit: int) -> np.ndarray:
@@ -222,7 +296,8 @@ def regressor_metrics(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray) -
 
 def model_summary(pipeline: Any, params: Any, task: str, layout: FeatureLayout,
                   x_test: pd.DataFrame, y_test: np.ndarray) -> dict[str, Any]:
-    """Features, classes and coefficients or importances, with the names they belong to."""
+    """Features, classes and coefficients or importances, with the names they belong to, in
+    the encoded features' order (lists of {feature, value})."""
     estimator = pipeline.named_steps["model"]
     names = [str(n) for n in pipeline.named_steps["prepare"].get_feature_names_out()]
     summary: dict[str, Any] = {"model": params.model, "task": task, "features": list(layout.features),
@@ -233,20 +308,26 @@ def model_summary(pipeline: Any, params: Any, task: str, layout: FeatureLayout,
         coef = np.atleast_2d(estimator.coef_)
         intercept = np.atleast_1d(estimator.intercept_)
         if coef.shape[0] == 1:
-            summary["coefficients"] = dict(zip(names, coef[0].tolist()))
+            summary["coefficients"] = _in_order(names, coef[0])
             summary["intercept"] = float(intercept[0])
         else:
             classes = [str(c) for c in pipeline.classes_]
-            summary["coefficients"] = {c: dict(zip(names, row.tolist())) for c, row in zip(classes, coef)}
-            summary["intercept"] = dict(zip(classes, intercept.tolist()))
+            summary["coefficients"] = [{"class": c, "values": _in_order(names, row)} for c, row in zip(classes, coef)]
+            summary["intercept"] = [{"class": c, "value": float(v)} for c, v in zip(classes, intercept)]
     elif hasattr(estimator, "feature_importances_"):
-        summary["feature_importances"] = dict(zip(names, estimator.feature_importances_.tolist()))
+        summary["feature_importances"] = _in_order(names, estimator.feature_importances_)
     else:
         from sklearn.inspection import permutation_importance
 
         result = permutation_importance(pipeline, x_test.iloc[:IMPORTANCE_ROWS], y_test[:IMPORTANCE_ROWS],
                                         n_repeats=IMPORTANCE_REPEATS, random_state=params.seed)
-        summary["feature_importances"] = dict(zip(layout.features, result.importances_mean.tolist()))
-        summary["importance_method"] = (f"permutation on the first {min(IMPORTANCE_ROWS, len(y_test))} held-out "
+        summary["feature_importances"] = _in_order(list(layout.features), result.importances_mean)
+        summary["importance_method"] = (f"permutation on the first {min(IMPORTANCE_ROWS, len(y_test))} evaluation "
                                         f"rows, {IMPORTANCE_REPEATS} repeats")
     return summary
+
+
+def _in_order(names: Sequence[str], values: Any) -> list[dict[str, Any]]:
+    """[{feature, value}, ...] in the model's feature order: a JSON object's keys are sorted
+    when it is signed, which would list coefficients alphabetically."""
+    return [{"feature": str(n), "value": float(v)} for n, v in zip(names, np.asarray(values).tolist())]

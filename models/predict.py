@@ -8,7 +8,9 @@ Params:
 
 The model names the columns it needs (one ONNX input per feature); every input table is
 inner-joined on its keys (one row per key), so only ids present in every table are
-scored, in ascending key order, with the same feature encoding as in training.
+scored, in ascending key order, with the same feature encoding as in training: every
+scored row carries a key the ids_from party itself shipped, and the scores go to that
+party only. Fewer than k scored ids (the owners' strictest k) are refused.
 
 Release kind "scores": an Arrow IPC stream with the ids_from party's key columns, then
 `score` (the probability of the positive class, or the prediction of a regressor; one
@@ -25,6 +27,7 @@ import pyarrow as pa
 
 from teenet.errors import InputError
 
+from teenet.models import release
 from teenet.models.features import FeatureLayout, feature_frame, onnx_feeds
 from teenet.models.params import ParamReader
 from teenet.models.payloads import arrow_output
@@ -85,6 +88,8 @@ def compute(inputs: Sequence[PartyInput], params: PredictParams, kinds: frozense
     except Exception as exc:  # onnxruntime raises its own error types
         raise InputError(f"the model could not score these rows ({type(exc).__name__})",
                          field="params.model") from None
+    # Scoring a tiny probe would test ids' membership in the other tables, like a PSI size.
+    release.require_group_size(table.num_rows, rules, "the set of scored rows", unit="ids")
     owner = next(inp for inp in inputs if inp.party == params.ids_from)
     ids = with_key_names(table.select(key_names(arity)), owner.keys)
     scored = _score_columns(model, results)

@@ -13,8 +13,12 @@ Release kinds:
   size  JSON {"intersection_size": n}.
   ids   Arrow IPC stream of the intersecting key tuples in ascending order, named by the
         first input's key columns; only to parties that own ids and every owner allowed.
-  sums  JSON {"intersection_size": n, "sums": [{party, table, column, sum, count}]};
-        refused when the intersection has fewer than k rows.
+  sums  JSON {"intersection_size": n, "sums": [{party, table, column, sum, count, suppressed}]};
+        a column with fewer than k distinct intersecting keys holding a non-null value has
+        sum and count null and suppressed true.
+Every kind is refused when the intersection holds fewer than k ids (the owners' strictest
+k), without saying how many it holds. Thresholds do not stop differencing two probes that
+differ by one id; docs/privacy.md says what does.
 """
 
 from __future__ import annotations
@@ -120,6 +124,9 @@ def compute(inputs: Sequence[PartyInput], params: PsiParams, kinds: frozenset[st
             rules: ReleaseRules) -> dict[str, Output]:
     common = intersect(inputs, params.normalise, ordered="ids" in kinds)
     size = common.num_rows
+    # Every release of an intersection states its size: a tiny probe table would test one
+    # id's membership. Below k nothing is released, and the refusal does not say the size.
+    release.require_group_size(size, rules, "the intersection", unit="ids")
     outputs: dict[str, Output] = {}
     if "size" in kinds:
         outputs["size"] = json_output({"intersection_size": size}, {"intersection_size": size})
@@ -127,15 +134,16 @@ def compute(inputs: Sequence[PartyInput], params: PsiParams, kinds: frozenset[st
         ids = with_key_names(common, inputs[0].keys)
         outputs["ids"] = arrow_output(ids, {"rows": size, "columns": list(ids.column_names)})
     if "sums" in kinds:
-        release.require_group_size(size, rules, "the intersection's sums")
-        sums = [_sum_over(inputs, item, common, params.normalise) for item in params.payload]
+        sums = [_sum_over(inputs, item, common, params.normalise, rules.k) for item in params.payload]
         outputs["sums"] = json_output({"intersection_size": size, "sums": sums},
                                       {"intersection_size": size, "columns": len(sums)})
     return outputs
 
 
 def _sum_over(inputs: Sequence[PartyInput], item: PayloadColumn, common: pa.Table,
-              norm: KeyNormalisation) -> dict[str, Any]:
+              norm: KeyNormalisation, k: int) -> dict[str, Any]:
+    """The column's sum and non-null count over the intersection, or both null (suppressed)
+    when fewer than k distinct intersecting keys have a non-null value in it."""
     inp = inputs[item.input_index]
     table = keyed_table(inp, item.input_index, norm, columns=(item.column,))
     values = table.column(item.column)
@@ -147,9 +155,14 @@ def _sum_over(inputs: Sequence[PartyInput], item: PayloadColumn, common: pa.Tabl
     column = inside.column(item.column)
     if pa.types.is_boolean(column.type):
         column = column.cast(pa.int64())
+    arity = len(inp.keys)
+    present = inside.filter(pc.is_valid(inside.column(item.column))) if inside.num_rows else inside
+    people = distinct_keys(present, arity).num_rows if present.num_rows else 0
+    entry = {"party": item.party, "table": inp.table, "column": item.column}
+    if people < k:
+        return {**entry, "sum": None, "count": None, "suppressed": True}
     total = pc.sum(column).as_py()
-    return {"party": item.party, "table": inp.table, "column": item.column,
-            "sum": total if total is not None else 0, "count": pc.count(column).as_py()}
+    return {**entry, "sum": total if total is not None else 0, "count": pc.count(column).as_py(), "suppressed": False}
 
 
 FUNCTION = Function(name="psi", release_kinds=frozenset({"size", "ids", "sums"}), params_type=PsiParams,

@@ -87,11 +87,11 @@ def _check_within(where: str, kind: str, recipients: Sequence[str], allowed: fro
                              f"{', '.join(repr(r) for r in refused)} (expected {what}: {listed})")
 
 
-def require_group_size(rows: int, rules: ReleaseRules, what: str, unit: str = "row(s)") -> None:
+def require_group_size(rows: int, rules: ReleaseRules, what: str, unit: str = "rows") -> None:
     """Refuse a release computed over fewer than k rows (or keys). The message names k,
     never the small count itself: a refusal leaves the enclave too."""
     if rows < rules.k:
-        raise ReleaseRefused(f"release.min_group_size: {what} cover fewer {unit} than the owners' "
+        raise ReleaseRefused(f"release.min_group_size: {what} has fewer {unit} than the owners' "
                              f"minimum group size (expected >= {rules.k})")
 
 

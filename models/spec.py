@@ -112,7 +112,8 @@ class ReleaseRules:
     @property
     def effective_analysis(self) -> tuple[AnalysisRule, ...]:
         """The rules the enclave checks: the owners', or the default rule when there are none."""
-        return self.analysis or (AnalysisRule.default(),)
+        # An old approval's k is its min_group_size; the default rule never changes it.
+        return self.analysis or (AnalysisRule(table="*", min_k=self.min_group_size),)
 
     @property
     def k(self) -> int:

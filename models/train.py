@@ -15,8 +15,10 @@ Params:
       order.
   categorical: [column, ...]   one-hot encoded; default: the string columns. When given,
       it is the complete list and any other string feature is refused.
-  test_fraction: number in (0, 1) (0.25)   the seeded hold-out share of rows.
-  seed: integer >= 0 (0)   drives the split and the tree models.
+  test_fraction: number in [0, 1) (0.25)   the seeded hold-out share of rows; 0 trains on
+      every row, and metrics (if released) are then computed on the training rows and say
+      so ("evaluated_on": "training_rows").
+  seed: integer >= 0 (0)   drives the split and the tree models (never any DP noise).
   hyperparameters: {...}   per model: logistic_regression C, max_iter; ridge alpha;
       hist_gradient_boosting max_iter, learning_rate, max_depth, max_leaf_nodes,
       min_samples_leaf, l2_regularization; random_forest n_estimators, max_depth,
@@ -30,7 +32,12 @@ no tree and keeps float32 ONNX scoring on the same side of every split); categor
 being its own category. Rows without a label are left out. The split is
 train_test_split(shuffle=True, random_state=seed, test_size=test_fraction).
 
-Both the training and the held-out rows must number at least k.
+Both the training and the held-out rows (when there are any) must number at least k; a
+hold-out too small names the smallest test_fraction that meets k. Tree models cannot
+memorise a row: min_samples_leaf is raised to k whatever the spec says, depth and tree
+count are capped by the owners' rules, and a model that could grow past the rules' node
+limit (trees x nodes per tree) is refused before it is fitted. ROC curves are released
+only at thresholds each adding at least k rows, and not at all when a rule says roc: false.
 
 Release kinds:
   model    ONNX of the whole Pipeline (application/onnx); summary: features, classes,
@@ -121,7 +128,7 @@ def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec], kinds: 
     for i, name in enumerate(categorical or ()):
         if name not in features:
             raise InputError(f"'{name}' is not a feature", field=f"params.categorical[{i}]")
-    test_fraction = reader.number("test_fraction", default=0.25, above=0.0, below=1.0)
+    test_fraction = reader.number("test_fraction", default=0.25, at_least=0.0, below=1.0)
     seed = reader.integer("seed", default=0, at_least=0)
     hyper = _hyperparameters(reader.section("hyperparameters"), model)
     norm = KeyNormalisation.parse(reader.section("normalise"))

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 from teenet.models import PartyInput, ReleaseRules
+from teenet.models.rules import AnalysisRule
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ def split_horizontally(frame: pd.DataFrame, parties: list[str], seed: int) -> tu
     return inputs, pooled
 
 
-def rules_for(kinds: dict[str, set[str]], id_owners: set[str], k: int = 5) -> ReleaseRules:
+def rules_for(kinds: dict[str, set[str]], id_owners: set[str], k: int = 5,
+              analysis: tuple[AnalysisRule, ...] = ()) -> ReleaseRules:
     return ReleaseRules(min_group_size=k, approved_recipients={kk: frozenset(v) for kk, v in kinds.items()},
-                        id_owners=frozenset(id_owners))
+                        id_owners=frozenset(id_owners), analysis=analysis)
+
+
+def rule(party: str, table: str, **fields) -> AnalysisRule:
+    """An owner's analysis rule as its node would read it from YAML (`AnalysisRule.from_config`)."""
+    return AnalysisRule.from_config(table, fields, f"policy.analysis.{table}", party=party)

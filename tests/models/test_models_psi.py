@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -124,14 +125,42 @@ def test_sums_over_the_intersection_match_a_pandas_join():
     inside = spend[spend["cid"].isin(set(customers["id"]))]
     assert document["intersection_size"] == len(set(customers["id"]) & set(spend["cid"]))
     assert document["sums"] == [{"party": "b", "table": "spend", "column": "amount",
-                                 "sum": int(inside["amount"].sum()), "count": len(inside)}]
+                                 "sum": int(inside["amount"].sum()), "count": len(inside), "suppressed": False}]
 
 
-def test_sums_refused_when_the_intersection_is_below_k():
+@pytest.mark.parametrize("kind", ["size", "ids", "sums"])
+def test_every_release_is_refused_when_the_intersection_is_below_k_without_saying_its_size(kind):
     a = PartyInput("a", "t", ("id",), (), pa.table({"id": [1, 2, 3]}))
     b = PartyInput("b", "t", ("id",), ("amount",), pa.table({"id": [1, 2, 9], "amount": [10, 20, 30]}))
-    with pytest.raises(ReleaseRefused, match=r"min_group_size.*2 row\(s\).*>= 5"):
-        _run([a, b], {"payload": [{"party": "b", "column": "amount"}]}, "sums", k=5)
+    with pytest.raises(ReleaseRefused, match=r"release.min_group_size: the intersection has fewer ids than the "
+                                             r"owners' minimum group size \(expected >= 5\)") as err:
+        _run([a, b], {"payload": [{"party": "b", "column": "amount"}]}, kind, k=5)
+    assert not re.search(r"\b2\b", str(err.value))
+
+
+def test_a_psi_size_over_a_3_id_probe_is_refused_under_k_10():
+    rng = np.random.default_rng(3)
+    customers = PartyInput("bank", "customers", ("id",), (), pa.table({"id": rng.permutation(5000)}))
+    probe = PartyInput("analyst", "probe", ("id",), (), pa.table({"id": [17, 4242, 99_999]}))
+    with pytest.raises(ReleaseRefused, match=r"fewer ids than the owners' minimum group size \(expected >= 10\)"):
+        _run([customers, probe], {}, "size", k=10)
+    bigger = PartyInput("analyst", "probe", ("id",), (), pa.table({"id": np.arange(10)}))
+    assert json.loads(_run([customers, bigger], {}, "size", k=10)["size"].payload) == {"intersection_size": 10}
+
+
+def test_a_sum_from_fewer_than_k_non_null_values_is_suppressed():
+    """An intersection of 10 where 9 payload values are null: the one value never leaves."""
+    a = PartyInput("a", "t", ("id",), (), pa.table({"id": np.arange(10)}))
+    amounts = pa.array([None] * 9 + [987_654], pa.int64())
+    b = PartyInput("b", "t", ("id",), ("amount", "visits"),
+                   pa.table({"id": np.arange(10), "amount": amounts, "visits": np.ones(10, dtype=np.int64)}))
+    out = _run([a, b], {"payload": [{"party": "b", "column": "amount"}, {"party": "b", "column": "visits"}]},
+               "sums", k=10)
+    document = json.loads(out["sums"].payload)
+    assert document["sums"][0] == {"party": "b", "table": "t", "column": "amount", "sum": None, "count": None,
+                                   "suppressed": True}
+    assert document["sums"][1]["sum"] == 10 and document["sums"][1]["suppressed"] is False
+    assert b"987654" not in out["sums"].payload
 
 
 def test_sums_need_a_payload_naming_a_shipped_column():
@@ -153,12 +182,11 @@ def test_psi_needs_two_parties_with_keys_of_one_arity():
         _run([a, b], {}, "size")
 
 
-def test_empty_intersection_has_size_zero():
+def test_an_empty_intersection_is_below_any_k_and_refused():
     a = PartyInput("a", "t", ("id",), (), pa.table({"id": [1, 2]}))
     b = PartyInput("b", "t", ("id",), (), pa.table({"id": [3, 4]}))
-    out = _run([a, b], {}, "size", "ids")
-    assert json.loads(out["size"].payload)["intersection_size"] == 0
-    assert read_arrow(out["ids"].payload).num_rows == 0
+    with pytest.raises(ReleaseRefused, match="fewer ids than"):
+        _run([a, b], {}, "size", "ids")
 
 
 @settings(max_examples=60, deadline=None)
@@ -166,8 +194,13 @@ def test_empty_intersection_has_size_zero():
 def test_psi_size_equals_set_intersection(key_lists):
     inputs = [PartyInput(p, "t", ("id",), (), pa.table({"id": pa.array(keys, pa.int64())}))
               for p, keys in zip("abcd", key_lists)]
+    expected = len(set.intersection(*map(set, key_lists)))
+    if expected == 0:
+        with pytest.raises(ReleaseRefused, match="fewer ids than"):
+            _run(inputs, {}, "size")
+        return
     out = _run(inputs, {}, "size")
-    assert json.loads(out["size"].payload)["intersection_size"] == len(set.intersection(*map(set, key_lists)))
+    assert json.loads(out["size"].payload)["intersection_size"] == expected
 
 
 def test_a_million_by_a_million_is_fast():

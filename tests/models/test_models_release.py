@@ -10,7 +10,7 @@ import pytest
 from teenet.errors import InputError, ReleaseRefused
 from teenet.models import FUNCTIONS, InputSpec, PartyInput, ReleaseRequest, ReleaseRules, run_function, validate_job
 
-from models_helpers import rules_for
+from models_helpers import rule, rules_for
 
 BANK = PartyInput("bank", "customers", ("id",), ("region", "income"),
                   pa.table({"id": list(range(12)), "region": ["north"] * 9 + ["south"] * 3,
@@ -84,7 +84,9 @@ def test_a_recipient_not_approved_is_refused():
 
 def test_a_group_below_k_is_suppressed_and_not_released():
     params = {"group_by": ["region"], "metrics": [{"column": "income", "stats": ["mean", "max"]}]}
-    (out,) = run_function("aggregate", [BANK], params, [ReleaseRequest("aggregate", ("analyst",))], RULES)
+    rules = rules_for({"aggregate": {"analyst"}}, {"bank"}, k=5,
+                      analysis=(rule("bank", "customers", min_k=5, statistics=["mean", "max"]),))
+    (out,) = run_function("aggregate", [BANK], params, [ReleaseRequest("aggregate", ("analyst",))], rules)
     document = json.loads(out.payload)
     assert document["suppressed_groups"] == 1
     assert [row[0] for row in document["rows"]] == ["north"]

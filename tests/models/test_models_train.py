@@ -47,8 +47,13 @@ def _reference_split(pooled, features, label, seed, fraction=0.25):
                             shuffle=True)
 
 
+def _named(entries):
+    """The summary's [{feature, value}, ...] (in feature order) as a mapping."""
+    return {e["feature"]: e["value"] for e in entries}
+
+
 def _coefficients(summary, features, prefix="numeric__"):
-    return np.array([summary["coefficients"][prefix + f] for f in features])
+    return np.array([_named(summary["coefficients"])[prefix + f] for f in features])
 
 
 def _scores(model_bytes, inputs, keep_ids):
@@ -126,7 +131,7 @@ def test_gradient_boosting_predicts_identically_at_the_same_seed(breast_cancer):
     assert metrics["log_loss"] == pytest.approx(log_loss(y_test, proba), rel=1e-12)
     assert metrics["auc"] == pytest.approx(roc_auc_score(y_test, proba[:, 1]), rel=1e-12)
     assert model.summary["importance_method"].startswith("permutation on the first ")
-    assert set(model.summary["feature_importances"]) == set(split.features)
+    assert [e["feature"] for e in model.summary["feature_importances"]] == split.features
     scores = _scores(model.payload, split.inputs, pa.array(split.pooled.loc[x_test.index, "id"].to_numpy()))
     order = np.argsort(split.pooled.loc[x_test.index, "id"].to_numpy())
     # 100 trees' raw scores summed in float32 before the logistic: a little over 1e-5 at worst
@@ -139,10 +144,12 @@ def test_random_forest_regressor_predicts_identically_at_the_same_seed(diabetes)
                                            "label": {"party": "bank", "column": "target"}})
     assert model.summary["task"] == "regression"  # inferred from the floating-point label
     x_train, x_test, y_train, y_test = _reference_split(split.pooled, split.features, "target", 6)
-    reference = reference_pipeline(RandomForestRegressor(n_estimators=30, random_state=6),
+    # leaves of at least k = 5 rows, as the enclave enforces whatever the spec says
+    reference = reference_pipeline(RandomForestRegressor(n_estimators=30, min_samples_leaf=5, random_state=6),
                                    split.features, scale=False).fit(x_train, y_train)
     assert metrics["r2"] == r2_score(y_test, reference.predict(x_test))
-    importances = [model.summary["feature_importances"]["numeric__" + f] for f in split.features]
+    assert model.summary["enforced_hyperparameters"] == {"min_samples_leaf": 5, "n_estimators": 30}
+    importances = [_named(model.summary["feature_importances"])["numeric__" + f] for f in split.features]
     assert importances == reference.named_steps["model"].feature_importances_.tolist()
     scores = _scores(model.payload, split.inputs, pa.array(split.pooled.loc[x_test.index, "id"].to_numpy()))
     order = np.argsort(split.pooled.loc[x_test.index, "id"].to_numpy())
@@ -181,7 +188,8 @@ def test_categoricals_and_missing_values_match_reference_and_onnx(mixed):
     reference = reference_pipeline(LogisticRegression(max_iter=1000), ["age", "spend"],
                                    ["segment", "plan"]).fit(x_train, y_train)
     names = reference.named_steps["prepare"].get_feature_names_out()
-    np.testing.assert_allclose([model.summary["coefficients"][n] for n in names],
+    assert [e["feature"] for e in model.summary["coefficients"]] == list(names)  # feature order, not alphabetical
+    np.testing.assert_allclose([_named(model.summary["coefficients"])[n] for n in names],
                                reference.named_steps["model"].coef_[0], rtol=1e-6)
     assert "categorical__segment_" in names  # missing is its own category
     scores = _scores(model.payload, inputs, pa.array(np.sort(pooled.loc[x_test.index, "id"].to_numpy())))
@@ -224,7 +232,7 @@ def test_multiclass_scores_have_one_column_per_class():
     ({"model": "svm"}, "params.model", "expected one of logistic_regression"),
     ({"label": {"party": "bank", "column": "income"}}, "params.label.column", "not among the columns bank ships"),
     ({"label": {"party": "nobody", "column": "churn"}}, "params.label.column", "'nobody' has no input"),
-    ({"test_fraction": 0}, "params.test_fraction", "> 0"),
+    ({"test_fraction": -0.1}, "params.test_fraction", ">= 0"),
     ({"test_fraction": 1.5}, "params.test_fraction", "< 1"),
     ({"features": ["age", "churn"]}, "params.features[1]", "label 'churn' cannot also be a feature"),
     ({"features": ["ssn"]}, "params.features[0]", "not among the shipped columns"),
@@ -252,11 +260,40 @@ def test_empty_intersection_is_refused_clearly(mixed):
     assert err.value.field == "inputs"
 
 
-def test_too_few_rows_for_k_are_refused(mixed):
+def test_a_hold_out_below_k_names_the_fractions_that_meet_k(mixed):
     _, (bank, telco) = mixed
-    few = PartyInput("telco", "usage", telco.keys, telco.columns, telco.data.slice(0, 12))
-    with pytest.raises(ReleaseRefused, match=r"held-out rows cover 3 row\(s\).*>= 5"):
-        _train([bank, few], {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}})
+    few = PartyInput("telco", "usage", telco.keys, telco.columns, telco.data.slice(0, 40))
+    # 40 joined rows, k = 5: a 0.1 hold-out is 4 rows; 5/40 = 0.125 is the smallest that meets k
+    with pytest.raises(InputError, match=r"test_fraction 0.1 leaves fewer held-out rows than k \(5\) \(expected "
+                                         r"between 0.125 and 0.875, or 0 to train on every row\)") as err:
+        _train([bank, few], {"model": "logistic_regression", "test_fraction": 0.1,
+                             "label": {"party": "bank", "column": "churn"}})
+    assert err.value.field == "params.test_fraction"
+    _, metrics = _train([bank, few], {"model": "logistic_regression", "test_fraction": 0.125,
+                                      "label": {"party": "bank", "column": "churn"}})
+    assert metrics["test_rows"] == 5
+    tiny = PartyInput("telco", "usage", telco.keys, telco.columns, telco.data.slice(0, 3))
+    with pytest.raises(ReleaseRefused, match=r"the training rows are fewer than the owners' minimum group size "
+                                             r"\(expected >= 5\)") as refused:
+        _train([bank, tiny], {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}})
+    assert "3" not in str(refused.value)
+
+
+def test_test_fraction_0_trains_on_every_row_and_labels_its_metrics(mixed):
+    frame, inputs = mixed
+    (model,) = run_function("train", inputs, {"model": "logistic_regression", "test_fraction": 0,
+                                              "label": {"party": "bank", "column": "churn"}},
+                            [ReleaseRequest("model", ("analyst",))], RULES)
+    assert (model.summary["train_rows"], model.summary["test_rows"]) == (len(frame), 0)
+    pooled = frame.assign(segment=frame.segment.fillna("")).sort_values("id")
+    reference = reference_pipeline(LogisticRegression(max_iter=1000), ["age", "spend"], ["segment", "plan"]).fit(
+        pooled[["age", "segment", "plan", "spend"]], pooled["churn"].to_numpy())
+    names = reference.named_steps["prepare"].get_feature_names_out()
+    np.testing.assert_allclose([_named(model.summary["coefficients"])[n] for n in names],
+                               reference.named_steps["model"].coef_[0], rtol=1e-6)
+    _, metrics = _train(inputs, {"model": "logistic_regression", "test_fraction": 0,
+                                 "label": {"party": "bank", "column": "churn"}})
+    assert metrics["evaluated_on"] == "training_rows" and metrics["rows"] == metrics["train_rows"] == len(frame)
 
 
 def test_repeated_keys_and_shared_column_names_are_refused(mixed):

@@ -174,8 +174,7 @@ def inner_join(inputs: Sequence[PartyInput], norm: KeyNormalisation, *, unique: 
             owners[column] = inp.name
         table = keyed_table(inp, i, norm, keep)
         if unique and distinct_keys(table, arity).num_rows != table.num_rows:
-            raise InputError(f"{inp.name}: a key appears in more than one row (expected one row per key)",
-                             field=f"inputs[{i}].keys")
+            raise repeated_key_error(inp, i, table)
         if joined is None:
             joined = table
             continue
@@ -190,6 +189,21 @@ def inner_join(inputs: Sequence[PartyInput], norm: KeyNormalisation, *, unique: 
             raise InputError(f"cannot join {inp.name} on its keys: {exc}", field=f"inputs[{i}]") from None
     assert joined is not None
     return joined
+
+
+def repeated_key_error(inp: PartyInput, index: int, table: pa.Table) -> InputError:
+    """The error for a table whose keys repeat, saying so when the repeats are blank keys
+    (an empty string is a key like any other to a join, which is rarely what was meant)."""
+    for name, original in zip(key_names(len(inp.keys)), inp.keys):
+        column = table.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            blank = pc.sum(pc.equal(pc.utf8_trim_whitespace(column), "").cast(pa.int64())).as_py() or 0
+            if blank > 1:
+                return InputError(f"{inp.name}: key '{original}' is blank or empty in more than one row (expected "
+                                  "one row per key; give each row its id, or leave the key null to leave the row "
+                                  "out)", field=f"inputs[{index}].keys")
+    return InputError(f"{inp.name}: a key appears in more than one row (expected one row per key)",
+                      field=f"inputs[{index}].keys")
 
 
 def unique_join_sorted(inputs: Sequence[PartyInput], norm: KeyNormalisation,

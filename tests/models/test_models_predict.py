@@ -95,3 +95,17 @@ def test_predict_params_are_checked(trained):
     with pytest.raises(InputError) as err:
         run_function("predict", [bank, telco], {"ids_from": "bank"}, [ReleaseRequest("scores", ("bank",))], RULES)
     assert err.value.field == "params.model"
+
+
+def test_scoring_fewer_than_k_ids_is_refused_and_scores_cover_only_the_recipients_rows(trained):
+    from teenet.errors import ReleaseRefused
+
+    model, bank, telco, norm = trained
+    probe = PartyInput("telco", "usage", telco.keys, telco.columns, telco.data.slice(0, 2))
+    with pytest.raises(ReleaseRefused, match=r"the set of scored rows has fewer ids than the owners' minimum group "
+                                             r"size \(expected >= 3\)"):
+        _predict([bank, probe], model, normalise=norm)
+    # the bank receives scores only for keys it shipped itself (telco's other rows never appear)
+    fewer_bank = PartyInput("bank", "customers", bank.keys, bank.columns, bank.data.slice(0, 50))
+    scores = read_arrow(_predict([fewer_bank, telco], model, normalise=norm).payload)
+    assert set(scores.column("customer").to_pylist()) == set(fewer_bank.data.column("customer").to_pylist())

@@ -21,7 +21,7 @@ from teenet.errors import InputError, ReleaseRefused
 from teenet.models import PartyInput, ReleaseRequest, run_function
 from teenet.models.payloads import read_arrow
 
-from models_helpers import rules_for, split_horizontally, split_vertically
+from models_helpers import rule, rules_for, split_horizontally, split_vertically
 
 RULES = rules_for({"model": {"bank", "analyst"}, "metrics": {"bank", "analyst"}, "scores": {"bank"}},
                   {"bank", "telco", "insurer"}, k=5)
@@ -305,3 +305,159 @@ def test_repeated_keys_and_shared_column_names_are_refused(mixed):
     clash = PartyInput("telco", "usage", ("id",), ("age",), pa.table({"id": [1], "age": [3.0]}))
     with pytest.raises(InputError, match="'age' is shipped by both bank.customers and telco.usage"):
         _train([bank, clash], {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}})
+
+
+def _onnx_leaves(model_bytes):
+    """Every tree of a released ensemble as {node id: (mode, feature, threshold, true, false)}."""
+    import onnx
+
+    graph = onnx.load_model_from_string(model_bytes).graph
+    (node,) = [n for n in graph.node if n.op_type.startswith("TreeEnsemble")]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    trees: dict[int, dict[int, tuple]] = {}
+    for i, tree in enumerate(attrs["nodes_treeids"]):
+        mode = attrs["nodes_modes"][i].decode()
+        trees.setdefault(tree, {})[attrs["nodes_nodeids"][i]] = (
+            mode, attrs["nodes_featureids"][i], np.float32(attrs["nodes_values"][i]),
+            attrs["nodes_truenodeids"][i], attrs["nodes_falsenodeids"][i])
+    return trees
+
+
+def _rows_per_leaf(tree, x):
+    """How many rows of x reach each leaf, walking the ONNX tree as onnxruntime does."""
+    counts: dict[int, int] = {}
+    for row in x.astype(np.float32):
+        node = 0
+        while tree[node][0] != "LEAF":
+            mode, feature, threshold, true, false = tree[node]
+            go = row[feature] <= threshold if mode == "BRANCH_LEQ" else row[feature] < threshold
+            node = true if go else false
+        counts[node] = counts.get(node, 0) + 1
+    leaves = [n for n, v in tree.items() if v[0] == "LEAF"]
+    return [counts.get(n, 0) for n in leaves]
+
+
+@pytest.mark.parametrize("model,hyper", [
+    ("random_forest", {"n_estimators": 20, "min_samples_leaf": 1}),      # the spec asks for leaves of one row
+    ("random_forest", {"n_estimators": 20}),                             # scikit-learn's default: leaves of one row
+    ("hist_gradient_boosting", {"max_iter": 20, "min_samples_leaf": 2, "max_leaf_nodes": 63}),
+])
+def test_a_tree_model_released_under_k_10_has_no_leaf_fitted_from_fewer_than_10_rows(model, hyper):
+    """Walk the released ONNX trees and count the training rows that reach each leaf."""
+    rng = np.random.default_rng(11)
+    n = 400
+    x = rng.integers(0, 1000, size=(n, 3)).astype(float)  # exact in float32: no row moves across a split
+    y = np.round(x[:, 0] * 3 + rng.normal(0, 50, n))
+    inp = PartyInput("bank", "t", ("id",), ("a", "b", "c", "y"),
+                     pa.table({"id": np.arange(n), "a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y}))
+    rules = rules_for({"model": {"analyst"}}, {"bank"}, k=10)
+    (released,) = run_function("train", [inp], {"model": model, "seed": 3, "hyperparameters": hyper,
+                                                 "label": {"party": "bank", "column": "y"}},
+                               [ReleaseRequest("model", ("analyst",))], rules)
+    x_train, _, y_train, _ = train_test_split(x, y, test_size=0.25, random_state=3, shuffle=True)
+    trees = _onnx_leaves(released.payload)
+    assert len(trees) == 20
+    smallest = min(min(_rows_per_leaf(tree, x_train)) for tree in trees.values())
+    assert smallest >= 10
+    assert released.summary["enforced_hyperparameters"]["min_samples_leaf"] >= 10
+    # no training label appears verbatim as a leaf value (a leaf of one row would carry it)
+    import onnx
+
+    graph = onnx.load_model_from_string(released.payload).graph
+    (node,) = [nd for nd in graph.node if nd.op_type.startswith("TreeEnsemble")]
+    weights = np.array(next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "target_weights"))
+    if model == "random_forest":
+        assert len(set(np.float32(y_train).tolist()) & set(np.float32(weights).tolist())) < 0.05 * len(y_train)
+
+
+def test_tree_caps_from_the_rule_and_the_release_size_are_enforced_before_the_fit():
+    from teenet.models.rules import RuleRefused
+
+    rng = np.random.default_rng(2)
+    n = 2000
+    x = rng.normal(size=(n, 2))
+    inp = PartyInput("bank", "t", ("id",), ("a", "b", "y"),
+                     pa.table({"id": np.arange(n), "a": x[:, 0], "b": x[:, 1], "y": (x[:, 0] > 0).astype(int)}))
+    request = [ReleaseRequest("model", ("analyst",))]
+    capped = rules_for({"model": {"analyst"}}, {"bank"}, k=10,
+                       analysis=(rule("bank", "t", max_tree_depth=3, max_trees=5),))
+    (model,) = run_function("train", [inp], {"model": "random_forest", "label": {"party": "bank", "column": "y"}},
+                            request, capped)
+    assert model.summary["enforced_hyperparameters"] == {"max_depth": 3, "min_samples_leaf": 10, "n_estimators": 5}
+    assert len(_onnx_leaves(model.payload)) == 5
+    assert max(len(t) for t in _onnx_leaves(model.payload).values()) <= 2 ** 4 - 1
+    with pytest.raises(RuleRefused, match=r"analysis.max_tree_depth: field 'params.hyperparameters.max_depth'"):
+        run_function("train", [inp], {"model": "random_forest", "hyperparameters": {"max_depth": 8},
+                                      "label": {"party": "bank", "column": "y"}}, request, capped)
+    # a forest that could grow past the node limit is refused before it is fitted (1500 rows / k 10
+    # = 150 leaves per tree x 500 trees > 100k nodes), with a depth that would fit
+    small = rules_for({"model": {"analyst"}}, {"bank"}, k=10, analysis=(rule("bank", "t", max_tree_nodes=100_000),))
+    with pytest.raises(RuleRefused, match=r"analysis.max_tree_nodes: .*expected at most 100000 nodes; e.g. "
+                                          r"n_estimators 500 with max_depth 6"):
+        run_function("train", [inp], {"model": "random_forest", "hyperparameters": {"n_estimators": 500},
+                                      "label": {"party": "bank", "column": "y"}}, request, small)
+    # and at validation, from the spec alone, when the depth is known
+    from teenet.models import InputSpec
+    from teenet.models.rules import check_job
+
+    with pytest.raises(RuleRefused, match="analysis.max_tree_nodes"):
+        check_job(small.analysis[0], party="bank", function="train", inputs=[InputSpec("bank", "t", ("id",), ("a",))],
+                  params={"model": "random_forest", "hyperparameters": {"n_estimators": 500, "max_depth": 12}},
+                  releases=request)
+
+
+def test_roc_steps_each_cover_at_least_k_rows_or_no_roc_when_the_rule_says_so():
+    rng = np.random.default_rng(5)
+    n = 4000
+    x = rng.normal(size=(n, 2))
+    y = (x[:, 0] + rng.normal(size=n) > 0).astype(int)
+    inp = PartyInput("bank", "t", ("id",), ("a", "b", "y"), pa.table({"id": np.arange(n), "a": x[:, 0], "b": x[:, 1],
+                                                                       "y": y}))
+    params = {"model": "logistic_regression", "label": {"party": "bank", "column": "y"}}
+    request = [ReleaseRequest("metrics", ("analyst",))]
+    k = 50
+    (out,) = run_function("train", [inp], params, request, rules_for({"metrics": {"analyst"}}, {"bank"}, k=k))
+    metrics = json.loads(out.payload)
+    roc = metrics["roc"]
+    held = metrics["test_rows"]
+    _, _, _, y_test = train_test_split(x, y, test_size=0.25, random_state=0, shuffle=True)
+    positives, negatives = int(y_test.sum()), int(len(y_test) - y_test.sum())
+    covered = np.rint(np.array(roc["fpr"]) * negatives + np.array(roc["tpr"]) * positives)
+    assert covered[0] == 0 and covered[-1] == held
+    assert np.all(np.diff(covered) >= k) and len(covered) <= held // k + 1
+    assert roc["min_rows_per_step"] == k
+    withheld = rules_for({"metrics": {"analyst"}}, {"bank"}, k=k, analysis=(rule("bank", "t", min_k=k, roc=False),))
+    (out,) = run_function("train", [inp], params, request, withheld)
+    metrics = json.loads(out.payload)
+    assert metrics["roc"] is None and "roc: false" in metrics["roc_withheld"] and metrics["auc"] > 0.5
+
+
+def test_blank_keys_are_reported_as_blank_not_as_repeated_ids(mixed):
+    _, (bank, telco) = mixed
+    ids = [f"c{i}" for i in range(1200)]
+    ids[5] = ids[17] = "  "
+    ids[40] = ""
+    blanks = PartyInput("telco", "usage", telco.keys, telco.columns, telco.data.set_column(0, "id", pa.array(ids)))
+    named = PartyInput("bank", "customers", bank.keys, bank.columns,
+                       bank.data.set_column(0, "id", pa.array([f"c{i}" for i in bank.data.column("id").to_pylist()])))
+    with pytest.raises(InputError, match="telco.usage: key 'id' is blank or empty in more than one row") as err:
+        _train([named, blanks], {"model": "logistic_regression", "label": {"party": "bank", "column": "churn"}})
+    assert err.value.field == "inputs[1].keys"
+
+
+def test_vertical_logistic_regression_under_owners_rules_without_dp_equals_pooled_plaintext(breast_cancer):
+    split = split_vertically(breast_cancer, "target", ["bank", "telco"], seed=2)
+    rules = rules_for({"model": {"analyst"}, "metrics": {"analyst"}}, {"bank", "telco"}, k=10, analysis=(
+        rule("bank", "bank_table", dp_required=False, models={"logistic_regression": {"C": [0.01, 10]}},
+             join_keys=["id"], releases={"model": ["analyst"], "metrics": ["analyst"]}),
+        rule("telco", "telco_table", min_k=20)))
+    model, metrics = run_function("train", split.inputs, {"model": "logistic_regression", "seed": 4,
+                                                          "label": {"party": "bank", "column": "target"}}, BOTH, rules)
+    x_train, x_test, y_train, y_test = _reference_split(split.pooled, split.features, "target", seed=4)
+    reference = reference_pipeline(LogisticRegression(max_iter=1000), split.features).fit(x_train, y_train)
+    np.testing.assert_allclose(_coefficients(model.summary, split.features), reference.named_steps["model"].coef_[0],
+                               rtol=1e-6)
+    assert model.summary["intercept"] == pytest.approx(reference.named_steps["model"].intercept_[0], rel=1e-6)
+    covered = np.diff(np.rint(np.array(json.loads(metrics.payload)["roc"]["tpr"]) * y_test.sum()
+                              + np.array(json.loads(metrics.payload)["roc"]["fpr"]) * (len(y_test) - y_test.sum())))
+    assert np.all(covered >= 20)  # k is the strictest owner's: the telco's 20

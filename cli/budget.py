@@ -71,7 +71,7 @@ def show(config: Path = typer.Option(None, "--config", "-c", help="The data node
             store.close()
 
     def render(console) -> None:
-        t = Table("table", "epsilon: budget", "spent", "remaining", "delta: budget", "spent", "remaining", "jobs",
+        t = Table("table", "epsilon", "spent", "left", "delta", "spent", "left", "jobs",
                   title=f"privacy budgets at {cfg.node} (sequential composition)")
         for r in rows:
             t.add_row(r["table"], f"{r['epsilon']:g}", f"{r['spent_epsilon']:g}", f"{r['remaining_epsilon']:g}",

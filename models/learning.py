@@ -169,12 +169,19 @@ def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozense
     if params.model in TREE_MODELS:
         hyperparameters = _tree_hyperparameters(params, hyperparameters, rules, len(y_train),
                                                 len(np.unique(y_train)) if task == "classification" else 1)
-    pipeline = build_pipeline(params.model, task, rows.layout, hyperparameters, params.seed)
+    dp = getattr(params, "dp", None)
+    if dp is not None:
+        pipeline = build_dp_pipeline(params.model, rows.layout, hyperparameters, dp,
+                                     _dp_feature_bounds(inputs, rows.layout, dp, rules))
+    else:
+        pipeline = build_pipeline(params.model, task, rows.layout, hyperparameters, params.seed)
     try:
         pipeline.fit(x_train, y_train)
     except ValueError as exc:
         raise InputError(f"{params.model} cannot be fitted to these rows: {exc}", field="params.model") from None
     as_simple_imputers(pipeline)
+    if dp is not None:
+        as_plain_estimators(pipeline)
     # Evaluated on the held-out rows, or (test_fraction 0) on the training rows, labelled so.
     x_eval, y_eval = (x_test, y_test) if held_out else (x_train, y_train)
     dropped = rows.dropped_unlabelled
@@ -182,6 +189,10 @@ def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozense
               "evaluated_on": "held_out_rows" if held_out else "training_rows",
               # a count below k never leaves: 0, at least k, or null ("some, fewer than k")
               "unlabelled_rows_dropped": dropped if dropped == 0 or dropped >= k else None}
+    if dp is not None:
+        # exact counts are not differentially private: a DP model leaves without them
+        counts = {"evaluated_on": counts["evaluated_on"],
+                  "dp": {"epsilon": dp.epsilon, "library": "diffprivlib", "feature_bounds": "declared"}}
     outputs: dict[str, Output] = {}
     if "metrics" in kinds:
         scores = classifier_metrics(pipeline, x_eval, y_eval, k=k, roc=rules.roc_allowed) \
@@ -198,6 +209,120 @@ def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozense
         payload = export_pipeline(pipeline, rows.layout, metadata)
         outputs["model"] = Output(MEDIA_ONNX, payload, json_safe(summary))
     return outputs
+
+
+class DeclaredScaler:
+    """Marker base; see `declared_scaler`."""
+
+
+def declared_scaler(bounds: Sequence[tuple[float, float]]) -> Any:
+    """A StandardScaler whose centre and scale come from declared bounds, never the data:
+    each feature's [low, high] maps to [-1, 1]. Turned back into a plain StandardScaler
+    after the fit (`as_plain_estimators`) so the ONNX export sees scikit-learn's class."""
+    from sklearn.preprocessing import StandardScaler
+
+    class _Declared(StandardScaler, DeclaredScaler):
+        def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+            low = np.array([b[0] for b in bounds], dtype=float)
+            high = np.array([b[1] for b in bounds], dtype=float)
+            self.mean_ = (low + high) / 2.0
+            self.scale_ = (high - low) / 2.0
+            self.var_ = self.scale_ ** 2
+            self.n_features_in_ = len(bounds)
+            self.n_samples_seen_ = 0
+            if hasattr(X, "columns"):
+                self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+            return self
+
+    return _Declared()
+
+
+def build_dp_pipeline(model: str, layout: FeatureLayout, hyperparameters: Mapping[str, Any], dp: Any,
+                      bounds: Sequence[tuple[float, float]]) -> Any:
+    """Declared scaling, a constant fill for missing values, and diffprivlib's trainer.
+
+    diffprivlib's models are given no random_state: they then draw their noise from
+    `secrets.SystemRandom`, as the aggregates' mechanisms do.
+    """
+    from diffprivlib.accountant import BudgetAccountant
+    from diffprivlib.models import LinearRegression as DpLinearRegression
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    width = len(layout.numeric)
+    numeric = Pipeline([("scale", declared_scaler(bounds)),
+                        ("impute", SimpleImputer(strategy="constant", fill_value=0.0))])
+    prepare = ColumnTransformer([("numeric", numeric, list(layout.numeric))], sparse_threshold=0.0)
+    hyper = dict(hyperparameters)
+    if model == "logistic_regression":
+        # every scaled feature is in [-1, 1] when inside its bounds; rows are clipped to this norm
+        estimator = dp_logistic_regression(epsilon=dp.epsilon, data_norm=float(np.sqrt(width)),
+                                           accountant=BudgetAccountant(), **{"max_iter": 1000, **hyper})
+    else:
+        estimator = DpLinearRegression(epsilon=dp.epsilon, bounds_X=([-1.0] * width, [1.0] * width),
+                                       bounds_y=dp.label_bounds, accountant=BudgetAccountant())
+    return Pipeline([("prepare", prepare), ("model", estimator)])
+
+
+def dp_logistic_regression(**kwargs: Any) -> Any:
+    """diffprivlib's LogisticRegression (its fit: rows clipped to data_norm, objective
+    perturbation), constructed for scikit-learn >= 1.8.
+
+    diffprivlib 0.6.6 passes `multi_class="ovr"` to scikit-learn's constructor, which 1.8
+    removed; its fit never reads it (it fits one-vs-rest itself). Only the constructor is
+    replaced here, with the same settings otherwise; the training is diffprivlib's own.
+    """
+    from diffprivlib.accountant import BudgetAccountant
+    from diffprivlib.models import LogisticRegression as DpLogisticRegression
+    from sklearn.linear_model import LogisticRegression
+
+    class _DpLogisticRegression(DpLogisticRegression):
+        def __init__(self, *, epsilon: float = 1.0, data_norm: float | None = None, tol: float = 1e-4,
+                     C: float = 1.0, fit_intercept: bool = True, max_iter: int = 100, verbose: int = 0,
+                     warm_start: bool = False, n_jobs: Any = None, random_state: Any = None,
+                     accountant: Any = None) -> None:
+            LogisticRegression.__init__(self, C=C, tol=tol, fit_intercept=fit_intercept, intercept_scaling=1.0,
+                                        class_weight=None, random_state=random_state, solver="lbfgs",
+                                        max_iter=max_iter, verbose=verbose, warm_start=warm_start, n_jobs=n_jobs)
+            self.epsilon = epsilon
+            self.data_norm = data_norm
+            self.classes_ = None
+            self.accountant = BudgetAccountant.load_default(accountant)
+
+    return _DpLogisticRegression(**kwargs)
+
+
+def as_plain_estimators(pipeline: Any) -> Any:
+    """Swap the fitted DP pieces for scikit-learn's own classes with the same fitted state
+    (skl2onnx converts by exact class): the declared scaler and diffprivlib's estimator."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    prepare = pipeline.named_steps["prepare"]
+    for _, transformer, _ in prepare.transformers_:
+        for _, step in getattr(transformer, "steps", ()):
+            if isinstance(step, DeclaredScaler):
+                step.__class__ = StandardScaler
+    fitted = pipeline.named_steps["model"]
+    plain = LogisticRegression() if hasattr(fitted, "classes_") else LinearRegression()
+    for name in ("coef_", "intercept_", "classes_", "n_features_in_", "n_iter_"):
+        if hasattr(fitted, name):
+            setattr(plain, name, getattr(fitted, name))
+    pipeline.steps[-1] = ("model", plain)
+    return pipeline
+
+
+def _dp_feature_bounds(inputs: Sequence[PartyInput], layout: FeatureLayout, dp: Any,
+                       rules: ReleaseRules) -> list[tuple[float, float]]:
+    bounds = []
+    for name in layout.numeric:
+        found = dp.bounds.get(name) or rules.value_bounds(name, inputs)
+        if found is None or not found[0] < found[1]:
+            raise InputError(f"no bounds for feature '{name}' in the spec or the owners' rules (DP training scales "
+                             "and clips to declared bounds, never to the data's)", field=f"params.dp.bounds.{name}")
+        bounds.append(found)
+    return bounds
 
 
 def _tree_hyperparameters(params: Any, given: dict[str, Any], rules: ReleaseRules, training_rows: int,

@@ -62,6 +62,7 @@ DEFAULT_MAX_TREE_NODES = 500_000
 MODELS = ("logistic_regression", "linear_regression", "ridge", "hist_gradient_boosting", "random_forest")
 TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest"})
 LINEAR_MODELS = frozenset({"logistic_regression", "linear_regression", "ridge"})
+DP_TRAINABLE = frozenset({"logistic_regression", "linear_regression"})
 # The value a hyperparameter takes when a job leaves it out (teenet's pipeline, then
 # scikit-learn's defaults); None is unbounded. Bounds are checked against these too.
 HYPERPARAMETER_DEFAULTS: Mapping[str, Mapping[str, float | None]] = {
@@ -458,7 +459,16 @@ def _check_train(rule: AnalysisRule, params: Mapping[str, Any], releases: Sequen
                               f"{rule.max_tree_nodes} nodes; {settings.fitting_hint(rule.max_tree_nodes)}",
                               found=f"up to {nodes} nodes", table=table)
     else:
+        if rule.dp_required and model not in DP_TRAINABLE:
+            raise RuleRefused("analysis.dp_required", "params.model", f"the owner requires differential privacy, "
+                              f"which {model} does not offer here", expected=_listed(DP_TRAINABLE), found=model,
+                              table=table)
         _check_dp(rule, params.get("dp"), table, mechanism_exists=True)
+    kinds = [r.kind for r in releases]
+    if (rule.dp_required or params.get("dp") is not None) and "metrics" in kinds:
+        # Metrics are exact statistics of the held-out rows: no DP mechanism covers them.
+        raise RuleRefused("analysis.dp_required", f"release[{kinds.index('metrics')}].kind", "a DP-trained model "
+                          "is released without exact metrics", expected="model only", found="metrics", table=table)
 
 
 # -- tree settings, one place for the enclave and the owner's node --------------------------

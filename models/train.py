@@ -24,6 +24,14 @@ Params:
       min_samples_leaf, l2_regularization; random_forest n_estimators, max_depth,
       min_samples_leaf.
   normalise: {trim, case, type}   key normalisation for the vertical join (see `psi`).
+  dp: {epsilon, bounds: {feature: [low, high]}, label_bounds: [low, high]}   optional, and
+      required when an owner's rule says dp_required: differentially private training
+      through diffprivlib for logistic_regression (objective perturbation) and
+      linear_regression (label_bounds required), numeric features only. Preprocessing then
+      uses only declared values: each feature is scaled from its bounds (spec, else an
+      owner's rule) to [-1, 1] and a missing value becomes the bounds' midpoint; rows are
+      clipped to those bounds. No seed reaches the noise. Exact row counts are left out of
+      the summary.
 
 Preprocessing (inside the released Pipeline): numeric features -> SimpleImputer(median)
 (its statistics computed column by column with the same result, see models/imputer.py)
@@ -55,6 +63,7 @@ from typing import Any, Mapping, Sequence
 
 from teenet.errors import InputError
 
+from teenet.models.dp import parse_bounds, refuse_rng_controls
 from teenet.models.params import ParamReader
 from teenet.models.spec import Function, InputSpec, Output, PartyInput, ReleaseRules
 from teenet.models.tables import KeyNormalisation, check_specs, owner_of_column
@@ -98,6 +107,43 @@ class TrainParams:
     seed: int
     hyperparameters: Mapping[str, Any]
     normalise: KeyNormalisation
+    dp: TrainDp | None = None
+
+
+# Models with a differentially private trainer in diffprivlib (objective perturbation for
+# the logistic regression, noisy sufficient statistics for the linear regression).
+DP_MODELS = frozenset({"logistic_regression", "linear_regression"})
+
+
+@dataclass(frozen=True)
+class TrainDp:
+    """epsilon > 0; bounds {feature: [low, high]} (any feature missing takes an owner's
+    rule's bounds, never the data's); label_bounds [low, high] for linear_regression."""
+
+    epsilon: float
+    bounds: Mapping[str, tuple[float, float]]
+    label_bounds: tuple[float, float] | None
+
+    @classmethod
+    def parse(cls, reader: ParamReader, model: str, features: tuple[str, ...]) -> "TrainDp":
+        refuse_rng_controls(reader)
+        if model not in DP_MODELS:
+            raise InputError(f"model '{model}' has no differentially private trainer here (expected one of "
+                             f"{', '.join(sorted(DP_MODELS))} with dp)", field="params.model")
+        epsilon = reader.number("epsilon", above=0.0)
+        bounds: dict[str, tuple[float, float]] = {}
+        section = reader.section("bounds")
+        if section is not None:
+            for name in list(section.values):
+                if name not in features:
+                    raise InputError(f"'{name}' is not a feature", field=section.field(str(name)))
+                bounds[str(name)] = parse_bounds(section.raw(name), section.field(str(name)))
+            section.done()
+        label_bounds = None
+        if model == "linear_regression":
+            label_bounds = parse_bounds(reader.raw("label_bounds"), reader.field("label_bounds"))
+        reader.done()
+        return cls(epsilon, bounds, label_bounds)
 
 
 def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec], kinds: frozenset[str]) -> TrainParams:
@@ -132,8 +178,13 @@ def parse_params(params: Mapping[str, Any], inputs: Sequence[InputSpec], kinds: 
     seed = reader.integer("seed", default=0, at_least=0)
     hyper = _hyperparameters(reader.section("hyperparameters"), model)
     norm = KeyNormalisation.parse(reader.section("normalise"))
+    dp_reader = reader.section("dp")
+    dp = TrainDp.parse(dp_reader, model, features) if dp_reader is not None else None
+    if dp is not None and categorical:
+        raise InputError("differentially private training takes numeric features only (a one-hot encoding would "
+                         "release the categories found in the data)", field="params.categorical")
     reader.done()
-    return TrainParams(layout, model, task, label, features, categorical, test_fraction, seed, hyper, norm)
+    return TrainParams(layout, model, task, label, features, categorical, test_fraction, seed, hyper, norm, dp)
 
 
 def _available_columns(inputs: Sequence[InputSpec], layout: str, label: LabelRef) -> tuple[str, ...]:

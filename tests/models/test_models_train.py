@@ -461,3 +461,50 @@ def test_vertical_logistic_regression_under_owners_rules_without_dp_equals_poole
     covered = np.diff(np.rint(np.array(json.loads(metrics.payload)["roc"]["tpr"]) * y_test.sum()
                               + np.array(json.loads(metrics.payload)["roc"]["fpr"]) * (len(y_test) - y_test.sum())))
     assert np.all(covered >= 20)  # k is the strictest owner's: the telco's 20
+
+
+def test_a_rule_can_require_dp_training_for_linear_models(breast_cancer):
+    from teenet.models.rules import RuleRefused
+
+    split = split_vertically(breast_cancer, "target", ["bank", "telco"], seed=2)
+    features = split.features[:6]
+    rules = rules_for({"model": {"analyst"}, "metrics": {"analyst"}}, {"bank", "telco"}, k=10,
+                      analysis=(rule("bank", "bank_table", dp_required=True, max_epsilon_per_job=5.0),))
+    base = {"model": "logistic_regression", "label": {"party": "bank", "column": "target"}, "features": features}
+    model_only = [ReleaseRequest("model", ("analyst",))]
+    with pytest.raises(RuleRefused, match=r"analysis.dp_required: field 'params.dp'"):
+        run_function("train", split.inputs, base, model_only, rules)
+    with pytest.raises(RuleRefused, match=r"analysis.dp_required: field 'params.model'"):
+        run_function("train", split.inputs, {**base, "model": "random_forest"}, model_only, rules)
+    with pytest.raises(RuleRefused, match=r"analysis.max_epsilon_per_job"):
+        run_function("train", split.inputs, {**base, "dp": {"epsilon": 10.0}}, model_only, rules)
+    bounds = {f: [float(breast_cancer[f].quantile(0.0)) * 0.0, float(breast_cancer[f].max()) * 1.5] for f in features}
+    dp = {"epsilon": 5.0, "bounds": bounds}
+    with pytest.raises(RuleRefused, match=r"field 'release\[1\].kind': a DP-trained model is released without"):
+        run_function("train", split.inputs, {**base, "dp": dp}, BOTH, rules)
+    with pytest.raises(InputError, match="a job cannot seed") as err:
+        run_function("train", split.inputs, {**base, "dp": {**dp, "seed": 1}}, model_only, rules)
+    assert err.value.field == "params.dp.seed"
+    first, = run_function("train", split.inputs, {**base, "dp": dp}, model_only, rules)
+    second, = run_function("train", split.inputs, {**base, "dp": dp}, model_only, rules)
+    assert first.summary["dp"]["epsilon"] == 5.0 and "train_rows" not in first.summary
+    assert _coefficients(first.summary, features).tolist() != _coefficients(second.summary, features).tolist()
+    # the released ONNX model scores (a DP model still predicts, through scikit-learn's own classes)
+    scores = _scores(first.payload, split.inputs, pa.array(split.pooled["id"].to_numpy()))
+    assert len(scores) == len(split.pooled) and scores["score"].between(0, 1).all()
+
+
+def test_dp_linear_regression_uses_declared_bounds_and_still_predicts(diabetes):
+    split = split_vertically(diabetes, "target", ["bank", "telco"], seed=4)
+    bounds = {f: [-0.2, 0.2] for f in split.features}
+    params = {"model": "linear_regression", "label": {"party": "bank", "column": "target"},
+              "dp": {"epsilon": 50.0, "bounds": bounds, "label_bounds": [0, 400]}}
+    (model,) = run_function("train", split.inputs, params, [ReleaseRequest("model", ("analyst",))], RULES)
+    assert model.summary["dp"]["epsilon"] == 50.0
+    scores = _scores(model.payload, split.inputs, pa.array(split.pooled["id"].to_numpy()))
+    truth = split.pooled.sort_values("id")["target"].to_numpy()
+    assert np.corrcoef(scores["score"].to_numpy(), truth)[0, 1] > 0.3  # noisy, yet a model
+    with pytest.raises(InputError) as err:
+        run_function("train", split.inputs, {**params, "dp": {"epsilon": 1.0, "bounds": bounds}},
+                     [ReleaseRequest("model", ("analyst",))], RULES)
+    assert err.value.field == "params.dp.label_bounds"

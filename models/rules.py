@@ -55,7 +55,8 @@ NAMED_ONLY_STATISTICS = frozenset({"min", "max", "percentiles"})
 PERCENTILE = re.compile(r"^p([1-9][0-9]?)$")
 DEFAULT_MIN_K = 10
 DEFAULT_MAX_GROUP_BY = 2
-# A released tree ensemble costs roughly 40-50 bytes of ONNX per node; 500k nodes stays
+# A released tree ensemble costs about 39 bytes of ONNX per node (measured: a 50-tree forest
+# of 63k nodes is 2.4 MB); 500k nodes (about 19 MiB) stays
 # well under the 64 MiB a result message may carry.
 DEFAULT_MAX_TREE_NODES = 500_000
 

@@ -140,7 +140,7 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
                                   "release_kinds": ["size", "sums", "aggregate", "model", "metrics"],
                                   "recipients": everyone}],
                 "compute_attestation": sim_attestation,
-                **sandbox_rules(party, cols),
+                **sandbox_rules(party, cols, own=list((own or {}).get(party, {}))),
             },
         }, f"# {party}'s node. Jobs outside its auto-approve rules wait for `teenet approvals approve`.\n")
     for name in compute_nodes:

@@ -24,11 +24,12 @@ MODELS = {"logistic_regression": {"C": [0.01, 100]}, "linear_regression": {}, "r
 BUDGET = {"epsilon": 10.0, "delta": 1.0e-6}
 
 
-def sandbox_rules(party: str, tables: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """`analysis` and `budget` sections of `party`'s policy for its shared `tables`."""
+def sandbox_rules(party: str, tables: Mapping[str, Sequence[str]], own: Sequence[str] = ()) -> dict[str, Any]:
+    """`analysis` and `budget` sections of `party`'s policy for its shared `tables`; `own`
+    names the tables the party brought itself (`--data`), which get the default rule."""
     analysis = {}
     for table, columns in tables.items():
-        if table not in GROUP_BY or "customer_id" not in columns:
+        if table in own or table not in GROUP_BY:
             continue  # the party's own table: the default rule
         analysis[table] = {
             "functions": ["psi", "aggregate", "train", "predict"],

@@ -430,7 +430,7 @@ def _check_train(rule: AnalysisRule, params: Mapping[str, Any], releases: Sequen
     hyper = hyper if isinstance(hyper, Mapping) else {}
     for name, (low, high) in sorted(rule.models[model].items()):
         given = name in hyper and hyper[name] is not None
-        value = _number(hyper[name]) if given else HYPERPARAMETER_DEFAULTS[model].get(name)
+        value = _number(hyper[name]) if given else _effective_default(rule, model, name)
         where = f"params.hyperparameters.{name}"
         shown = "unbounded (not set)" if value is None else f"{value:g}" + ("" if given else " (the default)")
         if value is None or not low <= value <= high:
@@ -470,6 +470,20 @@ def _check_train(rule: AnalysisRule, params: Mapping[str, Any], releases: Sequen
         # Metrics are exact statistics of the held-out rows: no DP mechanism covers them.
         raise RuleRefused("analysis.dp_required", f"release[{kinds.index('metrics')}].kind", "a DP-trained model "
                           "is released without exact metrics", expected="model only", found="metrics", table=table)
+
+
+def _effective_default(rule: AnalysisRule, model: str, name: str) -> float | None:
+    """What a hyperparameter left out of the spec becomes: the pipeline's default, or for
+    trees the rule's cap on depth and count (as `tree_settings` applies them) and k for leaves."""
+    value = HYPERPARAMETER_DEFAULTS[model].get(name)
+    if model in TREE_MODELS:
+        if name == "max_depth" and rule.max_tree_depth is not None:
+            return float(rule.max_tree_depth)
+        if name == TREE_COUNT[model] and rule.max_trees is not None and value is not None:
+            return float(min(value, rule.max_trees))
+        if name == "min_samples_leaf" and value is not None:
+            return float(max(value, rule.min_k))
+    return value
 
 
 # -- tree settings, one place for the enclave and the owner's node --------------------------

@@ -176,3 +176,14 @@ def test_epsilon_cost_is_what_the_spec_spends():
     with pytest.raises(InputError) as err:
         epsilon_cost("aggregate", {"dp": {"epsilon": "lots"}})
     assert err.value.field == "params.dp.epsilon"
+
+
+def test_a_hyperparameter_left_out_is_checked_at_the_value_the_enclave_will_use():
+    r = rule("bank", "customers", max_tree_depth=6, max_trees=40,
+             models={"random_forest": {"max_depth": [1, 8], "n_estimators": [1, 50]}})
+    releases = [ReleaseRequest("model", ("analyst",))]
+    _check(r, function="train", releases=releases, params={"model": "random_forest"})  # depth 6, 40 trees
+    e = _refused(rule("bank", "customers", models={"random_forest": {"max_depth": [1, 8]}}), "analysis.models",
+                 "params.hyperparameters.max_depth", function="train", releases=releases,
+                 params={"model": "random_forest"})
+    assert e.found == "unbounded (not set)"

@@ -411,3 +411,36 @@ def test_a_forged_or_stale_approval_of_what_the_rule_refuses_is_refused_by_the_c
         assert failed and check in failed[0]["reason"]
         assert net.audit_for("compute-1", job_id, "job_accepted") == []  # no keys, no offer
         _nothing_left(net, analyst, job_id, parties=("insurer",))
+
+
+def test_the_operator_sees_which_rule_matched_a_job_that_waits_and_the_approval_records_it(net, analyst,
+                                                                                             capsys):
+    text = """\
+name: claims-model
+function: train
+compute: compute-1
+inputs:
+  - {party: bank,    table: customers, key: customer_id, columns: [income, defaulted]}
+  - {party: insurer, table: policies,  key: customer_id, columns: [claims, premium]}
+params: {layout: vertical, model: logistic_regression, label: {party: bank, column: defaulted},
+         test_fraction: 0.25, seed: 3}
+release:
+  - {kind: metrics, to: [analyst]}
+"""
+    job_id = analyst.submit(text)  # the insurer's auto-approve rules leave train jobs to an operator
+    wait_until(lambda: net.audit_for("insurer", job_id, "approval_pending"), 30, "the insurer to wait")
+    code, out, err = _cli(capsys, "approvals", "list", "--config", net / "insurer.yaml", "--json")
+    assert code == 0, err
+    waiting = {r["job_id"]: r for r in json.loads(out)}[job_id]
+    assert waiting["status"] == "pending"
+    assert re.search(r"analysis rules matched: policies: insurer\.yaml:\d+ policy\.analysis\.policies",
+                     waiting["reason"]), waiting["reason"]
+    [pending] = net.audit_for("insurer", job_id, "approval_pending")
+    assert pending["rules"] and pending["rules"][0].startswith("policies: insurer.yaml:")
+    code, _, err = _cli(capsys, "approvals", "approve", job_id, "--operator", "li", "--config",
+                        net / "insurer.yaml")
+    assert code == 0, err
+    st = analyst.wait(job_id, timeout=120)
+    assert st.state == "succeeded", st.reason
+    [approved] = net.audit_for("insurer", job_id, "approved")
+    assert approved["decided_by"] == "operator:li" and approved["rules"] == pending["rules"]

@@ -507,6 +507,10 @@ def _field_parts(dotted: str) -> list[str | int]:
 
 def _budget(node: Located) -> Budget:
     f = node.mapping(required=("epsilon",), optional=("delta",), what="a budget mapping {epsilon, delta}")
+    for key, value in f.items():
+        if isinstance(value.value, str) and re.fullmatch(r"[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+", value.value):
+            raise value.error(f"expected a number, found string '{clip_text(value.value)}' (YAML reads "
+                              f"{value.value} as text; write it with a decimal point, e.g. 1.0e-6)")
     epsilon = f["epsilon"].number(minimum=0, maximum=1_000_000)
     delta = f["delta"].number(minimum=0, maximum=0.5) if "delta" in f else 0.0
     return Budget(float(epsilon), float(delta))

@@ -47,7 +47,7 @@ def test_a_policy_without_rules_keeps_working_under_the_default_rule(sandbox: Sa
     ("    customers: {epsilon: 10.0, delta: 1.0e-6}", "    customers: {epsilon: -1}",
      "policy.budget.customers.epsilon", "expected a number from 0"),
     ("    customers: {epsilon: 10.0, delta: 1.0e-6}", "    customers: {epsilon: 1, delta: 1e-6}",
-     "policy.budget.customers.delta", "expected a number"),
+     "policy.budget.customers.delta", "write it with a decimal point, e.g. 1.0e-6"),
     ("    customers: {epsilon: 10.0, delta: 1.0e-6}", "    customers: {delta: 0.1}",
      "policy.budget.customers.epsilon", "missing required field 'epsilon'"),
     ("    customers: [customer_id, age, income, region, defaulted]",

@@ -453,6 +453,14 @@ def read_private_key(path: Path, protection: KeyProtection = NO_PROTECTION) -> P
     return protection.decode(read_secret_file(path), source=str(path))
 
 
+def reprotect_private_keys(paths: list[Path], old: KeyProtection, new: KeyProtection) -> None:
+    """Re-encode the keys at `paths` from `old` to `new`: all are read (and decrypted)
+    before any is written, so a wrong passphrase or a refused file changes nothing."""
+    keys = [read_private_key(path, old) for path in paths]
+    for path, key in zip(paths, keys):
+        write_private_key(path, key, new)
+
+
 # --- configuration --------------------------------------------------------------------
 
 @dataclass(frozen=True)

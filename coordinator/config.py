@@ -5,7 +5,8 @@
     consortium: consortium.yaml
     state_dir: state/coordinator  # optional, default: the config file's folder
     database: coordinator.db      # optional, default: <state_dir>/coordinator.db
-    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent)
+    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent); its
+                                  # folder must be mode 0700 and the key 0600 (teenet.keyfiles)
     checkpoint_every: 64          # optional: sign the audit chain every N entries
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
     key_protection: {method: passphrase, passphrase_env: TEENET_KEY_PASSPHRASE}  # optional:

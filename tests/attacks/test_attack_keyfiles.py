@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,35 @@ def test_a_node_starts_with_keys_sealed_to_its_enclave_and_another_measurement_c
     monkeypatch.setattr(EnclaveManifest, "measurement", lambda self: b"\x01" * 48)  # other code
     with pytest.raises(InputError, match="signing.key: cannot unseal the key: this enclave's key does not open it"):
         open_runtime(config)
+
+
+def test_the_coordinator_serves_with_passphrase_protected_keys(sandbox: Path, cheap_scrypt: None,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`coordinator protect-keys`, then a start (audit and TLS key decrypted) and `audit verify
+    --config` (which needs the audit key's public half); without the passphrase, no start."""
+    from typer.testing import CliRunner
+
+    from teenet.cli.audit import _log_of
+    from teenet.cli.coordinator import app
+    from teenet.coordinator.config import load_coordinator_config
+    from teenet.coordinator.server import serve
+    from teenet.audit import load_audit_key
+
+    path = sandbox / "coordinator.yaml"
+    first = load_audit_key(load_coordinator_config(path).audit_key)
+    path.write_text(path.read_text() + "key_protection: {method: passphrase, passphrase_env: TEENET_TEST_PP}\n")
+    config = load_coordinator_config(path)
+    monkeypatch.setenv("TEENET_TEST_PP", "the coordinator's passphrase")
+    done = CliRunner().invoke(app, ["protect-keys", "--config", str(path)])
+    assert done.exit_code == 0, done.output
+    assert config.audit_key.read_text().startswith("-----BEGIN TEENET SEALED PRIVATE KEY-----")
+    running = serve(replace(config, listen="127.0.0.1:0"))
+    running.stop(grace=0)
+    _, public = _log_of(None, path)
+    assert public.public_bytes_raw() == first.public_key().public_bytes_raw()
+    monkeypatch.delenv("TEENET_TEST_PP")
+    with pytest.raises(InputError, match="the environment variable TEENET_TEST_PP is not set"):
+        serve(config)
 
 
 @pytest.mark.slow

@@ -107,7 +107,12 @@ def raise_(table: str = typer.Argument(..., help="The shared table whose budget 
         raise InputError("--epsilon and --delta are both 0: nothing to raise")
     if not operator.strip() or not reason.strip():
         raise InputError("--operator and --reason must not be empty (both go into the audit log)")
-    keys = MemberKeys.load(cfg.keys_dir)
+    # The node's own signing key signs the audit chain's checkpoints; read it as the node
+    # does, under its key_protection (a passphrase, or sealed to this enclave).
+    from teenet.node.enclave import build_enclave
+
+    enclave = build_enclave(cfg.enclave.backend, cfg.enclave.sim_dir, intel_collateral=cfg.enclave.intel_collateral)
+    keys = MemberKeys.load(cfg.keys_dir, cfg.key_protection.resolve(enclave.derive_sealing_key))
     store = NodeStore(cfg.state_dir / "node.db")
     audit = AuditLog(cfg.state_dir / "audit.db", keys.signing)
     try:

@@ -111,8 +111,11 @@ def raise_(table: str = typer.Argument(..., help="The shared table whose budget 
     # does, under its key_protection (a passphrase, or sealed to this enclave).
     from teenet.node.enclave import build_enclave
 
-    enclave = build_enclave(cfg.enclave.backend, cfg.enclave.sim_dir, intel_collateral=cfg.enclave.intel_collateral)
-    keys = MemberKeys.load(cfg.keys_dir, cfg.key_protection.resolve(enclave.derive_sealing_key))
+    def sealing_key():  # built only for key_protection: enclave
+        return build_enclave(cfg.enclave.backend, cfg.enclave.sim_dir,
+                             intel_collateral=cfg.enclave.intel_collateral).derive_sealing_key()
+
+    keys = MemberKeys.load(cfg.keys_dir, cfg.key_protection.resolve(sealing_key))
     store = NodeStore(cfg.state_dir / "node.db")
     audit = AuditLog(cfg.state_dir / "audit.db", keys.signing)
     try:

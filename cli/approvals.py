@@ -28,9 +28,22 @@ def _store(config: Path | None) -> tuple[NodeStore, str]:
     return NodeStore(db), cfg.node
 
 
+def _spend(spec: dict) -> dict:
+    """What the job would spend of each of this owner's tables' privacy budgets."""
+    from teenet.errors import TeenetError
+    from teenet.models.rules import epsilon_cost
+
+    try:
+        epsilon, delta = epsilon_cost(str(spec.get("function")), spec.get("params"))
+    except TeenetError:
+        return {"epsilon": None, "delta": None}  # a malformed dp section: the node rejects the job
+    return {"epsilon": epsilon, "delta": delta}
+
+
 def _describe(canonical: bytes, party: str) -> dict:
     spec = json.loads(canonical)
     return {
+        "spend": _spend(spec),
         "name": spec.get("name"), "analyst": spec.get("analyst"), "function": spec.get("function"),
         "compute": spec.get("compute"),
         "tables": [{"table": i["table"], "columns": list(i.get("keys", [])) + list(i.get("columns", []))}
@@ -53,11 +66,12 @@ def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's c
         if not rows:
             console.print("no jobs wait for a decision" if not all_ else "no jobs seen yet")
             return
-        t = Table("job", "name", "analyst", "function", "your tables and columns", "release", "status")
+        t = Table("job", "name", "analyst", "function", "your tables and columns", "release", "epsilon", "status")
         for r in rows:
             t.add_row(r["job_id"][:12], r["name"], r["analyst"], r["function"],
                       "; ".join(f"{x['table']}({', '.join(x['columns'])})" for x in r["tables"]),
                       "; ".join(f"{x['kind']}->{', '.join(x['to'])}" for x in r["release"]),
+                      "-" if not r["spend"]["epsilon"] else f"{r['spend']['epsilon']:g}",
                       # The reason names the analysis rules that matched (pending) or the rule that refused.
                       r["status"] + (f": {r['reason']}" if r["status"] in ("pending", "rejected", "failed") else ""))
         console.print(t)

@@ -432,7 +432,7 @@ release:
     code, out, err = _cli(capsys, "approvals", "list", "--config", net / "insurer.yaml", "--json")
     assert code == 0, err
     waiting = {r["job_id"]: r for r in json.loads(out)}[job_id]
-    assert waiting["status"] == "pending"
+    assert waiting["status"] == "pending" and waiting["spend"] == {"epsilon": 0.0, "delta": 0.0}  # no DP
     assert re.search(r"analysis rules matched: policies: insurer\.yaml:\d+ policy\.analysis\.policies",
                      waiting["reason"]), waiting["reason"]
     [pending] = net.audit_for("insurer", job_id, "approval_pending")

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from teenet.audit import AuditLog
+from teenet.audit import AuditEntry, AuditLog
 from teenet.canonical import domain_digest, domain_message, parse_canonical_json
 from teenet.errors import InputError, TeenetError, VerificationError
 from teenet.identity import MemberPublicKeys, verify_ed25519
@@ -637,6 +637,35 @@ class Coordinator:
         limit = max(1, min(limit or 100, 1000))
         jobs = self.store.list_jobs(state=state or None, member=viewer, limit=limit)
         return [self._view(job, self.spec_of(job)) for job in jobs]
+
+    def audit_for(self, viewer: str, *, after: int, limit: int) -> list[AuditEntry]:
+        """The audit entries, after seq `after`, of the jobs `viewer` takes part in (at most
+        `limit`). A reason, an approval or an upload of a job is its members' business: a
+        member outside the job reads none of it. Entries that name no job are the operator's."""
+        self.member(viewer, what="audit reader")
+        involved: dict[str, bool] = {}
+        out: list[AuditEntry] = []
+        cursor = after
+        while len(out) < limit:
+            page = self.audit.entries(after=cursor, limit=max(limit, 100))
+            if not page:
+                break
+            for entry in page:
+                cursor = entry.seq
+                try:
+                    job_id = entry.event.get("job_id")
+                except InputError:
+                    continue
+                if not isinstance(job_id, str):
+                    continue
+                if job_id not in involved:
+                    job = self.store.get_job(job_id) if _JOB_ID.fullmatch(job_id) else None
+                    involved[job_id] = job is not None and self._involved(job, self.spec_of(job), viewer)
+                if involved[job_id]:
+                    out.append(entry)
+                    if len(out) >= limit:
+                        break
+        return out
 
     def fetch_results(self, job_id: str, recipient: str) -> ResultsForRecipient:
         """The sealed results addressed to `recipient`, with what they need to verify them."""

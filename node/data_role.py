@@ -22,6 +22,7 @@ from teenet.errors import TeenetError
 from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
+from teenet.reasons import Reason, check_named_in, transport_check
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.sealing import StreamBinding, TableKey, seal_table
@@ -61,9 +62,13 @@ class DataRole:
             log.warning("job %s refused: %s", item.job_id[:16], exc)
             rt.audit("job_refused", job_id=item.job_id, reason=str(exc))
             if getattr(exc, "check", "") in AUTHENTIC_BUT_UNFIT and signed.job_id == item.job_id:
-                self._reject_unfit(signed, str(exc))
+                self._reject_unfit(signed, exc)
             return
         job_id = signed.job_id
+        if item.job_id != job_id:  # the coordinator's label; the signed digest is the id
+            rt.audit("job_refused", job_id=item.job_id, reason=f"job.id: the work item's id is not the digest "
+                                                               f"of its signed job ({job_id[:16]})")
+            return
         if rt.store.remember_job(job_id, signed.canonical_spec, signed.analyst, signed.signature,
                                  spec.name, spec.function):
             rt.audit("job_received", job_id=job_id, analyst=spec.analyst, function=spec.function, name=spec.name)
@@ -77,7 +82,7 @@ class DataRole:
             signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
         rt.store.mark_decision_sent(job_id)
 
-    def _reject_unfit(self, signed: SignedJob, reason: str) -> None:
+    def _reject_unfit(self, signed: SignedJob, exc: TeenetError) -> None:
         """An analyst's genuine job that does not fit this node's view of the consortium (a
         table, column or member it does not know): reject it with the reason, once, so the
         job fails visibly instead of waiting for a decision that never comes."""
@@ -91,10 +96,11 @@ class DataRole:
             except (ValueError, AttributeError):
                 name, function = "?", "?"
             rt.store.remember_job(job_id, signed.canonical_spec, signed.analyst, signed.signature, name, function)
+            # The signed reason leaves the node: the check and the field, not the job's text.
             decision = Decision(job_id=job_id, party=rt.name, decision="reject",
-                                reason=f"{rt.name} cannot check this job: {reason}", function=function)
+                                reason=Reason.of("job.uncheckable", exc, party=rt.name).text(), function=function)
             existing = rt.store.store_decision(sign_decision(decision, rt.keys.signing), "rejected", decision.reason)
-            rt.audit("rejected", job_id=job_id, reason=decision.reason, decided_by="policy")
+            rt.audit("rejected", job_id=job_id, reason=decision.reason, detail=str(exc), decided_by="policy")
         call_with_retry(lambda: rt.coordinator.stub.SubmitDecision(pb.SignedDecision(
             job_id=existing.job_id, party=existing.party, decision=existing.decision,
             signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
@@ -168,6 +174,8 @@ class DataRole:
         if record is None or record.status not in ("approved", "uploaded"):
             return  # never approved here: ship nothing
         signed = SignedJob(record.canonical_spec, record.analyst, record.signature)
+        if signed.job_id != job_id:  # the record is keyed by the digest it was stored under
+            raise TeenetError(f"job.id: stored job {job_id[:16]} does not hash to its id")
         spec = verify_signed_job(signed, rt.consortium)
         mine = [inp for inp in spec.inputs if inp.party == rt.name]
         done = rt.store.uploads(job_id)
@@ -185,9 +193,9 @@ class DataRole:
                 raise TeenetError(f"offer comes from '{offer.compute}', the job names '{spec.compute}'")
             verified = verify_compute_offer(offer, bytes.fromhex(job_id), rt.compute_policy, rt.enclave.roots)
         except TeenetError as exc:
-            reason = f"{rt.name} refused the compute enclave: {exc}"
-            log.warning("job %s: %s", job_id[:16], reason)
-            rt.store.set_status(job_id, "failed", reason)
+            reason = Reason.of("compute.refused", exc, party=rt.name).text()
+            log.warning("job %s: %s: %s", job_id[:16], reason, exc)
+            rt.store.set_status(job_id, "failed", f"{rt.name} refused the compute enclave: {exc}")
             rt.audit("compute_refused", job_id=job_id, reason=str(exc))
             self._report(job_id, "failed", reason)
             return
@@ -228,10 +236,13 @@ class DataRole:
                 def failed_to_read() -> bool:
                     if not read_error:
                         return False
-                    reason = f"{rt.name} could not read {inp.table}: {read_error[0]}"
-                    log.warning("job %s: %s", job_id[:16], reason)
-                    rt.store.set_status(job_id, "failed", reason)
-                    rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason)
+                    # The reader's text may quote the bad cell: it stays in this owner's own
+                    # audit and log; the reason that leaves names the table and column only.
+                    reason = Reason.of("input.unreadable", read_error[0], party=rt.name, table=inp.table).text()
+                    detail = f"{rt.name} could not read {inp.table}: {read_error[0]}"
+                    log.warning("job %s: %s", job_id[:16], detail)
+                    rt.store.set_status(job_id, "failed", detail)
+                    rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason, detail=detail)
                     self._report(job_id, "failed", reason)
                     return True
 
@@ -250,14 +261,17 @@ class DataRole:
                                      MAX_UPLOAD_ATTEMPTS)
                             return
                         detail = " ".join((exc.details() or "").split())[:200]
-                        reason = (f"{rt.name} could not ship {inp.table} to {spec.compute}: the connection "
-                                  f"failed {attempts} times ({exc.code().name}: {detail})")
-                        rt.store.set_status(job_id, "failed", reason)
-                        rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason)
+                        reason = Reason("input.unshippable", transport_check(exc.code().name, detail),
+                                        party=rt.name, table=inp.table, field=spec.compute).text()
+                        full = (f"{rt.name} could not ship {inp.table} to {spec.compute}: the connection "
+                                f"failed {attempts} times ({exc.code().name}: {detail})")
+                        rt.store.set_status(job_id, "failed", full)
+                        rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason, detail=full)
                         self._report(job_id, "failed", reason)
                         return
-                    reason = f"compute node refused {rt.name}/{inp.table}: {exc.details()}"
-                    rt.store.set_status(job_id, "failed", reason)
+                    reason = Reason("upload.refused", check_named_in(exc.details() or ""), party=rt.name,
+                                    table=inp.table).text()
+                    rt.store.set_status(job_id, "failed", f"compute node refused {rt.name}/{inp.table}: {exc.details()}")
                     rt.audit("upload_refused", job_id=job_id, table=inp.table, reason=exc.details() or "")
                     self._report(job_id, "failed", reason)
                     return

@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS compute_jobs (
     accepted_at REAL NOT NULL,
     ended_at REAL
 );
+-- Jobs a compute enclave refused (a bad signature, approval or id): never taken later.
+-- With compute_jobs, the durable "seen" set: no restart runs or re-keys a digest twice.
+CREATE TABLE IF NOT EXISTS compute_refused (
+    job_id TEXT PRIMARY KEY,
+    refused_at REAL NOT NULL
+);
 """
 SCHEMA_VERSION = "1"
 
@@ -192,10 +198,27 @@ class NodeStore:
             c.execute("UPDATE uploads SET reported=1 WHERE job_id=? AND party_table=?", (job_id, party_table))
 
     # compute jobs -------------------------------------------------------------------------
-    def remember_compute_job(self, job_id: str) -> None:
-        """Durably note that this compute node holds keys for `job_id` (before it offers them)."""
+    def remember_compute_job(self, job_id: str) -> bool:
+        """Durably note that this compute node makes keys for `job_id` (before it makes or
+        offers them). False if the digest was ever taken or refused before: it is not taken again."""
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO compute_jobs (job_id, accepted_at) VALUES (?,?)", (job_id, time.time()))
+            if c.execute("SELECT 1 FROM compute_refused WHERE job_id=?", (job_id,)).fetchone():
+                return False
+            cur = c.execute("INSERT OR IGNORE INTO compute_jobs (job_id, accepted_at) VALUES (?,?)",
+                            (job_id, time.time()))
+            return cur.rowcount == 1
+
+    def refuse_compute_job(self, job_id: str) -> None:
+        """Durably note that this compute node refused `job_id`; it is never taken later."""
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO compute_refused VALUES (?,?)", (job_id, time.time()))
+
+    def compute_job_seen(self, job_id: str) -> bool:
+        """Whether this compute node ever took (made keys for) or refused `job_id`."""
+        with self._lock:
+            return bool(self._conn.execute(
+                "SELECT 1 FROM compute_jobs WHERE job_id=? UNION SELECT 1 FROM compute_refused WHERE job_id=?",
+                (job_id, job_id)).fetchone())
 
     def end_compute_job(self, job_id: str) -> None:
         with self._tx() as c:

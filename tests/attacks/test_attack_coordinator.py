@@ -18,8 +18,9 @@ import threading
 
 import pytest
 
-from attack_kit import Analyst, AttackNet, edit_yaml, one_byte_copy, start_node, wait_until
+from attack_kit import Analyst, AttackNet, edit_yaml, one_byte_copy, restart_node, start_node, wait_until
 from teenet.coordinator.state import Coordinator, WorkItem
+from teenet.proto import teenet_pb2 as pb
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +62,8 @@ class LyingCoordinator(Coordinator):
             if lie is not None:
                 self._count(item.job.name)
                 item = lie(self, item)
+                if item is None:  # the lie withholds the item
+                    continue
             items.append(item)
         with self._lie_lock:
             for entry in self.injected:
@@ -156,15 +159,72 @@ def test_another_signed_job_passed_off_with_these_approvals_is_refused(net, liar
         other = self.store.get_job(net.extra["old"])
         return dataclasses.replace(item, job=dataclasses.replace(other, job_id=item.job.job_id))
 
-    _compute_refuses(net, liar, analyst, "swapped-job", swap, "approval.job")
+    _compute_refuses(net, liar, analyst, "swapped-job", swap, "job.id")
+
+
+def test_an_old_job_and_its_approvals_under_a_new_jobs_id_are_refused(net, liar, analyst):
+    """The coordinator withholds job Y (approved by both owners) from the compute node, then
+    hands the compute node Y's signed spec and Y's signed approvals under new job X's id.
+    Everything it relays is genuine; only the label is X's. Were the enclave to bind its keys
+    to the label, X's tables would be shipped to it and Y's function, params and releases run
+    on them. It refuses: the id is the signed job's digest, and nothing leaves for either job."""
+    liar.lies["withheld-old"] = {"compute": lambda self, item: None}
+    old = analyst.submit(job("withheld-old"))
+    assert analyst.wait(old, states={"approved"}).state == "approved"
+
+    def swap(self, item):
+        y = self.store.get_job(old)
+        return dataclasses.replace(item, job=dataclasses.replace(y, job_id=item.job.job_id),
+                                   decisions=tuple(self.store.decisions(old)))
+
+    liar.lies["swap-new"] = {"compute": swap}
+    new = analyst.submit(job("swap-new"))
+    st = analyst.wait(new)
+    assert liar.lied.get("swap-new") and liar.lied.get("withheld-old")
+    assert st.state == "failed" and st.reason.startswith("compute enclave refused the job: job.id"), st.reason
+    assert any(e["reason"].startswith("compute enclave refused the job: job.id")
+               for e in net.audit_for("compute-1", new, "job_failed"))
+    assert list(st.uploaded) == []
+    for job_id in (new, old):
+        assert net.audit_for("compute-1", job_id, "job_accepted") == []  # no keys for either
+        _nothing_shipped(net, job_id)
+    assert analyst.status(old).state == "approved"  # Y was not consumed by the lie
+
+
+def test_a_replay_after_the_compute_node_restarts_is_refused(net, liar, analyst):
+    """A job runs once. After it succeeded and the compute node restarted (its memory gone),
+    the coordinator hands it the same signed job and approvals again: the enclave's durable
+    record refuses it; no keys, no offer, no second run."""
+    job_id = analyst.submit(job("replay-me"))
+    assert analyst.wait(job_id).state == "succeeded"
+    before = {e: len(net.audit_for("compute-1", job_id, e)) for e in ("job_accepted", "table_received",
+                                                                       "released_results")}
+    assert before == {"job_accepted": 1, "table_received": 2, "released_results": 1}
+    restart_node(net.directory, "compute-1")
+    record = liar.store.get_job(job_id)
+    with liar._lie_lock:
+        liar.injected.append(["compute-1", WorkItem("compute", record,
+                                                    decisions=tuple(liar.store.decisions(job_id))), 3])
+    refusals = wait_until(lambda: [e for e in net.audit_for("compute-1", job_id, "job_refused")
+                                   if e["reason"].startswith("job.replay")], 30,
+                          "the restarted compute node to refuse the replay")
+    assert len(refusals) == 1
+    wait_until(lambda: all(entry[2] == 0 for entry in liar.injected if entry[0] == "compute-1"), 20,
+               "the replays to be handed out")
+    after = {e: len(net.audit_for("compute-1", job_id, e)) for e in before}
+    assert after == before
+    assert liar.store.offer(job_id) is not None and analyst.status(job_id).state == "succeeded"
 
 
 def test_a_dropped_approval_is_refused_by_the_compute_enclave(net, liar, analyst):
     def drop(self, item):
         return dataclasses.replace(item, decisions=tuple(d for d in item.decisions if d.party != "insurer"))
 
-    st = _compute_refuses(net, liar, analyst, "dropped-approval", drop, "approval.missing")
-    assert "'insurer'" in st.reason
+    _compute_refuses(net, liar, analyst, "dropped-approval", drop, "approval.missing")
+    job_id = next(j.job_id for j in analyst.stub.ListJobs(pb.ListJobsRequest(limit=100), timeout=10).jobs
+                  if j.name == "dropped-approval")
+    # the compute node's own audit names whose approval is missing; the reason outside names the check
+    assert any("'insurer'" in e["detail"] for e in net.audit_for("compute-1", job_id, "job_failed"))
 
 
 def test_a_forged_approval_is_refused_by_the_compute_enclave(net, liar, analyst):

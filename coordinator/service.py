@@ -162,6 +162,13 @@ class CoordinatorService(rpc.CoordinatorServicer):
         return pb.Ack(ok=True, detail=detail)
 
     @_rpc
+    def WithdrawApproval(self, request: pb.SignedApprovalRevocation, context: grpc.ServicerContext) -> pb.Ack:
+        require_caller(context, request.party, "party")
+        detail = self.coordinator.withdraw_approval(request.job_id, request.party, request.revocation,
+                                                    request.signature)
+        return pb.Ack(ok=True, detail=detail)
+
+    @_rpc
     def PostOffer(self, request: pb.ComputeOffer, context: grpc.ServicerContext) -> pb.Ack:
         require_caller(context, request.compute, "compute")
         detail = self.coordinator.post_offer(
@@ -238,7 +245,9 @@ def job_status(view: JobView) -> pb.JobStatus:
 
 def work_item(item: WorkItem) -> pb.WorkItem:
     out = pb.WorkItem(kind=item.kind, job_id=item.job.job_id, job=signed_job(item.job),
-                      decisions=[signed_decision(d) for d in item.decisions], reason=item.reason)
+                      decisions=[signed_decision(d) for d in item.decisions], reason=item.reason,
+                      revocations=[pb.SignedApprovalRevocation(job_id=r.job_id, party=r.party, revocation=r.canonical,
+                                                               signature=r.signature) for r in item.revocations])
     if item.offer is not None:
         out.offer.CopyFrom(compute_offer(item.offer))
     return out

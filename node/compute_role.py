@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -27,6 +28,7 @@ from teenet.reasons import Reason, transport_check
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.release import seal_result
+from teenet.revocation import SignedRevocation, refuse_withdrawn_or_expired
 from teenet.sealing import SealedTableReader, StreamBinding
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
@@ -44,6 +46,7 @@ class JobRun:
     session: ComputeEnclaveSession
     tables: dict[tuple[str, str], pa.Table] = field(default_factory=dict)
     started: bool = False
+    revocations: list[SignedRevocation] = field(default_factory=list)
 
 
 class ComputeRole(rpc.ComputeServicer):
@@ -67,9 +70,16 @@ class ComputeRole(rpc.ComputeServicer):
             self._refuse_item(item.job_id, f"job.id: the work item's id is not the digest of its signed job "
                                            f"(expected {job_id[:16]}, found {item.job_id[:16]})")
             return
+        revocations = [SignedRevocation(r.job_id, r.party, r.revocation, r.signature) for r in item.revocations]
         with self._lock:
             run = self.runs.get(job_id)
         if run is not None:
+            run.revocations.extend(r for r in revocations if r not in run.revocations)
+            try:
+                self._still_approved(run)
+            except TeenetError as exc:
+                self._drop(run, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
+                return
             self._post_offer(run)  # the coordinator may have lost it; offers are idempotent
             return
         if rt.store.compute_job_seen(job_id):
@@ -94,6 +104,8 @@ class ComputeRole(rpc.ComputeServicer):
                 release=[(r.kind, list(r.to)) for r in spec.release],
                 signed=[SignedDecision(d.job_id, d.party, d.decision, d.signature) for d in item.decisions],
                 party_keys=party_keys, own_measurement=rt.enclave.measurement)
+            refuse_withdrawn_or_expired(job_id=job_id, decisions=terms.decisions, revocations=revocations,
+                                        party_keys=party_keys, now=time.time())
         except TeenetError as exc:
             rt.store.refuse_compute_job(job_id)  # durable before anyone is told
             self._fail(job_id, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
@@ -104,12 +116,28 @@ class ComputeRole(rpc.ComputeServicer):
         if not rt.store.remember_compute_job(job_id):
             return  # another worker took it meanwhile
         session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
-        run = JobRun(job_id, spec, terms, session)
+        run = JobRun(job_id, spec, terms, session, revocations=revocations)
         with self._lock:
             self.runs[job_id] = run
         rt.audit("job_accepted", job_id=job_id, function=spec.function,
                  parties=sorted({i.party for i in spec.inputs}), min_group_size=terms.min_group_size)
         self._post_offer(run)
+
+    def _still_approved(self, run: JobRun) -> None:
+        """Raise unless every approval of `run` is still in its window and none was withdrawn."""
+        party_keys = {m.name: m.keys.signing for m in self.rt.consortium.members.values() if m.role == "data"}
+        refuse_withdrawn_or_expired(job_id=run.job_id, decisions=run.terms.decisions, revocations=run.revocations,
+                                    party_keys=party_keys, now=time.time())
+
+    def _drop(self, run: JobRun, reason: Reason, detail: str) -> None:
+        """End a job this enclave holds keys (and maybe tables) for, before it ran."""
+        with self._lock:
+            self.runs.pop(run.job_id, None)
+            run.started = True  # a table arriving now never starts it
+        run.tables.clear()
+        self.rt.store.end_compute_job(run.job_id)
+        self.rt.audit("job_dropped", job_id=run.job_id, reason=reason.text())
+        self._fail(run.job_id, reason, detail)
 
     def _refuse_item(self, item_job_id: str, reason: str) -> None:
         """Refuse a work item that does not name its own signed job. Nothing is recorded
@@ -215,6 +243,12 @@ class ComputeRole(rpc.ComputeServicer):
 
         rt = self.rt
         spec = run.spec
+        try:  # the approvals held when the keys were made; they must still hold now
+            self._still_approved(run)
+        except TeenetError as exc:
+            self._finish(run)
+            self._fail(run.job_id, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
+            return
         self._report(run.job_id, "running", f"all {len(spec.inputs)} inputs received; running {spec.function}")
         try:
             inputs = [PartyInput(i.party, i.table, tuple(i.keys), tuple(i.columns), run.tables[(i.party, i.table)])

@@ -106,6 +106,8 @@ class NodeDaemon:
         coordinator holds it until something changes (a long poll). Stop() cancels it."""
         if self._orphans:
             self.settle_orphans()
+        if self.data is not None:
+            self.data.send_revocations()
         call = self.rt.coordinator.stub.Poll.future(
             pb.PollRequest(node=self.rt.name, since=since, wait_ms=int(wait * 1000)), timeout=10 + wait)
         self._poll_call = call  # read by stop() and the signal handler, to cancel it

@@ -23,6 +23,7 @@ from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
 from teenet.reasons import Reason, check_named_in, transport_check
+from teenet.revocation import ApprovalRevocation, decision_digest, sign_revocation
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.sealing import StreamBinding, TableKey, seal_table
@@ -50,6 +51,7 @@ class DataRole:
         self._uploading: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        self._withheld: set[str] = set()  # withdrawn jobs whose upload was refused (audited once)
         self._lock = threading.Lock()
 
     # decisions ----------------------------------------------------------------------------
@@ -77,6 +79,8 @@ class DataRole:
             existing = self._decide(job_id, spec)
         if existing is None:
             return  # waiting for an operator
+        if rt.store.revoked(job_id):
+            return  # withdrawn before it was even sent; the revocation goes out instead
         call_with_retry(lambda: rt.coordinator.stub.SubmitDecision(pb.SignedDecision(
             job_id=existing.job_id, party=existing.party, decision=existing.decision,
             signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
@@ -152,6 +156,8 @@ class DataRole:
             due = [at - now for at in self._retry_at.values() if at > now]
         if self.rt.store.jobs("pending"):
             due.append(interval)
+        if self.rt.store.revocations_to_sign() or self.rt.store.unsent_revocations():
+            due.append(interval)
         return max(0.05, min(due)) if due else None
 
     # uploads ------------------------------------------------------------------------------
@@ -171,7 +177,7 @@ class DataRole:
         rt = self.rt
         job_id = item.job_id
         record = rt.store.job(job_id)
-        if record is None or record.status not in ("approved", "uploaded"):
+        if record is None or record.status not in ("approved", "uploaded", "revoked"):
             return  # never approved here: ship nothing
         signed = SignedJob(record.canonical_spec, record.analyst, record.signature)
         if signed.job_id != job_id:  # the record is keyed by the digest it was stored under
@@ -198,6 +204,16 @@ class DataRole:
             rt.store.set_status(job_id, "failed", f"{rt.name} refused the compute enclave: {exc}")
             rt.audit("compute_refused", job_id=job_id, reason=str(exc))
             self._report(job_id, "failed", reason)
+            return
+        if not rt.store.begin_sealing(job_id):
+            # The owner withdrew its approval: no key of this job is ever sealed, whatever the
+            # coordinator relays or hides (the same transaction as `teenet approvals revoke`).
+            with self._lock:
+                first = job_id not in self._withheld
+                self._withheld.add(job_id)
+            if first:
+                rt.audit("upload_withheld", job_id=job_id, reason="approval.revoked: the owner withdrew its approval")
+                log.info("job %s: approval withdrawn; nothing is sealed or shipped", job_id[:16])
             return
         endpoint = rt.consortium.member(spec.compute).endpoint  # from the consortium file, not the coordinator
         session = DataEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester)
@@ -296,8 +312,34 @@ class DataRole:
         if event == "uploaded":
             rt.store.mark_upload_reported(job_id, detail)
 
+    # revocations --------------------------------------------------------------------------
+    def send_revocations(self) -> None:
+        """Sign each withdrawal an operator recorded (`teenet approvals revoke`), audit it, and
+        send it to the coordinator; retried on every poll until the coordinator takes it."""
+        rt = self.rt
+        for job_id, operator, reason in rt.store.revocations_to_sign():
+            decision = rt.store.decision(job_id, rt.name)
+            body = ApprovalRevocation(job_id=job_id, party=rt.name,
+                                      decision_sha256=decision_digest(decision.decision if decision else b""),
+                                      revoked_at=int(time.time()), reason=reason[:512])
+            signed = sign_revocation(body, rt.keys.signing)
+            rt.store.store_signed_revocation(job_id, signed.revocation, signed.signature)
+            rt.audit("approval_revoked", job_id=job_id, operator=operator, reason=reason)
+            log.info("job %s: approval withdrawn by operator:%s", job_id[:16], operator)
+        for job_id, revocation, signature in rt.store.unsent_revocations():
+            try:
+                rt.coordinator.stub.WithdrawApproval(pb.SignedApprovalRevocation(
+                    job_id=job_id, party=rt.name, revocation=revocation, signature=signature), timeout=10)
+            except grpc.RpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    log.info("job %s: revocation not delivered yet (%s)", job_id[:16], exc.code().name)
+                    continue
+                log.warning("job %s: coordinator refused the revocation: %s %s", job_id[:16], exc.code().name,
+                            exc.details())
+            rt.store.mark_revocation_sent(job_id)
+
     def on_stop(self, item: pb.WorkItem) -> None:
         record = self.rt.store.job(item.job_id)
-        if record is not None and record.status not in ("stopped", "failed", "rejected"):
+        if record is not None and record.status not in ("stopped", "failed", "rejected", "revoked"):
             self.rt.store.set_status(item.job_id, "stopped", item.reason)
             self.rt.audit("job_stopped", job_id=item.job_id, reason=item.reason)

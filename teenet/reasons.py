@@ -41,6 +41,7 @@ CHECKS: frozenset[str] = frozenset({
     "job.size", "job.compute", "approval.columns", "approval.compute", "approval.envelope", "approval.function",
     "approval.job", "approval.measurement", "approval.missing", "approval.party", "approval.rejected",
     "approval.release", "approval.signature", "approval.expired", "approval.validity", "approval.revoked",
+    "revocation.signature",
     "decision.signature",
     # attestation and key negotiation
     "binding.report_data", "evidence.platform", "evidence.format", "offer.job", "offer.compute",

@@ -247,6 +247,14 @@ class Analyst:
             st = self.status(job_id)
         return st
 
+    def cancel(self, job_id: str, reason: str) -> pb.JobStatus:
+        from teenet.canonical import domain_message
+
+        signature = self.keys.signing.sign(domain_message("teenet/cancel/v1", bytes.fromhex(job_id),
+                                                          reason.encode("utf-8")))
+        return self.stub.CancelJob(pb.CancelRequest(job_id=job_id, analyst=self.name, reason=reason,
+                                                    signature=signature), timeout=10)
+
     def result(self, job_id: str):
         """What `teenet job result` does: fetch, verify offline, open."""
         from teenet.node.results import fetch_and_open

@@ -37,6 +37,9 @@ release:
 """
 
 
+TELCO_APPROVAL_SECONDS = 8
+
+
 def job(name: str, other: str = "insurer") -> str:
     return JOB.format(name=name, other=other, table={"insurer": "policies", "telco": "usage"}[other])
 
@@ -72,6 +75,13 @@ class LyingCoordinator(Coordinator):
                     items.append(entry[1])
         return items
 
+    def withdraw_approval(self, job_id: str, party: str, revocation: bytes, signature: bytes) -> str:
+        name = self.store.get_job(job_id).name
+        if self.lies.get(name, {}).get("hide_revocation"):  # acknowledge it, keep nothing, tell nobody
+            self._count(name)
+            return "approval withdrawn"
+        return super().withdraw_approval(job_id, party, revocation, signature)
+
     def fetch_results(self, job_id: str, recipient: str):
         found = super().fetch_results(job_id, recipient)
         lie = self.lies.get(found.job.name, {}).get("fetch")
@@ -89,8 +99,11 @@ def net(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("lyingnet")
     init_sandbox(d, rows=2000)
-    edit_yaml(d / "telco.yaml",  # the telco trusts compute enclaves on real hardware only
-              lambda c: c["policy"]["compute_attestation"].__setitem__("allow_simulated", False))
+    def telco_policy(c):  # compute enclaves on real hardware only; its approvals hold 8 s
+        c["policy"]["compute_attestation"]["allow_simulated"] = False
+        c["policy"]["approval_validity"] = TELCO_APPROVAL_SECONDS
+
+    edit_yaml(d / "telco.yaml", telco_policy)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(server, "Coordinator", LyingCoordinator)
         running = server.serve(load_coordinator_config(d / "coordinator.yaml"))
@@ -253,6 +266,106 @@ def test_an_approval_replayed_from_another_job_is_refused_by_the_compute_enclave
                                                          for d in item.decisions))
 
     _compute_refuses(net, liar, analyst, "replayed-approval", replay, "approval.job")
+
+
+def _decisions(liar, job_id: str) -> dict:
+    from teenet.approval import Decision
+
+    return {d.party: Decision.from_canonical(d.canonical) for d in liar.store.decisions(job_id)}
+
+
+def test_an_expired_approval_is_refused_by_the_compute_enclave(net, liar, analyst):
+    """The telco's policy lets its approvals hold 8 s, the bank's the default day. The
+    coordinator sits on the approved job past the telco's window, then hands it over."""
+    import time
+
+    hold = {"until": float("inf")}
+    liar.lies["expired"] = {"compute": lambda self, item: None if time.time() < hold["until"] else item}
+    job_id = analyst.submit(job("expired", "telco"))
+    assert analyst.wait(job_id, states={"approved"}).state == "approved"
+    decisions = _decisions(liar, job_id)
+    bank, telco = decisions["bank"], decisions["telco"]
+    assert 86_000 < bank.not_after - time.time() <= 86_400  # the default: a day
+    assert 0 < telco.not_after - time.time() <= TELCO_APPROVAL_SECONDS
+    hold["until"] = telco.not_after + 1.5
+    st = analyst.wait(job_id, timeout=TELCO_APPROVAL_SECONDS + 30)
+    assert st.state == "failed" and st.reason == "compute enclave refused the job: approval.expired", st.reason
+    failed = net.audit_for("compute-1", job_id, "job_failed")
+    assert failed and "'telco'" in failed[0]["detail"], failed
+    assert net.audit_for("compute-1", job_id, "job_accepted") == []
+    _nothing_shipped(net, job_id)
+
+
+def _revoke(net, job_id: str, capsys) -> tuple[int, str]:
+    from teenet.cli.main import main
+
+    capsys.readouterr()
+    code = main(["approvals", "revoke", job_id, "--config", str(net / "bank.yaml"), "--operator", "olga",
+                 "--reason", "the purpose changed", "--json"])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def test_a_withdrawn_approval_fails_the_job_and_the_compute_enclave_refuses_it(net, liar, analyst, capsys):
+    """The bank approves, then its operator withdraws the approval before any key is sealed
+    (the coordinator holds the job back from the compute node meanwhile). The job fails with
+    the bank's withdrawal; handed the job, its approvals and the revocation anyway, the
+    compute enclave refuses it; nothing is sealed or shipped."""
+    liar.lies["withdrawn"] = {"compute": lambda self, item: None}
+    job_id = analyst.submit(job("withdrawn"))
+    assert analyst.wait(job_id, states={"approved"}).state == "approved"
+    code, out = _revoke(net, job_id, capsys)
+    assert code == 0, out
+    st = analyst.wait(job_id)
+    assert st.state == "failed" and st.reason == "bank withdrew its approval", st.reason
+    revoked = net.audit_for("bank", job_id, "approval_revoked")
+    assert revoked and revoked[0]["operator"] == "olga"
+    assert [e.event["party"] for e in liar.audit.entries(after=0, limit=10000)
+            if e.event.get("type") == "approval.revoked" and e.event.get("job_id") == job_id] == ["bank"]
+    relayed = liar.store.revocations(job_id)
+    assert [r.party for r in relayed] == ["bank"]
+    with liar._lie_lock:
+        liar.injected.append(["compute-1", WorkItem("compute", liar.store.get_job(job_id),
+                                                    decisions=tuple(liar.store.decisions(job_id)),
+                                                    revocations=tuple(relayed)), 2])
+    failed = wait_until(lambda: net.audit_for("compute-1", job_id, "job_failed"), 20,
+                        "the compute enclave to refuse the withdrawn job")
+    assert failed[0]["reason"] == "compute enclave refused the job: approval.revoked", failed
+    assert net.audit_for("compute-1", job_id, "job_accepted") == []
+    _nothing_shipped(net, job_id)
+    code, out = _revoke(net, job_id, capsys)  # once is enough
+    assert code != 0 and "already withdrawn" in out, out
+
+
+def test_a_coordinator_that_hides_a_withdrawal_gets_no_table_of_the_owner(net, liar, analyst, capsys):
+    """The coordinator acknowledges the bank's revocation, keeps nothing, and lets the job go
+    on: the compute enclave makes keys and the insurer ships its table. The bank never seals
+    a key after revoking, so the enclave never has every table: nothing runs, nothing is
+    released; the insurer's table sits in the enclave until the job ends."""
+    hold = {"on": True}
+    liar.lies["hidden-withdrawal"] = {"compute": lambda self, item: None if hold["on"] else item,
+                                      "hide_revocation": True}
+    job_id = analyst.submit(job("hidden-withdrawal"))
+    assert analyst.wait(job_id, states={"approved"}).state == "approved"
+    code, out = _revoke(net, job_id, capsys)
+    assert code == 0, out
+    wait_until(lambda: net.audit_for("bank", job_id, "approval_revoked") and liar.lied.get("hidden-withdrawal"),
+               20, "the bank to send its revocation")
+    hold["on"] = False
+    wait_until(lambda: net.audit_for("insurer", job_id, "released_table"), 30, "the insurer to ship")
+    wait_until(lambda: net.audit_for("bank", job_id, "upload_withheld"), 20, "the bank to withhold its table")
+    assert net.audit_for("bank", job_id, "released_table") == []
+    assert [e["party"] for e in net.audit_for("compute-1", job_id, "table_received")] == ["insurer"]
+    assert net.audit_for("compute-1", job_id, "released_results") == []
+    assert analyst.status(job_id).state == "negotiating_keys"
+    assert liar.store.results(job_id) == []
+    analyst.cancel(job_id, "test over")
+    wait_until(lambda: net.audit_for("compute-1", job_id, "job_dropped"), 20, "the enclave to drop the job")
+
+
+def test_an_approval_cannot_be_withdrawn_once_a_key_was_sealed(net, capsys):
+    code, out = _revoke(net, net.extra["old"], capsys)
+    assert code != 0 and "already sealed" in out, out
 
 
 # --- lies to the data nodes ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Iterator
 import grpc
 
 from teenet.approval import Decision, sign_decision
-from teenet.errors import TeenetError
+from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
@@ -195,8 +195,12 @@ class DataRole:
         try:
             offer = ComputeOffer(o.job_id, o.compute, HpkeSuite.parse(o.hpke_suite), o.hpke_public_key,
                                  o.signing_public_key, o.evidence, o.endpoint)
+            if offer.job_id != job_id:  # the offer must be for the very record this node ships for
+                raise VerificationError("offer.job", "the compute offer is for another job",
+                                        expected=job_id[:16], found=offer.job_id[:16])
             if offer.compute != spec.compute:
-                raise TeenetError(f"offer comes from '{offer.compute}', the job names '{spec.compute}'")
+                raise VerificationError("offer.compute", "the offer comes from another compute node",
+                                        expected=spec.compute, found=offer.compute)
             verified = verify_compute_offer(offer, bytes.fromhex(job_id), rt.compute_policy, rt.enclave.roots)
         except TeenetError as exc:
             reason = Reason.of("compute.refused", exc, party=rt.name).text()

@@ -370,7 +370,8 @@ def test_an_approval_cannot_be_withdrawn_once_a_key_was_sealed(net, capsys):
 
 # --- lies to the data nodes ------------------------------------------------------------------
 
-def _owners_refuse(net, liar, analyst, name: str, lie, check: str, other: str = "insurer"):
+def _owners_refuse(net, liar, analyst, name: str, lie, check: str, other: str = "insurer", detail: str = ""):
+    """`check` is what the status says; `detail` (default: the check) what the owners' audits say."""
     if lie is not None:
         liar.lies[name] = {"upload": lie}
     job_id = analyst.submit(job(name, other))
@@ -379,7 +380,7 @@ def _owners_refuse(net, liar, analyst, name: str, lie, check: str, other: str = 
     assert st.state == "failed" and "refused the compute enclave: " in st.reason and check in st.reason, st.reason
     refusers = ("bank", other) if lie is not None else (other,)
     refusals = [e for p in refusers for e in net.audit_for(p, job_id, "compute_refused")]
-    assert refusals and all(check in e["reason"] for e in refusals)
+    assert refusals and all((detail or check) in e["reason"] for e in refusals)
     if lie is not None:
         assert list(st.uploaded) == []
         _nothing_shipped(net, job_id)
@@ -397,7 +398,9 @@ def test_a_replayed_old_offer_is_refused_by_the_data_nodes(net, liar, analyst):
     def replay(self, item):
         return dataclasses.replace(item, offer=self.store.offer(net.extra["old"]))
 
-    _owners_refuse(net, liar, analyst, "replayed-offer", replay, "compute offer is for another job")
+    st = _owners_refuse(net, liar, analyst, "replayed-offer", replay, "offer.job", detail="offer.job: the compute "
+                        "offer is for another job")
+    assert st.reason == "bank refused the compute enclave: offer.job" or st.reason.startswith("insurer"), st.reason
 
 
 def test_an_old_offer_relabelled_for_this_job_is_refused_by_the_data_nodes(net, liar, analyst):
@@ -430,7 +433,9 @@ def test_an_offer_from_an_enclave_whose_code_differs_by_one_byte_is_refused(net,
             signing_public_key=o.signing_public_key, evidence=o.evidence))
 
     st = _owners_refuse(net, liar, analyst, "one-byte-offer", substitute, "policy.measurement")
-    assert altered.hex() in st.reason, what
+    assert st.reason.endswith("refused the compute enclave: policy.measurement"), st.reason
+    refusals = [e["reason"] for p in ("bank", "insurer") for e in net.audit_for(p, st.job_id, "compute_refused")]
+    assert refusals and all(altered.hex() in r for r in refusals), what  # the detail is in the owners' audits
 
 
 def test_simulated_compute_evidence_is_refused_by_an_owner_that_requires_hardware(net, liar, analyst):

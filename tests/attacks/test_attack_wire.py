@@ -273,7 +273,7 @@ def test_the_search_finds_a_value_planted_in_any_form(needles):
 
 def test_no_cell_value_is_in_any_message_the_coordinator_received_or_sent(wire, needles):
     blob = wire.extra["recorder"].blob()
-    assert b"bank could not read ledger: input.value" in blob  # the poisoned job's report is in there
+    assert b"bank could not read ledger" in blob  # the poisoned job's report is in there
     assert needles.found_in(blob) == []
 
 

@@ -56,7 +56,7 @@ def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's c
             t.add_row(r["job_id"][:12], r["name"], r["analyst"], r["function"],
                       "; ".join(f"{x['table']}({', '.join(x['columns'])})" for x in r["tables"]),
                       "; ".join(f"{x['kind']}->{', '.join(x['to'])}" for x in r["release"]),
-                      r["status"] + (f": {r['reason']}" if r["status"] in ("rejected", "failed") else ""))
+                      r["status"] + (f": {r['reason']}" if r["status"] in ("rejected", "failed", "revoked") else ""))
         console.print(t)
 
     emit(rows, as_json, render)

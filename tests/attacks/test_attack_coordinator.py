@@ -158,13 +158,31 @@ def _compute_refuses(net, liar, analyst, name: str, lie, check: str):
 # --- lies to the compute node ----------------------------------------------------------------
 
 def test_a_job_altered_after_approval_is_refused_by_the_compute_enclave(net, liar, analyst):
-    def alter(self, item):  # the coordinator swaps the insurer's table for the telco's
+    """The coordinator swaps the insurer's table for the telco's in an approved job. Under the
+    job's id the enclave refuses it as not that job (`job.id`); under the altered spec's own
+    digest, as a job the analyst did not sign (`job.signature`). Either way: no keys."""
+    from teenet.coordinator.state import job_digest
+
+    altered: dict[str, str] = {}
+
+    def alter(self, item, relabel: bool):
         spec = item.job.canonical_spec.replace(b'"party":"insurer","table":"policies"',
                                                b'"party":"telco","table":"usage"')
         assert spec != item.job.canonical_spec
-        return dataclasses.replace(item, job=dataclasses.replace(item.job, canonical_spec=spec))
+        job_id = job_digest(spec).hex() if relabel else item.job.job_id
+        altered[item.job.name] = job_id
+        return dataclasses.replace(item, job=dataclasses.replace(item.job, canonical_spec=spec, job_id=job_id))
 
-    _compute_refuses(net, liar, analyst, "altered-inputs", alter, "job.signature")
+    _compute_refuses(net, liar, analyst, "altered-inputs", lambda s, i: alter(s, i, False), "job.id")
+    liar.lies["altered-relabelled"] = {"compute": lambda s, i: alter(s, i, True)}
+    job_id = analyst.submit(job("altered-relabelled"))
+    failed = wait_until(lambda: net.audit_for("compute-1", altered.get("altered-relabelled", "-"), "job_failed"),
+                        30, "the compute enclave to refuse the altered job")
+    assert failed[0]["reason"] == "compute enclave refused the job: job.signature", failed
+    for jid in (job_id, altered["altered-relabelled"]):
+        assert net.audit_for("compute-1", jid, "job_accepted") == []
+        _nothing_shipped(net, jid)
+    assert analyst.status(job_id).state == "approved" and liar.store.offer(job_id) is None
 
 
 def test_another_signed_job_passed_off_with_these_approvals_is_refused(net, liar, analyst):

@@ -20,11 +20,11 @@ import grpc
 import pyarrow as pa
 
 from teenet.approval import ApprovedTerms, SignedDecision, verify_approvals
-from teenet.errors import TeenetError
+from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
 from teenet.pki import peer_name
-from teenet.reasons import Reason, transport_check
+from teenet.reasons import Reason, check_of, transport_check
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.release import seal_result
@@ -207,12 +207,14 @@ class ComputeRole(rpc.ComputeServicer):
             inp = next(i for i in run.spec.inputs if i.party == k.party and i.table == k.table)
             expected = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
             if table.column_names != expected:
-                raise TeenetError(f"{k.party}/{k.table} arrived with columns {table.column_names}, "
-                                  f"the job approved {expected}")
+                raise VerificationError("input.columns", f"{k.party}/{k.table} arrived with columns "
+                                        f"{table.column_names}, the job approved {expected}")
         except TeenetError as exc:
-            rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=k.table, reason=str(exc))
-            log.warning("job %s: refused %s/%s: %s", k.job_id[:16], k.party, k.table, exc)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            # Named by its check first, so the owner's node can say which check refused it.
+            detail = str(exc) if isinstance(exc, VerificationError) else f"{check_of(exc)}: {exc}"
+            rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=k.table, reason=detail)
+            log.warning("job %s: refused %s/%s: %s", k.job_id[:16], k.party, k.table, detail)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
         except grpc.RpcError:  # the uploader went away mid-stream; nothing of it is kept
             rt.audit("upload_broken", job_id=k.job_id, party=k.party, table=k.table,
                      reason="stream broke before its last chunk")

@@ -137,11 +137,16 @@ def check_of(exc: BaseException) -> str:
     return ""
 
 
+_TLS_REFUSALS = ("SSL_ERROR_SSL", "CERTIFICATE", "BAD_SIGNATURE", "UNKNOWN_CA", "certificate")
+
+
 def transport_check(code_name: str, details: str) -> str:
     """A fixed word for a failed gRPC call: the TLS check that failed, else the status code."""
     if "Hostname Verification" in details:
         return "tls.hostname"
-    if "handshake" in details.lower():
+    # A handshake that TLS itself refused (the peer's certificate), not one a broken
+    # connection cut short (SSL_ERROR_SYSCALL: that is the network, said by the status code).
+    if "handshake" in details.lower() and any(m in details for m in _TLS_REFUSALS):
         return "tls.handshake"
     check = f"transport.{code_name.lower()}"
     return check if check in CHECKS else "transport.unknown"

@@ -293,3 +293,27 @@ def test_the_poisoned_value_reached_no_node_but_its_owner(wire):
     for name in ("compute-1", "telco", "insurer"):
         assert POISON not in wire.log_text(name), name
         assert POISON not in repr(wire.audit(name)), name
+
+
+def test_a_member_outside_a_job_reads_none_of_its_audit_entries(wire):
+    """The telco has no part in the spend-by-region job, the poisoned one, the rejected one or
+    the cancelled one (bank and insurer only): the coordinator's GetAudit gives it none of
+    their entries, though it gives them to the insurer, and the telco's own job's to it."""
+    from teenet.proto import teenet_pb2 as pb
+
+    jobs = wire.extra["jobs"]
+    theirs = {jobs[n] for n in ("spend-by-region", "poisoned", "rejected", "cancelled")}
+
+    def job_ids(member: str) -> set[str]:
+        channel, stub = wire.coordinator_stub(member)
+        with channel:
+            entries = stub.GetAudit(pb.AuditRequest(after_seq=0, limit=1000), timeout=10).entries
+        import json
+
+        return {json.loads(e.payload)["event"].get("job_id") for e in entries}
+
+    insurer, telco = job_ids("insurer"), job_ids("telco")
+    assert theirs <= insurer
+    assert jobs["psi-overlap"] in telco
+    assert telco & theirs == set()
+    assert telco <= {jobs["psi-overlap"]}

@@ -50,6 +50,8 @@ def test_names_in_a_reason_must_be_names_and_codes_must_be_listed():
     assert check_named_in("policy.hardware: simulated evidence (...)") == "policy.hardware"
     assert check_named_in("'telco' may not upload a table of 'bank'") == "unlisted"
     assert transport_check("UNAVAILABLE", "Ssl handshake failed: BAD_SIGNATURE") == "tls.handshake"
+    assert transport_check("UNAVAILABLE", "Ssl handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SYSCALL") \
+        == "transport.unavailable"
     assert transport_check("UNAVAILABLE", "Hostname Verification Check failed") == "tls.hostname"
     assert transport_check("SOMETHING_NEW", "") == "transport.unknown"
     assert all(c == c.lower() and " " not in c for c in CHECKS)

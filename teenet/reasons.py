@@ -6,7 +6,8 @@ the names of the party, the table and the field or column it is about. It is bui
 node's boundary (`Reason.of`) from an exception's *type and its teenet attributes only*
 (`VerificationError.check`, `InputError.field`); the text of the exception, which may hold
 a cell value, a count below k or a library's message, never leaves. That full text stays
-in the node's own audit chain and log, for its operator (`local_detail`).
+in the node's own audit chain (`detail`) and log, for its operator; a compute node keeps
+only a function error's type, since its host is not trusted with data.
 
 This module decides what may be said and how it reads. It does not decide what is
 refused (the checks do) or who may read a reason (the coordinator's views do).
@@ -150,14 +151,6 @@ def transport_check(code_name: str, details: str) -> str:
         return "tls.handshake"
     check = f"transport.{code_name.lower()}"
     return check if check in CHECKS else "transport.unknown"
-
-
-def local_detail(exc: BaseException) -> str:
-    """What a node keeps in its own audit and log for its operator: the full text of a
-    teenet error, the type and text of anything else (the node's local log is its owner's)."""
-    if isinstance(exc, TeenetError):
-        return str(exc)
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
 
 
 def check_named_in(details: str) -> str:

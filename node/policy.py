@@ -16,6 +16,7 @@ compute enclave enforces again (each table's rule, what the job spends).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -121,10 +122,11 @@ def check_analysis(spec, policy, party: str, table: str) -> str | None:
 
 
 def decision_for(spec, job_id: str, party: str, policy, compute_measurements: Sequence[str], *,
-                 approve: bool, reason: str, decided_by: str,
+                 approve: bool, reason: str, decided_by: str, now: float | None = None,
                  spend: tuple[float, float] = (0.0, 0.0)) -> Decision:
     """The signed-to-be decision: for an approval, exactly the terms this owner agrees to,
-    including each of its tables' analysis rule and what the job spends of their budgets."""
+    until `now` + the policy's approval_validity, including each of its tables' analysis
+    rule and what the job spends of their budgets."""
     if not approve:
         return Decision(job_id=job_id, party=party, decision="reject", reason=reason, function=spec.function,
                         compute=spec.compute, decided_by=decided_by)
@@ -140,4 +142,5 @@ def decision_for(spec, job_id: str, party: str, policy, compute_measurements: Se
         compute_measurements=tuple(m.lower() for m in compute_measurements),
         min_group_size=k, id_recipients=tuple(policy.id_recipients),
         decided_by=decided_by, analysis=analysis, epsilon=float(spend[0]), delta=float(spend[1]),
+        not_after=int(time.time() if now is None else now) + int(policy.approval_validity),
     )

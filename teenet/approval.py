@@ -46,6 +46,9 @@ class Decision:
     min_group_size: int = 1
     id_recipients: tuple[str, ...] = ()
     decided_by: str = "policy"  # policy | operator:<name>
+    # Unix seconds after which the approval no longer holds (the owner's policy sets it;
+    # teenet.revocation checks it). None only on a rejection.
+    not_after: int | None = None
     # Analysis terms (approvals): (table, the table's rule as canonical JSON text) for each
     # approved table, and the (epsilon, delta) this job spends of each table's budget.
     analysis: tuple[tuple[str, str], ...] = ()
@@ -87,6 +90,7 @@ class Decision:
             "decided_by": self.decided_by,
             "analysis": [{"table": t, "rule": json.loads(r)} for t, r in self.analysis],
             "epsilon": self.epsilon, "delta": self.delta,
+            **({"not_after": self.not_after} if self.not_after is not None else {}),
         }
 
     def canonical(self) -> bytes:
@@ -111,6 +115,7 @@ class Decision:
                 decided_by=str(data["decided_by"]),
                 analysis=tuple((str(a["table"]), _rule_object(a["rule"])) for a in data.get("analysis", [])),
                 epsilon=_number(data.get("epsilon", 0.0)), delta=_number(data.get("delta", 0.0)),
+                not_after=int(data["not_after"]) if "not_after" in data else None,
             )
         except InputError:
             raise

@@ -25,7 +25,7 @@ from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
 from teenet.pki import peer_name
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
-from teenet.release import seal_result
+from teenet.release import SealedResult, seal_result, sealed_size
 from teenet.sealing import SealedTableReader, StreamBinding
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
@@ -200,7 +200,9 @@ class ComputeRole(rpc.ComputeServicer):
                     sealed.append(seal_result(job_digest=bytes.fromhex(run.job_id), kind=rel.kind,
                                               recipient=recipient, recipient_key=member.keys.hpke,
                                               media_type=rel.media_type, payload=rel.payload,
-                                              summary=dict(rel.summary), sign=run.session.sign))
+                                              summary=dict(rel.summary), sign=run.session.sign,
+                                              pad_floor=rt.config.result_pad_floor))
+            del releases
         except TeenetError as exc:
             self._finish(run)
             self._fail(run.job_id, f"{spec.function} refused: {exc}")
@@ -212,16 +214,16 @@ class ComputeRole(rpc.ComputeServicer):
             return
         self._finish(run)
         try:
-            call_with_retry(lambda: rt.coordinator.stub.PostResults(pb.PostResultsRequest(
-                job_id=run.job_id, results=[pb.SealedResult(job_id=s.job_id, recipient=s.recipient, kind=s.kind,
-                                                            envelope=s.envelope, signature=s.signature)
-                                            for s in sealed]), timeout=60), what="post results", stop=rt.stopping)
+            # A fresh stream each attempt; the coordinator drops what a broken attempt stored.
+            call_with_retry(lambda: rt.coordinator.stub.PostResultStream(_result_stream(run.job_id, sealed),
+                                                                         timeout=600),
+                            what="post results", stop=rt.stopping)
         except grpc.RpcError as exc:
             self._fail(run.job_id, f"the coordinator did not take the sealed results: {exc.code().name} "
                                    f"{(exc.details() or '')[:200]}")
             return
         rt.audit("released_results", job_id=run.job_id,
-                 results=[[s.kind, s.recipient] for s in sealed])
+                 results=[[s.kind, s.recipient, sealed_size(s)] for s in sealed])
         log.info("job %s: released %d sealed result(s)", run.job_id[:16], len(sealed))
 
     def _finish(self, run: JobRun) -> None:
@@ -245,3 +247,14 @@ class ComputeRole(rpc.ComputeServicer):
                 what="report status", stop=rt.stopping)
         except grpc.RpcError as exc:
             log.warning("job %s: coordinator refused status %s: %s", job_id[:16], event, exc.details())
+
+
+def _result_stream(job_id: str, sealed: list[SealedResult]) -> Iterator[pb.ResultStreamPart]:
+    """PostResultStream's messages: each result's head, then its sealed stream; then `end`."""
+    for s in sealed:
+        yield pb.ResultStreamPart(job_id=job_id, head=pb.SealedResultHead(
+            job_id=s.job_id, recipient=s.recipient, kind=s.kind, key_envelope=s.key_envelope,
+            statement=s.statement, signature=s.signature))
+        for message in s.messages:
+            yield pb.ResultStreamPart(job_id=job_id, message=message)
+    yield pb.ResultStreamPart(job_id=job_id, end=True)

@@ -26,7 +26,9 @@ from teenet.pki import peer_name
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.release import SealedResult, seal_result, sealed_size
+from teenet.sealed_bytes import ResultKey
 from teenet.sealing import SealedTableReader, StreamBinding
+from teenet.shipped_model import MODEL_INPUT, ModelReference, verify_shipped_model
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
 
@@ -43,6 +45,11 @@ class JobRun:
     session: ComputeEnclaveSession
     tables: dict[tuple[str, str], pa.Table] = field(default_factory=dict)
     started: bool = False
+    model_ref: ModelReference | None = None  # predict: the model a party ships in
+    model_onnx: bytes | None = None          # its bytes, once their provenance verified
+
+    def ready(self) -> bool:
+        return len(self.tables) == len(self.spec.inputs) and (self.model_ref is None or self.model_onnx is not None)
 
 
 class ComputeRole(rpc.ComputeServicer):
@@ -75,11 +82,13 @@ class ComputeRole(rpc.ComputeServicer):
                 release=[(r.kind, list(r.to)) for r in spec.release],
                 signed=[SignedDecision(d.job_id, d.party, d.decision, d.signature) for d in item.decisions],
                 party_keys=party_keys, own_measurement=rt.enclave.measurement)
+            model_ref = (ModelReference.parse(spec.params, [i.party for i in spec.inputs])
+                         if spec.function == "predict" else None)
         except TeenetError as exc:
             self._fail(job_id, f"compute enclave refused the job: {exc}")
             return
         session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
-        run = JobRun(job_id, spec, terms, session)
+        run = JobRun(job_id, spec, terms, session, model_ref=model_ref)
         with self._lock:
             self.runs[job_id] = run
         # Written down before the offer leaves: a compute node killed while it holds keys
@@ -103,6 +112,7 @@ class ComputeRole(rpc.ComputeServicer):
             self.finished.add(item.job_id)
         if run is not None:
             run.tables.clear()
+            run.model_onnx = None
             self.rt.store.end_compute_job(item.job_id)
             self.rt.audit("job_dropped", job_id=item.job_id, reason=item.reason)
             log.info("job %s stopped (%s); inputs and keys dropped", item.job_id[:16], item.reason)
@@ -125,6 +135,8 @@ class ComputeRole(rpc.ComputeServicer):
         if caller != k.party:
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"'{caller}' may not upload a table of '{k.party}'")
+        if k.table == MODEL_INPUT:
+            return self._receive_model(run, k, request_iterator, context)
         if not any(i.party == k.party and i.table == k.table for i in run.spec.inputs):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{k.party}/{k.table} is not an input of this job")
         if (k.party, k.table) in run.tables:
@@ -161,15 +173,66 @@ class ComputeRole(rpc.ComputeServicer):
             context.abort(grpc.StatusCode.CANCELLED, "upload stream broke before its last chunk")
         with self._lock:
             run.tables[(k.party, k.table)] = table
-            ready = len(run.tables) == len(run.spec.inputs) and not run.started
-            if ready:
-                run.started = True
         rt.audit("table_received", job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
                  data_enclave=claims.measurement.hex())
-        if ready:
-            threading.Thread(target=self._run, args=(run,), name=f"job-{k.job_id[:8]}", daemon=True).start()
+        self._start_if_ready(run)
         return pb.UploadReply(job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
                               sealed_bytes=sealed_bytes[0])
+
+    def _start_if_ready(self, run: JobRun) -> None:
+        with self._lock:
+            ready = run.ready() and not run.started
+            if ready:
+                run.started = True
+        if ready:
+            threading.Thread(target=self._run, args=(run,), name=f"job-{run.job_id[:8]}", daemon=True).start()
+
+    def _receive_model(self, run: JobRun, k: pb.KeyEnvelope, request_iterator: Iterator[pb.UploadMessage],
+                       context: grpc.ServicerContext) -> pb.UploadReply:
+        """A predict job's model, shipped by the party the spec names: accepted only with the
+        releasing enclave's signature over it and its train job's signed spec and evidence."""
+        from teenet.node.results import offer_from_proto, result_from_proto
+
+        rt = self.rt
+        ref = run.model_ref
+        if ref is None:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "this job takes no shipped model")
+        if k.party != ref.sender:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"the job's model comes from {ref.sender}, not from '{k.party}'")
+        if run.model_onnx is not None:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, "the job's model was already received")
+        envelope = KeyEnvelope(k.job_id, k.party, k.table, k.sealed_key, k.evidence, k.signing_public_key, k.signature)
+        try:
+            key, claims = run.session.open_key_envelope(envelope, expected_party=k.party, expected_table=MODEL_INPUT,
+                                                        data_policy=rt.data_policy, roots=rt.enclave.roots)
+            shipped = next(request_iterator, None)
+            if shipped is None or shipped.WhichOneof("part") != "model":
+                raise TeenetError("a shipped model's key envelope must be followed by the model's provenance")
+            messages = []
+            for msg in request_iterator:
+                if msg.WhichOneof("part") != "chunk":
+                    raise TeenetError("a shipped model's provenance must be followed by its stream messages only")
+                messages.append(msg.chunk)
+            m = shipped.model
+            onnx = verify_shipped_model(ref=ref, train_job=SignedJob.from_proto(m.train_job),
+                                        train_offer=offer_from_proto(m.train_offer),
+                                        result=result_from_proto(m.head, messages),
+                                        key=ResultKey(key.secret_bytes()), consortium=rt.consortium,
+                                        roots=rt.enclave.roots)
+        except TeenetError as exc:
+            rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=MODEL_INPUT, reason=str(exc))
+            log.warning("job %s: refused the model shipped by %s: %s", k.job_id[:16], k.party, exc)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except grpc.RpcError:
+            context.abort(grpc.StatusCode.CANCELLED, "model stream broke before its end")
+        with self._lock:
+            run.model_onnx = onnx
+        rt.audit("model_received", job_id=k.job_id, party=k.party, train_job=ref.job,
+                 data_enclave=claims.measurement.hex())
+        self._start_if_ready(run)
+        return pb.UploadReply(job_id=k.job_id, party=k.party, table=MODEL_INPUT, rows=0,
+                              sealed_bytes=sum(len(x) for x in messages))
 
     # running ------------------------------------------------------------------------------
     def _run(self, run: JobRun) -> None:
@@ -192,7 +255,10 @@ class ComputeRole(rpc.ComputeServicer):
                                  approved_recipients=dict(run.terms.approved_recipients),
                                  id_owners=frozenset(run.terms.id_recipients))
             requests = [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release]
-            releases = run_function(spec.function, inputs, dict(spec.params), requests, rules)
+            params = dict(spec.params)
+            if run.model_onnx is not None:  # the verified model, placed where teenet.models.predict reads it
+                params["model_onnx"] = run.model_onnx
+            releases = run_function(spec.function, inputs, params, requests, rules)
             sealed = []
             for rel in releases:
                 for recipient in rel.recipients:
@@ -231,6 +297,7 @@ class ComputeRole(rpc.ComputeServicer):
             self.runs.pop(run.job_id, None)
             self.finished.add(run.job_id)
         run.tables.clear()
+        run.model_onnx = None
 
     def _fail(self, job_id: str, reason: str) -> None:
         log.warning("job %s: %s", job_id[:16], reason)

@@ -25,6 +25,7 @@ from teenet.pki import secure_channel
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.sealing import StreamBinding, TableKey, seal_table
+from teenet.shipped_model import MODEL_INPUT, MODEL_KIND, ONNX_MEDIA_TYPE, ModelReference
 from teenet.node import policy as owner_policy
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
@@ -173,7 +174,7 @@ class DataRole:
         done = rt.store.uploads(job_id)
         pending = [inp for inp in mine if f"{rt.name}/{inp.table}" not in done]
         for key, reported in done.items():
-            if not reported:
+            if not reported and not key.endswith("/" + MODEL_INPUT):  # the coordinator knows only tables
                 self._report(job_id, "uploaded", key)
         if not pending:
             return
@@ -196,6 +197,8 @@ class DataRole:
         channel = secure_channel(endpoint, rt.tls, server_name=spec.compute)
         try:
             stub = rpc.ComputeStub(channel)
+            if not self._ship_model_if_mine(job_id, spec, verified, session, stub, done):
+                return
             for inp in pending:
                 columns = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
                 key = TableKey.generate()
@@ -273,6 +276,77 @@ class DataRole:
                 self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")
         finally:
             channel.close()
+
+    def _ship_model_if_mine(self, job_id: str, spec, verified, session: DataEnclaveSession, stub,
+                            done: dict[str, bool]) -> bool:
+        """Ship a predict job's model when this node is the party the spec names: fetch the
+        model it received from the train job, verify it as `teenet job result` does, and send
+        it with its provenance and its result key sealed to the compute enclave. False if the
+        job failed here (the reason is reported)."""
+        from teenet.node.results import fetch_sealed, head_to_proto, verify_release
+        from teenet.release import open_with_key, unwrap_result_key
+
+        rt = self.rt
+        if spec.function != "predict":
+            return True
+        ref = ModelReference.parse(spec.params, [i.party for i in spec.inputs])
+        slot = f"{rt.name}/{MODEL_INPUT}"
+        if ref.sender != rt.name or slot in done:
+            return True
+        try:
+            own = rt.store.decision(ref.job, rt.name)
+            if own is None or not Decision.from_canonical(own.decision).approved:
+                raise TeenetError(f"{rt.name} ships only a model of a train job it approved; it has no approval "
+                                  f"of job {ref.job[:12]}")
+            fetched = fetch_sealed(rt.coordinator.stub, ref.job, rt.name)
+            if fetched.state != "succeeded":
+                raise TeenetError(f"train job {ref.job[:12]} is {fetched.state or 'unknown'}, not succeeded")
+            release = verify_release(fetched, ref.job, rt.name, rt.consortium, rt.enclave.roots)
+            model = next((r for r in release.results if r.kind == MODEL_KIND), None)
+            if model is None:
+                raise TeenetError(f"train job {ref.job[:12]} released no model to {rt.name}")
+            key = unwrap_result_key(model, recipient=rt.name, recipient_key=rt.keys.hpke)
+            if open_with_key(model, key).media_type != ONNX_MEDIA_TYPE:
+                raise TeenetError(f"the result of train job {ref.job[:12]} is not an ONNX model")
+        except TeenetError as exc:
+            return self._fail_model(job_id, str(exc))
+        envelope = session.seal_table_key(verified, rt.name, MODEL_INPUT, key)
+        o = release.offer
+
+        def messages() -> Iterator[pb.UploadMessage]:
+            yield pb.UploadMessage(key=pb.KeyEnvelope(
+                job_id=envelope.job_id, party=envelope.party, table=envelope.table, sealed_key=envelope.sealed_key,
+                evidence=envelope.evidence, signing_public_key=envelope.signing_public_key,
+                signature=envelope.signature))
+            yield pb.UploadMessage(model=pb.ShippedModel(
+                train_job=fetched.job.to_proto(), head=head_to_proto(model),
+                train_offer=pb.ComputeOffer(job_id=o.job_id, compute=o.compute, hpke_suite=o.suite.value,
+                                            hpke_public_key=o.hpke_public_key,
+                                            signing_public_key=o.signing_public_key, evidence=o.evidence,
+                                            endpoint=o.endpoint)))
+            for m in model.messages:
+                yield pb.UploadMessage(chunk=m)
+
+        try:
+            stub.UploadTable(messages(), timeout=600)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                return self._fail_model(job_id, f"the compute node refused it: {exc.code().name} "
+                                                f"{(exc.details() or '')[:200]}")
+        rt.store.record_upload(job_id, slot, 0)
+        rt.store.mark_upload_reported(job_id, slot)
+        rt.audit("released_model", job_id=job_id, train_job=ref.job, to=spec.compute,
+                 enclave_measurement=verified.claims.measurement.hex())
+        log.info("job %s: shipped the model of train job %s to %s", job_id[:16], ref.job[:16], spec.compute)
+        return True
+
+    def _fail_model(self, job_id: str, detail: str) -> bool:
+        reason = f"{self.rt.name} could not ship the model: {detail}"
+        log.warning("job %s: %s", job_id[:16], reason)
+        self.rt.store.set_status(job_id, "failed", reason)
+        self.rt.audit("upload_failed", job_id=job_id, table=MODEL_INPUT, reason=reason)
+        self._report(job_id, "failed", reason)
+        return False
 
     def _report(self, job_id: str, event: str, detail: str) -> None:
         rt = self.rt

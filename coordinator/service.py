@@ -15,6 +15,7 @@ import functools
 import logging
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -144,13 +145,21 @@ class CoordinatorService(rpc.CoordinatorServicer):
     @_rpc
     def Poll(self, request: pb.PollRequest, context: grpc.ServicerContext) -> pb.PollReply:
         require_caller(context, request.node, "node")
-        if self.coordinator.member(request.node, what="poller").role == "compute":
-            self.coordinator.record_poll(request.node)  # a poll is the compute node's heartbeat
+        # A compute node's poll is its heartbeat, and so is a long poll it still holds open.
+        compute = self.coordinator.member(request.node, what="poller").role == "compute"
+        if compute:
+            self.coordinator.record_poll(request.node)
         generation = self.coordinator.generation
         if request.wait_ms and request.since == generation:
             with self._long_poll(request.wait_ms) as seconds:
-                if seconds:
-                    generation = self.coordinator.wait_for_change(request.since, seconds)
+                deadline = time.monotonic() + seconds
+                while seconds and context.is_active():
+                    generation = self.coordinator.wait_for_change(request.since, min(1.0, seconds))
+                    if compute:
+                        self.coordinator.record_poll(request.node)
+                    seconds = deadline - time.monotonic()
+                    if generation != request.since or seconds <= 0 or self.coordinator.store.waits_stopped:
+                        break
         # Read after the generation: anything committed meanwhile makes the next poll answer at once.
         return pb.PollReply(items=[work_item(i) for i in self.coordinator.poll(request.node)],
                             generation=generation)

@@ -520,13 +520,22 @@ class Coordinator:
                 self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
                 self._transition(job, JobState.FAILED, detail or f"failed at {node}", by=node)
                 return "job failed"
+            if event == "waiting":  # an owner's operator must decide: the analyst should see whose, and why
+                if not is_party:
+                    raise PermissionRefused(f"only an input party waits for its operator; '{node}' is not one")
+                self._require_state(job, {JobState.AWAITING_APPROVALS}, "waiting report")
+                self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
+                self.store.touch_job(job_id, now)
+                self.audit.append({"type": "status", "job_id": job_id, "node": node, "event": event,
+                                   "detail": detail})
+                return "waiting recorded"
             if event == "progress":
                 self._refuse_if_ended(job, "progress report")
                 self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
                 self.audit.append({"type": "status", "job_id": job_id, "node": node, "event": event,
                                    "detail": detail})
                 return "progress recorded"
-        raise InputError(f"unknown event '{event[:32]}'; expected uploaded, running, failed or progress",
+        raise InputError(f"unknown event '{event[:32]}'; expected uploaded, running, failed, waiting or progress",
                          field="event")
 
     # 6: results into the mailbox, streamed
@@ -725,8 +734,10 @@ class Coordinator:
 
     def _view(self, job: JobRecord, spec: JobSpecView) -> JobView:
         by_party = {d.party: d for d in self.store.decisions(job.job_id)}
+        waiting = {e.node: e.detail for e in self.store.status_events(job.job_id) if e.event == "waiting"} \
+            if len(by_party) < len(spec.parties) else {}
         decisions = tuple(
-            PartyStatus(p, "pending", "") if p not in by_party else
+            PartyStatus(p, "pending", waiting.get(p, "")) if p not in by_party else
             PartyStatus(p, "approved" if by_party[p].decision == "approve" else "rejected", by_party[p].reason)
             for p in spec.parties)
         uploaded = tuple(f"{p}/{t}" for p, t in self.store.uploads(job.job_id))

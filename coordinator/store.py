@@ -205,6 +205,12 @@ class CoordinatorStore:
             self._closed = True
             self._changed.notify_all()
 
+    @property
+    def waits_stopped(self) -> bool:
+        """True once stop_waiting ran: a long poll must not wait again."""
+        with self._changed:
+            return self._closed
+
     def close(self) -> None:
         self.stop_waiting()
         with self.lock:

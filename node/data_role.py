@@ -44,9 +44,19 @@ AUTHENTIC_BUT_UNFIT = frozenset({"job.schema", "job.consortium", "job.members"})
 UPLOAD_RETRY_DELAY = 1.0
 
 
+class UnreadableTable(TeenetError):
+    """A table of this node that its reader cannot open (a malformed file, a failing query).
+    The message names the party and the table only: the reader's own text may quote a cell."""
+
+    def __init__(self, party: str, table: str) -> None:
+        super().__init__(f"table_unreadable: {party} cannot read its table '{table}' (the source does not "
+                         f"parse; {party}'s operator finds the detail in the node's log)")
+
+
 class DataRole:
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
+        self._announced: set[str] = set()  # jobs whose wait for the operator the coordinator was told of
         self._uploading: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
@@ -103,24 +113,34 @@ class DataRole:
 
     def _decide(self, job_id: str, spec):
         rt = self.rt
+        try:
+            columns = self._table_columns(spec)
+        except UnreadableTable as exc:
+            # Decided once, like any rejection: the job fails now with the reason, never loops.
+            return self._sign(job_id, spec, approve=False, reason=str(exc), decided_by="policy")
         operator = rt.store.operator_action(job_id)
         if operator is not None:
             action, who, reason = operator
             approve, decided_by = action == "approve", f"operator:{who}"
             if approve:  # an operator may approve only what the policy allows at all
-                outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
+                outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, columns)
                 if outcome.outcome == "reject":
                     approve, reason = False, outcome.reason
             reason = reason or ("approved by operator" if approve else "rejected by operator")
         else:
-            outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
+            outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, columns)
             if outcome.outcome == "pending":
                 if rt.store.job(job_id).status != "pending":
                     rt.store.set_status(job_id, "pending", outcome.reason)
                     rt.audit("approval_pending", job_id=job_id, reason=outcome.reason)
                     log.info("job %s (%s) waits for an operator: teenet approvals list", job_id[:16], spec.name)
+                self._announce_waiting(job_id, outcome.reason)
                 return None
             approve, reason, decided_by = outcome.outcome == "approve", outcome.reason, "policy"
+        return self._sign(job_id, spec, approve=approve, reason=reason, decided_by=decided_by)
+
+    def _sign(self, job_id: str, spec, *, approve: bool, reason: str, decided_by: str):
+        rt = self.rt
         decision = owner_policy.decision_for(spec, job_id, rt.name, rt.config.policy, rt.compute_measurements,
                                              approve=approve, reason=reason, decided_by=decided_by)
         signed = rt.store.store_decision(sign_decision(decision, rt.keys.signing),
@@ -130,11 +150,32 @@ class DataRole:
         log.info("job %s (%s) %s: %s", job_id[:16], spec.name, "approved" if approve else "rejected", reason)
         return signed
 
+    def _announce_waiting(self, job_id: str, why: str) -> None:
+        """Tell the coordinator, once per job, that this owner's operator must decide and why,
+        so the analyst's status says whom the job waits for (nothing at the coordinator
+        would know otherwise: approvals are recorded on the node)."""
+        with self._lock:
+            if job_id in self._announced:
+                return
+        rt = self.rt
+        try:
+            call_with_retry(lambda: rt.coordinator.stub.ReportStatus(pb.StatusReport(
+                job_id=job_id, node=rt.name, event="waiting", detail=f"waiting for {rt.name}'s operator: {why}"),
+                timeout=10), what="report waiting", stop=rt.stopping, attempts=3)
+        except grpc.RpcError as exc:  # a coordinator without this event: the job still waits, unannounced
+            log.info("job %s: coordinator did not take the waiting notice: %s", job_id[:16], exc.details())
+        with self._lock:
+            self._announced.add(job_id)
+
     def _table_columns(self, spec) -> dict[str, list[str]]:
         out = {}
         for inp in spec.inputs:
             if inp.party == self.rt.name and inp.table in self.rt.catalog.tables:
-                out[inp.table] = self.rt.catalog.columns(inp.table)
+                try:
+                    out[inp.table] = self.rt.catalog.columns(inp.table)
+                except Exception as exc:  # any reader's error: its text may quote a cell, so it stays here
+                    log.warning("table %s cannot be read: %s", inp.table, " ".join(str(exc).split())[:300])
+                    raise UnreadableTable(self.rt.name, inp.table) from None
         return out
 
     def next_local_check(self, interval: float) -> float | None:

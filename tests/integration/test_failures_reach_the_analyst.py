@@ -117,6 +117,11 @@ def test_a_compute_node_that_stops_heart_beating_fails_its_jobs(net, capsys):
     job_id = cli_json(capsys, "job", "submit", spec, "--config", net / "analyst.yaml")["job_id"]
     st = _until(capsys, net, job_id, lambda s: any(d["party"] == "bank" and d["decision"] == "approved"
                                                    for d in s["decisions"]), 30)
+    deadline = time.monotonic() + 30  # the insurer's node has the job waiting for its operator
+    while not any(r["job_id"] == job_id for r in cli_json(capsys, "approvals", "list", "--config",
+                                                          net / "insurer.yaml")):
+        assert time.monotonic() < deadline, "the insurer never listed the job"
+        time.sleep(0.1)
     # Freeze the bank, so once approved the job waits for its table, mid-negotiation.
     os.kill(procs["bank"]["pid"], signal.SIGSTOP)
     try:

@@ -124,6 +124,14 @@ def test_train_then_predict_for_the_banks_customers(network, capsys, tmp_path):
     assert max(abs(a - b) for a, b in zip(scores.column("score").to_pylist(),
                                           expected.column("score").to_pylist())) < 1e-9
 
+    # A config whose record does not hold the job opens nothing, and says why.
+    from integration_helpers import run_cli
+
+    other = network / "other-analyst.yaml"
+    other.write_text((network / "analyst.yaml").read_text())
+    code, _, err = run_cli(capsys, "job", "result", job_id, "--config", other, "--out", tmp_path / "other")
+    assert code != 0 and "is not one you submitted" in err and not (tmp_path / "other").exists(), err
+
     # Nobody else got the scores: the analyst's mailbox for this job is empty.
     theirs = cli_json(capsys, "job", "result", job_id, "--config", network / "analyst.yaml",
                       "--out", tmp_path / "nothing")

@@ -119,8 +119,9 @@ def _sweep_silent_compute(coordinator: Coordinator, stop: threading.Event) -> No
         try:
             for job_id in coordinator.fail_silent_compute_jobs():
                 log.warning("job %s failed: its compute node stopped heart-beating", job_id[:16])
-        except Exception:  # a locked or closing store: try again next round
-            log.exception("compute heartbeat check failed")
+        except Exception as exc:  # a locked or closing store: try again next round
+            if not stop.is_set():
+                log.warning("compute heartbeat check failed (%s: %s); retrying", type(exc).__name__, exc)
 
 
 def run_until_signalled(config: CoordinatorConfig, *, ready: Any = None) -> None:

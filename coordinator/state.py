@@ -568,7 +568,7 @@ class Coordinator:
             raise InputError(f"a result head is at most {MAX_RESULT_HEAD_BYTES} bytes", field=f"results[{i}]")
         upload.heads[pair] = r
         upload.messages[pair] = 0
-        self._count(upload, len(r.envelope) + len(r.signature) + len(r.statement))
+        self._charge(upload, len(r.envelope) + len(r.signature) + len(r.statement))
 
     def add_result_message(self, upload: ResultUpload, kind: str, recipient: str, data: bytes) -> None:
         """Store one message of a result's sealed stream durably (invisible until the commit)."""
@@ -577,12 +577,12 @@ class Coordinator:
             raise InputError("a stream message must follow its result's head", field="message")
         if not data:
             raise InputError("empty stream message", field="message")
-        self._count(upload, len(data))
+        self._charge(upload, len(data))
         with self.store.transaction(notify=False):
             self.store.insert_result_chunk(upload.job_id, kind, recipient, upload.messages[pair], data)
         upload.messages[pair] += 1
 
-    def _count(self, upload: ResultUpload, size: int) -> None:
+    def _charge(self, upload: ResultUpload, size: int) -> None:
         upload.stored += size
         if upload.stored > self.max_result_bytes:
             raise InputError(f"results exceed {self.max_result_bytes} bytes, this coordinator's cap per job "

@@ -208,7 +208,7 @@ class CoordinatorService(rpc.CoordinatorServicer):
                     raise InputError("a stream message must follow its result's head", field="message")
                 self.coordinator.add_result_message(upload, heads[-1].kind, heads[-1].recipient, part.message)
             elif which == "end":
-                detail = self.coordinator.post_results(upload.job_id, compute, heads)
+                detail = self.coordinator.post_results(upload.job_id, compute, heads, upload=upload)
                 return pb.Ack(ok=True, detail=detail)
             else:
                 raise InputError("empty result stream part", field="part")

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from teenet.audit import AuditLog
@@ -43,6 +43,7 @@ MAX_NAME_CHARS = 128
 MAX_REASON_CHARS = 1024
 MAX_DECISION_BYTES = 64 * 1024
 MAX_RESULT_HEAD_BYTES = 8 * 1024  # key envelope, statement: small by construction
+RESULT_FLUSH_BYTES = 8 << 20
 MAX_EVIDENCE_BYTES = 1024 * 1024
 MAX_HPKE_KEY_BYTES = 4096
 MAX_INPUTS = 64
@@ -269,6 +270,10 @@ class ResultUpload:
     heads: dict[tuple[str, str], SealedResultIn]
     messages: dict[tuple[str, str], int]
     stored: int = 0
+    # Messages not yet written: flushed in one transaction per RESULT_FLUSH_BYTES, or with the
+    # commit, so a small result costs no extra fsync and a large one never holds the lock long.
+    pending: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+    pending_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -578,9 +583,19 @@ class Coordinator:
         if not data:
             raise InputError("empty stream message", field="message")
         self._charge(upload, len(data))
-        with self.store.transaction(notify=False):
-            self.store.insert_result_chunk(upload.job_id, kind, recipient, upload.messages[pair], data)
+        upload.pending.append((kind, recipient, upload.messages[pair], data))
+        upload.pending_bytes += len(data)
         upload.messages[pair] += 1
+        if upload.pending_bytes >= RESULT_FLUSH_BYTES:
+            with self.store.transaction(notify=False):
+                self._flush(upload)
+
+    def _flush(self, upload: ResultUpload) -> None:
+        """Write the upload's pending messages inside the caller's transaction."""
+        for kind, recipient, seq, data in upload.pending:
+            self.store.insert_result_chunk(upload.job_id, kind, recipient, seq, data)
+        upload.pending.clear()
+        upload.pending_bytes = 0
 
     def _charge(self, upload: ResultUpload, size: int) -> None:
         upload.stored += size
@@ -588,18 +603,23 @@ class Coordinator:
             raise InputError(f"results exceed {self.max_result_bytes} bytes, this coordinator's cap per job "
                              "(max_result_bytes)", field="results")
 
-    def post_results(self, job_id: str, compute: str, results: Sequence[SealedResultIn]) -> str:
-        """Commit a job's results: each head with the stream messages stored for it, the audit
-        entry and the job's success, in one transaction."""
+    def post_results(self, job_id: str, compute: str, results: Sequence[SealedResultIn], *,
+                     upload: ResultUpload | None = None) -> str:
+        """Commit a job's results: each head with the stream messages stored for it (`upload`:
+        the stream that brought them), the audit entry and the job's success, in one transaction."""
         job = self._job(job_id)
         if compute != job.compute:
             raise PermissionRefused(f"'{compute}' is not the compute node of job {job_id[:16]}…")
-        upload = ResultUpload(job_id, compute, {}, {})
-        for r in results:
-            self.add_result_head(upload, r)
+        if upload is None:
+            upload = ResultUpload(job_id, compute, {}, {})
+            for r in results:
+                self.add_result_head(upload, r)
+        elif upload.job_id != job_id or upload.compute != compute or list(upload.heads.values()) != list(results):
+            raise InputError("the results committed are not the ones this stream brought", field="results")
         with self.store.transaction():
             job = self._job(job_id)
             self._require_state(job, {JobState.RUNNING}, "results")
+            self._flush(upload)
             stored = self.store.result_chunk_counts(job_id)
             stray = set(stored) - set(upload.heads)
             if stray:

@@ -26,7 +26,7 @@ def test_streamed_chunks_are_stored_in_order_and_handed_out_after_the_commit(wor
         c.add_result_message(up, "size", "alice", f"chunk-{i}".encode())
     assert c.fetch_results(job_id, "alice").results == ()  # nothing visible before the commit
     assert c.view(job_id, viewer=None).state is JobState.RUNNING
-    c.post_results(job_id, "enclave", [h])
+    c.post_results(job_id, "enclave", [h], upload=up)
     found = c.fetch_results(job_id, "alice").results
     assert [r.messages for r in found] == [5] and found[0].statement == b'{"statement":1}'
     assert list(c.result_messages(found[0])) == [f"chunk-{i}".encode() for i in range(5)]
@@ -40,15 +40,27 @@ def test_a_post_that_broke_off_leaves_nothing_and_a_retry_starts_clean(world, co
     up = c.begin_result_stream(job_id, "enclave")
     c.add_result_head(up, head(job_id))
     for i in range(3):
-        c.add_result_message(up, "size", "alice", b"old")
+        c.add_result_message(up, "size", "alice", bytes([i]) * (3 << 20))  # 9 MiB: flushed to disk
     # the stream broke here; the compute node posts again from the start
     again = c.begin_result_stream(job_id, "enclave")
     h = head(job_id)
     c.add_result_head(again, h)
     c.add_result_message(again, "size", "alice", b"new")
-    c.post_results(job_id, "enclave", [h])
+    c.post_results(job_id, "enclave", [h], upload=again)
     (r,) = c.fetch_results(job_id, "alice").results
     assert list(c.result_messages(r)) == [b"new"]
+
+
+def test_a_stored_but_uncommitted_stream_is_dropped_before_a_new_post(world, coordinator):
+    c = coordinator
+    job_id = run_to_running(world, c)
+    up = c.begin_result_stream(job_id, "enclave")
+    c.add_result_head(up, head(job_id))
+    for i in range(3):
+        c.add_result_message(up, "size", "alice", bytes(3 << 20))
+    assert sum(b for _, b in c.store.result_chunk_counts(job_id).values()) >= 8 << 20  # flushed, uncommitted
+    c.begin_result_stream(job_id, "enclave")
+    assert c.store.result_chunk_counts(job_id) == {}
 
 
 def test_results_over_the_configured_cap_are_refused(world, open_coordinator):

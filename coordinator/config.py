@@ -5,12 +5,15 @@
     consortium: consortium.yaml
     state_dir: state/coordinator  # optional, default: the config file's folder
     database: coordinator.db      # optional, default: <state_dir>/coordinator.db
-    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent)
+    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent); its
+                                  # folder must be mode 0700 and the key 0600 (teenet.keyfiles)
     checkpoint_every: 64          # optional: sign the audit chain every N entries
     max_result_bytes: 4294967296  # optional: sealed results one job may store (default 4 GiB)
     compute_silence: 60           # optional: seconds a compute node may go without polling
                                   # before its negotiating/running jobs fail (default 60)
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
+    key_protection: {method: passphrase, passphrase_env: TEENET_KEY_PASSPHRASE}  # optional:
+                                  # none (default) | passphrase; protects the audit and TLS keys
 
 Relative paths resolve against the config file's folder. Errors name file, line and field.
 """
@@ -22,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teenet.pki import TlsFiles
-from teenet.config import resolve_path, tls_files
+from teenet.config import key_protection_section, resolve_path, tls_files
+from teenet.keyfiles import KeyProtectionSettings
 from teenet.yamlload import load_yaml
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
@@ -46,6 +50,7 @@ class CoordinatorConfig:
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     compute_silence: float = DEFAULT_COMPUTE_SILENCE
     source: str = ""
+    key_protection: KeyProtectionSettings = KeyProtectionSettings()
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
@@ -53,7 +58,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     doc = load_yaml(Path(path))
     base = Path(path).resolve().parent
     f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
-                           optional=("state_dir", "database", "audit_key", "checkpoint_every",
+                           optional=("state_dir", "database", "audit_key", "checkpoint_every", "key_protection",
                                      "max_result_bytes", "compute_silence"),
                            what="a coordinator config mapping")
     listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
@@ -76,4 +81,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         compute_silence=(f["compute_silence"].number(minimum=1, maximum=86400)
                          if "compute_silence" in f else DEFAULT_COMPUTE_SILENCE),
         source=doc.source,
+        # The coordinator runs outside any TEE: there is no enclave to seal its keys to.
+        key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source,
+                                              methods=("none", "passphrase")),
     )

@@ -96,7 +96,7 @@ def test_a_table_its_owner_cannot_read_fails_the_job_at_decide_time(net, capsys)
                       net / "analyst.yaml")["job_id"]
     st = _until(capsys, net, job_id, lambda s: s["state"] in ("failed", "succeeded"), 15)
     assert st["state"] == "failed" and time.monotonic() - started < 15, st
-    assert st["reason"].startswith("rejected by telco: table_unreadable: telco cannot read its table 'usage'"), st
+    assert st["reason"] == "rejected by telco: telco could not read usage: input.source", st
     assert SECRET_CELL not in json.dumps(st)
     # decided once: one rejection in the telco's audit, and no traceback in its log
     from teenet.audit import read_log

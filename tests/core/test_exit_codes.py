@@ -46,12 +46,19 @@ def net(tmp_path_factory):
     d = tmp_path_factory.mktemp("exitcodes")
     init_sandbox(d, rows=500)
     up_sandbox(d)
-    # A job every owner's rules leave to an operator: ids are outside auto-approve.
+    # A job an owner's rules refuse: telco lets its ids go to telco only.
     (d / "jobs" / "ids.yaml").write_text(
         "name: ids\nfunction: psi\ncompute: compute-1\ninputs:\n"
         "  - {party: bank, table: customers, key: customer_id}\n"
         "  - {party: telco, table: usage, key: customer_id}\n"
         "release:\n  - {kind: ids, to: [bank]}\n")
+    # A job the insurer's rules leave to its operator (its auto-approve has no train).
+    (d / "jobs" / "waits.yaml").write_text(
+        "name: waits\nfunction: train\ncompute: compute-1\ninputs:\n"
+        "  - {party: bank, table: customers, key: customer_id, columns: [income, defaulted]}\n"
+        "  - {party: insurer, table: policies, key: customer_id, columns: [premium]}\n"
+        "params: {model: logistic_regression, label: {party: bank, column: defaulted}}\n"
+        "release:\n  - {kind: metrics, to: [analyst]}\n")
     # The same analyst, pointed at a coordinator nobody listens on.
     consortium = (d / "consortium.yaml").read_text()
     endpoint = json.loads(json.dumps(__import__("yaml").safe_load(consortium)))["coordinator"]["endpoint"]
@@ -79,14 +86,18 @@ def test_submit_wait_exits_0_on_success_and_1_when_the_job_is_rejected_or_cancel
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["state"] == "succeeded"
 
-    waiting, job_id = _submit_waiting(net, "ids.yaml")
-    rejected = teenet("approvals", "reject", job_id[:12], "--config", net / "bank.yaml", "--reason", "no ids")
+    refused = teenet("job", "submit", "--config", net / "analyst.yaml", net / "jobs" / "ids.yaml", "--wait",
+                     "--timeout", "120", timeout=180)
+    assert refused.returncode == 1 and "failed" in refused.stdout, refused.stdout + refused.stderr
+
+    waiting, job_id = _submit_waiting(net, "waits.yaml")
+    rejected = teenet("approvals", "reject", job_id[:12], "--config", net / "insurer.yaml", "--reason", "not now")
     assert rejected.returncode == 0, rejected.stderr
     out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 1, out + err
-    assert "failed" in out and "no ids" in out
+    assert "failed" in out and "not now" in out
 
-    waiting, job_id = _submit_waiting(net, "ids.yaml")
+    waiting, job_id = _submit_waiting(net, "waits.yaml")
     cancelled = teenet("job", "cancel", job_id, "--config", net / "analyst.yaml")
     assert cancelled.returncode == 0, cancelled.stderr
     out, err = waiting.communicate(timeout=120)
@@ -166,7 +177,7 @@ def test_usage_errors_exit_2_for_every_group():
 
 def test_a_waiting_submit_that_times_out_exits_1(net):
     start = time.monotonic()
-    done = teenet("job", "submit", "--config", net / "analyst.yaml", net / "jobs" / "ids.yaml", "--wait",
+    done = teenet("job", "submit", "--config", net / "analyst.yaml", net / "jobs" / "waits.yaml", "--wait",
                   "--timeout", "1", timeout=60)
     assert done.returncode == 1 and "did not finish" in done.stderr
     assert time.monotonic() - start < 30

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import grpc
 import typer
-from rich.table import Table
 
 from teenet.cli.common import config_path, resolve_job_id
 from teenet.cli.output import JSON_HELP, console, emit
@@ -239,6 +238,8 @@ def list_(config: Path = ConfigOpt, state: str = typer.Option("", "--state", hel
     jobs = _rpc(lambda: analyst.stub.ListJobs(pb.ListJobsRequest(limit=limit, state=state), timeout=10)).jobs
 
     def render(c) -> None:
+        from rich.table import Table
+
         t = Table("job", "name", "function", "analyst", "state", "reason")
         for j in jobs:
             t.add_row(j.job_id[:12], j.name, j.function, j.analyst, j.state, j.reason)

@@ -12,12 +12,12 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 from teenet.errors import InputError
 from teenet.identity import write_private_file
@@ -78,6 +78,11 @@ class DevPki:
 
     @classmethod
     def create(cls, directory: Path) -> "DevPki":
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "teenet development"),
@@ -98,6 +103,12 @@ class DevPki:
         return self.directory / "ca.pem"
 
     def issue(self, member: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
+        # Imported here: a CLI command that only connects must not pay for x509 (docs/cli.md).
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
         """Issue `member`'s certificate (client and server use) with loopback SANs."""
         ca_key = serialization.load_pem_private_key((self.directory / "ca.key").read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
@@ -126,7 +137,9 @@ class DevPki:
         return TlsFiles(self.ca_path, cert_path, key_path)
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _pem_key(key: "ec.EllipticCurvePrivateKey") -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 

@@ -70,13 +70,14 @@ def _own_tables(specs: list[str]) -> dict[str, dict[str, Path]]:
 
 
 def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str, Path]] | None = None,
-                 force: bool = False, computes: int = 1) -> dict:
+                 force: bool = False, computes: int = 1, jobs_from_data: bool = True) -> dict:
     """Create a sandbox consortium in `directory`; returns a summary.
 
     With `own` tables, the consortium's data parties are the parties that gave files and
     nothing synthetic is written; the jobs are made from the files' own columns
     (cli/sandbox_jobs.py). A failure leaves no half-made folder behind: a folder this
-    call created is removed again.
+    call created is removed again. `jobs_from_data=False` (the benchmark, which writes its
+    own jobs) skips reading the files and writes no example jobs for them.
     """
     directory = directory.resolve()
     if (directory / "consortium.yaml").exists() and not force:
@@ -86,7 +87,11 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
     if not 1 <= computes <= 16:
         raise InputError(f"--computes must be 1..16, got {computes}")
     plan = None
-    if own:
+    if own and not jobs_from_data:
+        from teenet.cli.sandbox_jobs import JobPlan
+
+        plan = JobPlan({}, [])
+    elif own:
         from teenet.cli.sandbox_jobs import inspect_table, plan_jobs
 
         described = [inspect_table(party, table, path) for party in DATA_PARTIES

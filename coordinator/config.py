@@ -5,9 +5,12 @@
     consortium: consortium.yaml
     state_dir: state/coordinator  # optional, default: the config file's folder
     database: coordinator.db      # optional, default: <state_dir>/coordinator.db
-    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent)
+    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent); its
+                                  # folder must be mode 0700 and the key 0600 (teenet.keyfiles)
     checkpoint_every: 64          # optional: sign the audit chain every N entries
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
+    key_protection: {method: passphrase, passphrase_env: TEENET_KEY_PASSPHRASE}  # optional:
+                                  # none (default) | passphrase; protects the audit and TLS keys
 
 Relative paths resolve against the config file's folder. Errors name file, line and field.
 """
@@ -19,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teenet.pki import TlsFiles
-from teenet.config import resolve_path, tls_files
+from teenet.config import key_protection_section, resolve_path, tls_files
+from teenet.keyfiles import KeyProtectionSettings
 from teenet.yamlload import load_yaml
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
@@ -37,6 +41,7 @@ class CoordinatorConfig:
     tls: TlsFiles
     checkpoint_every: int = 64
     source: str = ""
+    key_protection: KeyProtectionSettings = KeyProtectionSettings()
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
@@ -44,7 +49,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     doc = load_yaml(Path(path))
     base = Path(path).resolve().parent
     f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
-                           optional=("state_dir", "database", "audit_key", "checkpoint_every"),
+                           optional=("state_dir", "database", "audit_key", "checkpoint_every", "key_protection"),
                            what="a coordinator config mapping")
     listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
     match = _LISTEN.fullmatch(listen)
@@ -62,4 +67,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         checkpoint_every=(f["checkpoint_every"].integer(minimum=1, maximum=1_000_000)
                           if "checkpoint_every" in f else 64),
         source=doc.source,
+        # The coordinator runs outside any TEE: there is no enclave to seal its keys to.
+        key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source,
+                                              methods=("none", "passphrase")),
     )

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 from teenet.attestation.policy import AllOf, policy_from_config
 from teenet.errors import InputError
 from teenet.identity import MemberPublicKeys, ed25519_public_from_b64, x25519_public_from_b64
+from teenet.keyfiles import KEY_PROTECTION_METHODS, KeyProtectionSettings
 from teenet.jobspec import COLUMN_NAME, FUNCTIONS, MEMBER_NAME, RELEASE_KIND, TABLE_NAME
 from teenet.pki import TlsFiles
 from teenet.yamlload import Located, clip_text, load_yaml
@@ -265,6 +266,8 @@ class NodeConfig:
     # Seconds a poll may wait at the coordinator for new work (a long poll); 0 = plain polling
     # every poll_interval.
     poll_wait: float = DEFAULT_POLL_WAIT
+    # How the member keys and the TLS key are protected at rest (see key_protection_section).
+    key_protection: KeyProtectionSettings = KeyProtectionSettings()
 
     @property
     def member(self) -> Member:
@@ -278,7 +281,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     base = path.resolve().parent
     root = doc.root()
     f = root.mapping(required=("node", "role", "consortium", "state_dir", "keys", "tls", "enclave", "policy"),
-                     optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables"),
+                     optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables", "key_protection"),
                      what="a node config mapping")
     node = f["node"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     role = f["role"].string(choices=NODE_ROLES)
@@ -317,6 +320,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         poll_interval=(f["poll_interval"].number(minimum=0.05, maximum=3600) if "poll_interval" in f else 1.0),
         poll_wait=(f["poll_wait"].number(minimum=0, maximum=20) if "poll_wait" in f else DEFAULT_POLL_WAIT),
         tables=tables, policy=policy, source=doc.source,
+        key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source),
     )
 
 
@@ -339,6 +343,33 @@ def resolve_path(node: Located, base: Path) -> Path:
 def tls_files(node: Located, base: Path) -> TlsFiles:
     f = node.mapping(required=("ca", "cert", "key"), what="a mapping {ca, cert, key}")
     return TlsFiles(ca=resolve_path(f["ca"], base), cert=resolve_path(f["cert"], base), key=resolve_path(f["key"], base))
+
+
+# --- key protection ------------------------------------------------------------------------
+
+def key_protection_section(node: Located | None, base: Path, *, source: str,
+                           methods: tuple[str, ...] = KEY_PROTECTION_METHODS) -> KeyProtectionSettings:
+    """`key_protection: {method: none|passphrase|enclave, passphrase_file | passphrase_env}`.
+
+    Absent means `none`. `passphrase` takes exactly one of a file path or the name of an
+    environment variable (the config never holds the passphrase itself).
+    """
+    if node is None:
+        return KeyProtectionSettings(source=source)
+    method_value = _choice_first(node, "method", methods)
+    optional = ("passphrase_file", "passphrase_env") if method_value == "passphrase" else ()
+    f = node.mapping(required=("method",), optional=optional,
+                     what="a mapping {method, passphrase_file or passphrase_env}")
+    method = f["method"].string(choices=methods)
+    if method == "passphrase" and len(f) != 2:
+        raise node.error("method 'passphrase' needs exactly one of passphrase_file (a file of mode 0600) "
+                         "or passphrase_env (an environment variable name)")
+    return KeyProtectionSettings(
+        method=method,
+        passphrase_file=resolve_path(f["passphrase_file"], base) if "passphrase_file" in f else None,
+        passphrase_env=(f["passphrase_env"].string(pattern=ENV_NAME, what="an environment variable name (A-Z, 0-9, _)")
+                        if "passphrase_env" in f else None),
+        source=source)
 
 
 def _enclave(node: Located, base: Path) -> EnclaveConfig:

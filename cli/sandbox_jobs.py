@@ -17,7 +17,7 @@ from pathlib import Path
 
 from teenet.errors import InputError
 
-# A job names columns with teenet.jobspec.COLUMN_NAME; repeated here would drift, so import.
+# Column names that look like an id: preferred as the key among the columns files share.
 _ID_HINT = re.compile(r"(^|_)(id|key|ident|identifier)$|_id$|^id_", re.IGNORECASE)
 MAX_GROUPS = 50
 MAX_METRICS = 3

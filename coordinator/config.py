@@ -8,6 +8,9 @@
     audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent); its
                                   # folder must be mode 0700 and the key 0600 (teenet.keyfiles)
     checkpoint_every: 64          # optional: sign the audit chain every N entries
+    max_result_bytes: 4294967296  # optional: sealed results one job may store (default 4 GiB)
+    compute_silence: 60           # optional: seconds a compute node may go without polling
+                                  # before its negotiating/running jobs fail (default 60)
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
     key_protection: {method: passphrase, passphrase_env: TEENET_KEY_PASSPHRASE}  # optional:
                                   # none (default) | passphrase; protects the audit and TLS keys
@@ -28,6 +31,10 @@ from teenet.yamlload import load_yaml
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+DEFAULT_MAX_RESULT_BYTES = 4 << 30
+# A live compute node polls at least every 20 s (the longest long poll) plus its interval;
+# 60 s of silence is three such polls missed.
+DEFAULT_COMPUTE_SILENCE = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class CoordinatorConfig:
     audit_key: Path
     tls: TlsFiles
     checkpoint_every: int = 64
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    compute_silence: float = DEFAULT_COMPUTE_SILENCE
     source: str = ""
     key_protection: KeyProtectionSettings = KeyProtectionSettings()
 
@@ -49,7 +58,8 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     doc = load_yaml(Path(path))
     base = Path(path).resolve().parent
     f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
-                           optional=("state_dir", "database", "audit_key", "checkpoint_every", "key_protection"),
+                           optional=("state_dir", "database", "audit_key", "checkpoint_every", "key_protection",
+                                     "max_result_bytes", "compute_silence"),
                            what="a coordinator config mapping")
     listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
     match = _LISTEN.fullmatch(listen)
@@ -66,6 +76,10 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         tls=tls_files(f["tls"], base),
         checkpoint_every=(f["checkpoint_every"].integer(minimum=1, maximum=1_000_000)
                           if "checkpoint_every" in f else 64),
+        max_result_bytes=(f["max_result_bytes"].integer(minimum=1 << 20, maximum=1 << 40)
+                          if "max_result_bytes" in f else DEFAULT_MAX_RESULT_BYTES),
+        compute_silence=(f["compute_silence"].number(minimum=1, maximum=86400)
+                         if "compute_silence" in f else DEFAULT_COMPUTE_SILENCE),
         source=doc.source,
         # The coordinator runs outside any TEE: there is no enclave to seal its keys to.
         key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source,

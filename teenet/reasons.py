@@ -32,6 +32,7 @@ STAGES: dict[str, str] = {
     "function.refused": "{field} refused",
     "function.failed": "{field} failed inside the enclave",
     "results.refused": "the coordinator did not take the sealed results",
+    "model.unshippable": "{party} could not ship the model",
 }
 
 # The checks a reason may name. Anything else is said as "unlisted": a new check shows up
@@ -64,6 +65,11 @@ CHECKS: frozenset[str] = frozenset({
     "analysis.statistics", "analysis.models", "analysis.max_trees", "analysis.max_tree_depth",
     "analysis.max_tree_nodes", "analysis.dp_required", "analysis.max_epsilon_per_job", "analysis.max_rows_per_key",
     "approval.terms", "approval.budget",
+    # results and shipped models (teenet/release.py, teenet/shipped_model.py)
+    "result.job", "result.kind", "result.missing", "result.compute", "result.offer", "result.statement",
+    "result.signature", "result.key_envelope", "result.stream", "result.recipient", "result.envelope",
+    "result.header", "result.padding", "model.job", "model.offer", "model.recipient", "model.result",
+    "model.approval",
     # transport
     "tls.handshake", "tls.hostname", "transport.unavailable", "transport.deadline_exceeded",
     "transport.cancelled", "transport.resource_exhausted", "transport.permission_denied",

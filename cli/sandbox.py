@@ -101,6 +101,9 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
     pki.issue(COORDINATOR)
     coordinator_port = _free_port()
     compute_ports = {name: _free_port() for name in compute_nodes}
+    # Every daemon's web console, on loopback (its operator token: console.token by its keys).
+    consoles = {name: {"listen": f"127.0.0.1:{_free_port()}"} for name in (*DATA_PARTIES, *compute_nodes)}
+    consoles[COORDINATOR] = {"listen": f"127.0.0.1:{_free_port()}", "token_file": "state/coordinator/console.token"}
     sim_attestation = {"allow_simulated": True, "measurements": [measurement]}
 
     for party in DATA_PARTIES:
@@ -129,7 +132,7 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
             "node": party, "role": "data", "consortium": "consortium.yaml",
             "state_dir": f"state/{party}", "keys": f"members/{party}/keys", "tls": tls(party),
             "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
-            "poll_interval": 0.2,
+            "poll_interval": 0.2, "console": consoles[party],
             "tables": {t: {"format": p.suffix.lstrip(".").lower(), "path": str(p)} for t, p in tables[party].items()},
             "policy": {
                 "analysts": [ANALYST], "functions": ["psi", "aggregate", "train", "predict"],
@@ -146,13 +149,13 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
             "node": name, "role": "compute", "consortium": "consortium.yaml",
             "state_dir": f"state/{name}", "keys": f"members/{name}/keys", "tls": tls(name),
             "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
-            "listen": f"127.0.0.1:{compute_ports[name]}", "poll_interval": 0.2,
+            "listen": f"127.0.0.1:{compute_ports[name]}", "poll_interval": 0.2, "console": consoles[name],
             "policy": {"data_attestation": sim_attestation},
         })
     _dump(directory / "coordinator.yaml", {
         "name": COORDINATOR, "listen": f"127.0.0.1:{coordinator_port}", "consortium": "consortium.yaml",
         "database": "state/coordinator/coordinator.db", "tls": tls(COORDINATOR),
-        "audit_key": "state/coordinator/audit.key",
+        "audit_key": "state/coordinator/audit.key", "console": consoles[COORDINATOR],
     })
     _dump(directory / "analyst.yaml", {
         "analyst": ANALYST, "consortium": "consortium.yaml", "keys": f"members/{ANALYST}/keys",
@@ -293,6 +296,19 @@ def up_sandbox(directory: Path, timeout: float = 60.0) -> list[dict]:
     return procs
 
 
+def console_urls(directory: Path) -> dict[str, dict[str, str]]:
+    """Each daemon's console address and token file, from its config in the sandbox."""
+    from teenet.config import load_node_config
+    from teenet.coordinator.config import load_coordinator_config
+
+    directory = directory.resolve()
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    found = {COORDINATOR: load_coordinator_config(directory / "coordinator.yaml").console}
+    for name in (*manifest["computes"], *manifest["parties"]):
+        found[name] = load_node_config(directory / f"{name}.yaml").console
+    return {name: {"url": c.url, "token_file": str(c.token_file)} for name, c in found.items() if c is not None}
+
+
 def down_sandbox(directory: Path, timeout: float = 15.0) -> list[str]:
     directory = directory.resolve()
     procs = _processes(directory)
@@ -324,10 +340,15 @@ def up(directory: Path = typer.Argument(..., help="A folder made by `teenet sand
        as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Start the coordinator, the compute node and the three data nodes as processes."""
     procs = up_sandbox(directory)
+    consoles = console_urls(directory)
+    for p in procs:
+        p["console"] = consoles.get(p["name"], {}).get("url")
 
     def render(c) -> None:
         for p in procs:
             c.print(f"  {p['name']:<12} pid {p['pid']:<7} log {p['log']}")
+        for name, where in consoles.items():
+            c.print(f"  console {name:<12} {where['url']}  (operator token in {where['token_file']})")
         c.print(f"up. Try: teenet job submit --config {directory}/analyst.yaml {directory}/jobs/psi-overlap.yaml --wait")
 
     emit(procs, as_json, render)

@@ -8,6 +8,8 @@
     audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent)
     checkpoint_every: 64          # optional: sign the audit chain every N entries
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
+    console: {listen: 127.0.0.1:8700}  # optional web console (job states and counts), /metrics
+    log_format: json              # optional: text (default) or json, one object per line
 
 Relative paths resolve against the config file's folder. Errors name file, line and field.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teenet.pki import TlsFiles
-from teenet.config import resolve_path, tls_files
+from teenet.config import ConsoleConfig, console_section, log_format_field, resolve_path, tls_files
 from teenet.yamlload import load_yaml
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
@@ -37,6 +39,8 @@ class CoordinatorConfig:
     tls: TlsFiles
     checkpoint_every: int = 64
     source: str = ""
+    console: ConsoleConfig | None = None  # off unless configured; token file in state_dir
+    log_format: str = "text"
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
@@ -44,7 +48,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     doc = load_yaml(Path(path))
     base = Path(path).resolve().parent
     f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
-                           optional=("state_dir", "database", "audit_key", "checkpoint_every"),
+                           optional=("state_dir", "database", "audit_key", "checkpoint_every", "console", "log_format"),
                            what="a coordinator config mapping")
     listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
     match = _LISTEN.fullmatch(listen)
@@ -62,4 +66,6 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         checkpoint_every=(f["checkpoint_every"].integer(minimum=1, maximum=1_000_000)
                           if "checkpoint_every" in f else 64),
         source=doc.source,
+        console=(console_section(f["console"], base, state_dir / "console.token") if "console" in f else None),
+        log_format=log_format_field(f.get("log_format")),
     )

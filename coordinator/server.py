@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from teenet.audit import AuditLog, load_audit_key
 from teenet.errors import InputError
+from teenet.logformat import use_log_format
 from teenet.pki import COORDINATOR_GRPC_OPTIONS, server_credentials
 from teenet.proto import teenet_pb2_grpc as rpc
 
@@ -43,6 +44,7 @@ class RunningCoordinator:
     port: int
     coordinator: Coordinator
     health: health.HealthServicer
+    console: Any = None  # the web console (teenet.console), when the config has one
     _stopped: bool = False
 
     def stop(self, grace: float = 5.0) -> None:
@@ -54,6 +56,8 @@ class RunningCoordinator:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.coordinator.store.stop_waiting()  # long polls answer now instead of holding the stop
         self.server.stop(grace).wait()
+        if self.console is not None:
+            self.console.stop()
         checkpoint = self.coordinator.audit.checkpoint()
         if checkpoint is not None:
             log.info("audit chain checkpointed at entry %d", checkpoint.seq)
@@ -100,11 +104,21 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None) ->
     log.info("coordinator '%s' serving on %s (port %d), database %s, audit key %s", config.name,
              config.listen, port, config.database,
              audit.public_key.public_bytes_raw().hex()[:16] + "…")
-    return RunningCoordinator(server, port, coordinator, health_servicer)
+    running = RunningCoordinator(server, port, coordinator, health_servicer)
+    if config.console is not None:
+        from teenet.console.server import start_coordinator_console
+
+        try:
+            running.console = start_coordinator_console(config.console, coordinator)
+        except BaseException:
+            running.stop(grace=0)
+            raise
+    return running
 
 
 def run_until_signalled(config: CoordinatorConfig, *, ready: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully. `ready(port)` is called once up."""
+    use_log_format(config.log_format)
     running = serve(config)
     done = threading.Event()
 

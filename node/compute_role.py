@@ -165,7 +165,7 @@ class ComputeRole(rpc.ComputeServicer):
             if ready:
                 run.started = True
         rt.audit("table_received", job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
-                 data_enclave=claims.measurement.hex())
+                 data_enclave=claims.measurement.hex(), sealed_bytes=sealed_bytes[0])
         if ready:
             threading.Thread(target=self._run, args=(run,), name=f"job-{k.job_id[:8]}", daemon=True).start()
         return pb.UploadReply(job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,

@@ -1,0 +1,202 @@
+"""What a data node's console shows, read from the node's own records.
+
+Decides how a pending job is laid out for its steward: the terms an approval would sign
+(`node.policy.decision_for`, the same function the daemon signs with), the columns of
+this owner's tables it touches beside what the policy grants, the function and its
+parameters, each release and its recipients, k, the epsilon it spends and the budget left
+(when the store keeps a ledger), what the owner's policy says of it now, and the last
+verified evidence of the compute enclave it names. Does not decide anything about the job:
+approve and reject go through `node.approvals.record_operator_decision`, and the daemon
+signs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import grpc
+
+from teenet.audit import ChainReport
+from teenet.errors import TeenetError
+from teenet.jobspec import SignedJob, verify_signed_job
+from teenet.node import policy as owner_policy
+from teenet.node.runtime import NodeRuntime
+from teenet.proto import teenet_pb2 as pb
+
+from teenet.console.records import AuditDigest, EnclaveSighting, TimelineStep
+
+
+@dataclass(frozen=True)
+class TableUse:
+    table: str
+    columns: tuple[str, ...]      # what the job reads
+    granted: tuple[str, ...]      # what the owner's policy shares of this table
+    all_columns: tuple[str, ...]  # the table's real columns
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    job_id: str
+    name: str
+    analyst: str
+    function: str
+    compute: str
+    received_at: float
+    status: str
+    policy_says: str              # approve | reject | pending
+    policy_reason: str            # which rule matched, or why it needs a person
+    tables: tuple[TableUse, ...]
+    params: str                   # the function's parameters, as JSON
+    releases: tuple[tuple[str, tuple[str, ...]], ...]
+    min_group_size: int
+    id_recipients: tuple[str, ...]
+    measurements: tuple[str, ...]  # the compute measurements this approval would trust
+    compute_seen: EnclaveSighting | None
+    epsilon: float | None
+    budget_left: Mapping[str, float] | None
+    spec_json: str
+
+
+def budget_ledger(store: Any) -> Mapping[str, float] | None:
+    """The privacy budget left per table, if this node's store keeps a ledger."""
+    budgets = getattr(store, "budgets", None)
+    if budgets is None:
+        return None
+    value = budgets() if callable(budgets) else budgets
+    try:
+        return {str(k): float(getattr(v, "remaining", v)) for k, v in dict(value).items()}
+    except (TypeError, ValueError):
+        return None
+
+
+def _epsilon(params: Mapping[str, Any]) -> float | None:
+    dp = params.get("dp") if isinstance(params, Mapping) else None
+    if isinstance(dp, Mapping) and isinstance(dp.get("epsilon"), (int, float)):
+        return float(dp["epsilon"])
+    return None
+
+
+def pending_jobs(rt: NodeRuntime, digest: AuditDigest) -> list[PendingJob]:
+    out = []
+    digest.refresh()
+    for record in rt.store.jobs("pending"):
+        spec = verify_signed_job(SignedJob(record.canonical_spec, record.analyst, record.signature), rt.consortium)
+        real = {inp.table: rt.catalog.columns(inp.table) for inp in spec.inputs
+                if inp.party == rt.name and inp.table in rt.catalog.tables}
+        outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, real)
+        terms = owner_policy.decision_for(spec, record.job_id, rt.name, rt.config.policy, rt.compute_measurements,
+                                          approve=True, reason="", decided_by="")
+        loose = json.loads(record.canonical_spec)
+        params = loose.get("params") or {}
+        seen = [s for s in digest.sightings if s.ok and s.peer == spec.compute]
+        tables = tuple(TableUse(t, cols, tuple(rt.config.policy.tables.get(t, ())), tuple(real.get(t, ())))
+                       for t, cols in terms.tables)
+        out.append(PendingJob(
+            job_id=record.job_id, name=spec.name, analyst=spec.analyst, function=spec.function,
+            compute=spec.compute, received_at=record.received_at, status=record.status,
+            policy_says=outcome.outcome, policy_reason=outcome.reason, tables=tables,
+            params=json.dumps(params, indent=2, sort_keys=True), releases=terms.release,
+            min_group_size=terms.min_group_size, id_recipients=terms.id_recipients,
+            measurements=terms.compute_measurements, compute_seen=seen[-1] if seen else None,
+            epsilon=_epsilon(params), budget_left=budget_ledger(rt.store),
+            spec_json=json.dumps(loose, indent=2, sort_keys=True)))
+    return out
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: str
+    name: str
+    function: str
+    node_status: str
+    reason: str
+    network_state: str            # the coordinator's state, or "" when it could not be asked
+    network_reason: str
+    steps: tuple[TimelineStep, ...]
+
+
+def job_rows(rt: NodeRuntime, digest: AuditDigest) -> tuple[list[JobRow], str]:
+    """Every job this node has seen, newest first, with the coordinator's view where it answers."""
+    digest.refresh()
+    network: dict[str, pb.JobStatus] = {}
+    problem = ""
+    try:
+        reply = rt.coordinator.stub.ListJobs(pb.ListJobsRequest(limit=500), timeout=3)
+        network = {j.job_id: j for j in reply.jobs}
+    except grpc.RpcError as exc:
+        problem = f"the coordinator did not answer ({exc.code().name}); states below are this node's own"
+    rows = []
+    for r in reversed(rt.store.jobs()):
+        n = network.get(r.job_id)
+        rows.append(JobRow(r.job_id, r.name, r.function, r.status, r.reason, n.state if n else "",
+                           n.reason if n else "", tuple(digest.timelines.get(r.job_id, ()))))
+    return rows, problem
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    at: str
+    event: str
+    job_id: str
+    fields: str
+    entry_hash: str
+
+
+def audit_rows(rt: NodeRuntime, *, event: str = "", job: str = "", text: str = "",
+               limit: int = 500) -> tuple[list[AuditRow], list[dict[str, Any]]]:
+    """Entries matching the filters (newest first), and the same as JSON objects for export."""
+    rows, raw = [], []
+    after = 0
+    while True:
+        batch = rt.audit_log.entries(after=after, limit=5000)
+        for e in batch:
+            ev = e.event
+            name, job_id = str(ev.get("event", ev.get("type", ""))), str(ev.get("job_id", ""))
+            body = json.dumps({k: v for k, v in ev.items() if k not in ("event", "job_id", "node")}, sort_keys=True)
+            if event and name != event:
+                continue
+            if job and not job_id.startswith(job.lower()):
+                continue
+            if text and text.lower() not in e.payload.decode("utf-8", "replace").lower():
+                continue
+            rows.append(AuditRow(e.seq, e.at, name, job_id, body, e.entry_hash.hex()))
+            raw.append(e.to_json())
+        if len(batch) < 5000:
+            break
+        after = batch[-1].seq
+    rows.reverse()
+    raw.reverse()
+    return rows[:limit], raw
+
+
+def verify_audit(rt: NodeRuntime) -> ChainReport:
+    """The chain checked against this node's own signing key (the one the consortium pins)."""
+    return rt.audit_log.verify()
+
+
+@dataclass(frozen=True)
+class CatalogTable:
+    table: str
+    format: str
+    columns: tuple[str, ...]
+    shared: tuple[str, ...]
+    published: tuple[str, ...]
+    auto_approve: tuple[str, ...]  # one line per auto-approve rule
+
+
+def catalog_tables(rt: NodeRuntime) -> list[CatalogTable]:
+    policy = rt.config.policy
+    rules = tuple(f"analysts {', '.join(r.analysts)}; functions {', '.join(r.functions)}; "
+                  f"releases {', '.join(r.release_kinds)}; to {', '.join(r.recipients)}" for r in policy.auto_approve)
+    out = []
+    for name, source in rt.config.tables.items():
+        try:
+            columns = tuple(rt.catalog.columns(name))
+        except TeenetError as exc:
+            columns = (f"(cannot read: {exc})",)
+        out.append(CatalogTable(name, source.format, columns, tuple(policy.tables.get(name, ())),
+                                tuple(rt.config.member.tables.get(name, ())), rules))
+    return out

@@ -57,6 +57,7 @@ class PendingJob:
     epsilon: float | None
     budget_left: Mapping[str, float] | None
     spec_json: str
+    recorded: tuple[str, str, str] | None = None  # (action, operator, reason) not yet signed by the daemon
 
 
 def budget_ledger(store: Any) -> Mapping[str, float] | None:
@@ -101,7 +102,7 @@ def pending_jobs(rt: NodeRuntime, digest: AuditDigest) -> list[PendingJob]:
             min_group_size=terms.min_group_size, id_recipients=terms.id_recipients,
             measurements=terms.compute_measurements, compute_seen=seen[-1] if seen else None,
             epsilon=_epsilon(params), budget_left=budget_ledger(rt.store),
-            spec_json=json.dumps(loose, indent=2, sort_keys=True)))
+            spec_json=json.dumps(loose, indent=2, sort_keys=True), recorded=rt.store.operator_action(record.job_id)))
     return out
 
 

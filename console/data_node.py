@@ -13,7 +13,8 @@ signs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import grpc
@@ -26,6 +27,8 @@ from teenet.node.runtime import NodeRuntime
 from teenet.proto import teenet_pb2 as pb
 
 from teenet.console.records import AuditDigest, EnclaveSighting, TimelineStep
+
+NETWORK_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -118,21 +121,55 @@ class JobRow:
     steps: tuple[TimelineStep, ...]
 
 
-def job_rows(rt: NodeRuntime, digest: AuditDigest) -> tuple[list[JobRow], str]:
-    """Every job this node has seen, newest first, with the coordinator's view where it answers."""
+@dataclass
+class NetworkTimeline:
+    """Each job's states at the coordinator, with times, from its audit chain (GetAudit, read
+    incrementally). The coordinator is untrusted: the page labels these steps as its word."""
+
+    last_seq: int = 0
+    steps: dict[str, list[TimelineStep]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refresh(self, rt: NodeRuntime) -> None:
+        with self._lock:
+            while True:
+                reply = rt.coordinator.stub.GetAudit(pb.AuditRequest(after_seq=self.last_seq, limit=NETWORK_PAGE),
+                                                     timeout=3)
+                for e in reply.entries:
+                    try:
+                        record = json.loads(e.payload)
+                        event = record.get("event") or {}
+                    except (ValueError, AttributeError):
+                        event, record = {}, {}
+                    kind = event.get("type") if isinstance(event, dict) else None
+                    if kind in ("job.submitted", "job.state"):
+                        state = "submitted" if kind == "job.submitted" else str(event.get("to", ""))
+                        detail = str(event.get("reason", "")) if kind == "job.state" else ""
+                        self.steps.setdefault(str(event.get("job_id", "")), []).append(
+                            TimelineStep(e.seq, str(record.get("at", "")), f"network: {state}", detail))
+                    self.last_seq = max(self.last_seq, e.seq)
+                if len(reply.entries) < NETWORK_PAGE:
+                    return
+
+
+def job_rows(rt: NodeRuntime, digest: AuditDigest, network_log: NetworkTimeline) -> tuple[list[JobRow], str]:
+    """Every job this node has seen, newest first: its own timeline merged with the coordinator's."""
     digest.refresh()
     network: dict[str, pb.JobStatus] = {}
     problem = ""
     try:
         reply = rt.coordinator.stub.ListJobs(pb.ListJobsRequest(limit=500), timeout=3)
         network = {j.job_id: j for j in reply.jobs}
+        network_log.refresh(rt)
     except grpc.RpcError as exc:
         problem = f"the coordinator did not answer ({exc.code().name}); states below are this node's own"
     rows = []
     for r in reversed(rt.store.jobs()):
         n = network.get(r.job_id)
+        steps = sorted([*digest.timelines.get(r.job_id, ()), *network_log.steps.get(r.job_id, ())],
+                       key=lambda s: s.at)
         rows.append(JobRow(r.job_id, r.name, r.function, r.status, r.reason, n.state if n else "",
-                           n.reason if n else "", tuple(digest.timelines.get(r.job_id, ()))))
+                           n.reason if n else "", tuple(steps)))
     return rows, problem
 
 

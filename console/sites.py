@@ -37,6 +37,7 @@ def _form_text(form: Any, name: str) -> str:
 
 def data_site(rt: NodeRuntime) -> Site:
     digest = AuditDigest(rt.audit_log)
+    network_log = data_node.NetworkTimeline()
     site_ref: list[Site] = []
 
     async def approvals(request: Request, session: Session) -> Response:
@@ -59,7 +60,7 @@ def data_site(rt: NodeRuntime) -> Site:
         return RedirectResponse(f"/approvals?done={done.action}:{done.job_id[:12]}", status_code=303)
 
     async def jobs(request: Request, session: Session) -> Response:
-        rows, problem = await run_in_threadpool(data_node.job_rows, rt, digest)
+        rows, problem = await run_in_threadpool(data_node.job_rows, rt, digest, network_log)
         template = "_jobs_rows.html" if request.headers.get("hx-request") else "jobs.html"
         return render(request, template, session, site_ref[0], rows=rows, problem=problem)
 

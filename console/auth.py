@@ -4,7 +4,7 @@ Decides: the operator token (a random secret in a 0600 file next to the node's k
 on first start), the session (a cookie signed with a per-process key, HttpOnly,
 SameSite=Strict, Secure under TLS, eight hours), the CSRF token each form carries (bound to
 the session), and that a state-changing request comes from the console's own origin
-(Origin, else Referer; Sec-Fetch-Site must not be cross-site) to the console's own host
+(Origin, else Referer; Sec-Fetch-Site, when sent, must be same-origin) to the console's own host
 name (a DNS-rebinding page gets a 400). Does not decide what an operator may do once in:
 the node's own code does (node/approvals.py and the owner's policy).
 

@@ -52,8 +52,10 @@ def record_operator_decision(store: NodeStore, job_id: str, action: OperatorActi
     if action == "reject" and not reason:
         raise InputError("a rejection needs a reason (the analyst sees it)")
     record = store.job(job_id)
-    if record is None or record.status not in UNDECIDED or store.operator_action(job_id) is not None:
-        status = record.status if record is not None else "unknown"
+    if record is None:
+        raise InputError(f"no job {job_id[:12]} at this node")
+    if record.status not in UNDECIDED or store.operator_action(job_id) is not None:
+        status = record.status if record.status not in UNDECIDED else "decided by an operator"
         raise InputError(f"job {job_id[:12]} is already {status}; a node decides once per job")
     store.record_operator_action(job_id, action, operator, reason)
     return OperatorDecision(job_id, action, operator, reason)

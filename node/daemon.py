@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from teenet.errors import TeenetError
-from teenet.logformat import use_log_format
+from teenet.logformat import job_context, use_log_format
 from teenet.pki import GRPC_OPTIONS, server_credentials
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
@@ -143,7 +143,8 @@ class NodeDaemon:
 
         def work() -> None:
             try:
-                self._handle(item)
+                with job_context(item.job_id):
+                    self._handle(item)
             except TeenetError as exc:
                 log.warning("job %s: %s", item.job_id[:16], exc)
             except grpc.RpcError as exc:

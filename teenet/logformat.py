@@ -1,8 +1,9 @@
 """`log_format: json`: one JSON object per log line, with the job id when the line is about a job.
 
 Decides the line's fields: time (UTC, ISO 8601), level, logger, message, and `job_id`, the
-job a line is about, taken from a `job_id` passed in `extra` or else from the message
-("job 3f2a…"), null on lines about no job. Secrets are not its business: the code never
+job a line is about: a `job_id` passed in `extra`, else the job whose work item the thread
+is handling (`job_context`, set by the daemon), else the id the message names ("job
+3f2a…", the 16-character prefix the roles log), null on lines about no job. Secrets are not its business: the code never
 logs one (the console token is never logged, only the path of its file).
 """
 
@@ -11,15 +12,29 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
+from typing import Iterator
 
 _JOB = re.compile(r"\bjob ([0-9a-f]{12,64})")
+_CURRENT_JOB: ContextVar[str | None] = ContextVar("teenet_job_id", default=None)
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[None]:
+    """Every line logged inside this block (in this thread) names `job_id`."""
+    token = _CURRENT_JOB.set(job_id)
+    try:
+        yield
+    finally:
+        _CURRENT_JOB.reset(token)
 
 
 class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        job_id = getattr(record, "job_id", None)
+        job_id = getattr(record, "job_id", None) or _CURRENT_JOB.get()
         if job_id is None:
             found = _JOB.search(message)
             job_id = found.group(1) if found else None

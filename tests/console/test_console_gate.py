@@ -27,7 +27,7 @@ from teenet.coordinator.config import load_coordinator_config  # noqa: E402
 from teenet.coordinator.state import Coordinator  # noqa: E402
 from teenet.coordinator.store import CoordinatorStore  # noqa: E402
 from teenet.errors import InputError  # noqa: E402
-from teenet.logformat import JsonLineFormatter  # noqa: E402
+from teenet.logformat import JsonLineFormatter, job_context  # noqa: E402
 
 BASE = "http://127.0.0.1:8700"
 
@@ -158,3 +158,6 @@ def test_json_log_lines_carry_the_job_id():
     assert line["job_id"] == "ab" * 8 and line["message"] == f"job {'ab' * 8}: shipped t" and line["level"] == "info"
     other = json.loads(JsonLineFormatter().format(logging.LogRecord("x", logging.WARNING, "", 1, "no job", (), None)))
     assert other["job_id"] is None
+    with job_context("cd" * 32):  # a line inside a work item's handling names its job in full
+        inside = json.loads(JsonLineFormatter().format(logging.LogRecord("x", logging.WARNING, "", 1, "INSECURE", (), None)))
+    assert inside["job_id"] == "cd" * 32

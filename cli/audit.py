@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from teenet.audit import ChainReport, read_log, verify_chain
+from teenet.audit import ChainReport, read_log, read_tree_heads, verify_chain
 from teenet.cli.common import CONFIG_HELP, config_path
 from teenet.cli.output import JSON_HELP, emit
 from teenet.errors import InputError, VerificationError
@@ -70,7 +70,7 @@ def verify(db: Path = typer.Option(None, "--db", help=DB_HELP),
     db, owner_key = _log_of(db, config)
     key = ed25519_public_from_b64(public_key, source="--public-key", field="public_key") if public_key else owner_key
     entries, checkpoints = read_log(_existing_log(db))
-    report = verify_chain(entries, checkpoints, key)
+    report = verify_chain(entries, checkpoints, key, read_tree_heads(db))
     data: dict[str, Any] = report.to_json() | {"db": str(db), "key_pinned": key is not None}
     emit(data, as_json, lambda c: _render_report(c, report, pinned=key is not None))
     if not report.ok:
@@ -84,6 +84,9 @@ def _render_report(c: Console, report: ChainReport, *, pinned: bool) -> None:
     if report.ok:
         c.print(f"[green]ok[/green]: {report.entries} entries, {report.checkpoints} signed checkpoint(s), "
                 f"head {report.last_seq} {report.last_hash.hex()[:16]}…")
+    if report.ok and report.tree_head:
+        origin, size, root = report.tree_head.splitlines()[:3]
+        c.print(f"signed tree head: {origin} size {size} root {root} ({report.tree_heads} verified)")
     if report.ok and report.signed_through < report.last_seq:
         c.print(f"[yellow]note[/yellow]: entries after {report.signed_through} are chained but not yet "
                 "covered by a signed checkpoint")

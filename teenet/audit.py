@@ -24,6 +24,17 @@ made every `checkpoint_every` entries and on demand (`AuditLog.checkpoint`). A c
 pins the whole chain up to its entry: rewriting history and recomputing the hashes after
 it no longer verifies. Entries appended after the last checkpoint are protected by the
 chain only; checkpoint before handing a log over.
+
+Signed tree heads (teenet/tlog.py): the same entries are also the leaves of an RFC 9162
+Merkle tree, leaf i (from 0) being the 32-byte `entry_hash` of entry seq i + 1. With every
+checkpoint the owner also signs the tree head of the first `seq` entries as a C2SP
+tlog-checkpoint in a signed note (origin `AuditLog.origin`, by default
+"teenet/audit/<first 8 bytes of SHA-256 of the owner's public key, hex>", which is also the
+note's key name). A tree head lets anyone check that one entry is in the log
+(`inclusion_proof`) and that a later head only appended to an earlier one
+(`consistency_proof`) without reading the whole log: the form in which other members can
+witness (cosign) it. Logs written before tree heads existed need no migration: the tree
+is derived from the entries, and the next checkpoint signs its head.
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -42,8 +53,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from teenet.canonical import canonical_json, domain_digest, domain_message
-from teenet.errors import InputError
+from teenet.errors import InputError, TeenetError
 from teenet.identity import verify_ed25519, write_private_file
+from teenet.tlog import Checkpoint, MerkleTree, SignedNote, leaf_hash, sign_note, verify_note
 
 ENTRY_DOMAIN = "teenet/audit/v1"
 CHECKPOINT_DOMAIN = "teenet/audit-checkpoint/v1"
@@ -65,6 +77,10 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     signature  TEXT NOT NULL,
     signer     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_tree_heads (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL
+);
 """
 
 
@@ -76,6 +92,18 @@ def entry_hash_of(seq: int, prev_hash: bytes, payload: bytes) -> bytes:
 def checkpoint_message(seq: int, entry_hash: bytes) -> bytes:
     """The bytes a checkpoint signature covers."""
     return domain_message(CHECKPOINT_DOMAIN, seq.to_bytes(8, "big"), entry_hash)
+
+
+def default_origin(public_key: ed25519.Ed25519PublicKey) -> str:
+    """The log's C2SP origin (and note key name) when its owner names none."""
+    import hashlib
+
+    return "teenet/audit/" + hashlib.sha256(public_key.public_bytes_raw()).digest()[:8].hex()
+
+
+def tree_of(entries: Sequence["AuditEntry"]) -> MerkleTree:
+    """The Merkle tree whose leaves are the entries' hashes, in seq order."""
+    return MerkleTree(leaf_hash(e.entry_hash) for e in sorted(entries, key=lambda e: e.seq))
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,8 @@ class ChainReport:
     signer: str | None          # base64 of the key checkpoints were checked against
     first_break: ChainBreak | None
     signed_through: int = 0     # the last entry a verified checkpoint covers; later ones are chained only
+    tree_heads: int = 0         # signed tree heads checked
+    tree_head: str | None = None  # the largest verified tree head (C2SP checkpoint body), if any
 
     @property
     def ok(self) -> bool:
@@ -157,7 +187,8 @@ class ChainReport:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": self.ok, "entries": self.entries, "checkpoints": self.checkpoints,
                                "last_seq": self.last_seq, "last_hash": self.last_hash.hex(),
-                               "signer": self.signer, "signed_through": self.signed_through}
+                               "signer": self.signer, "signed_through": self.signed_through,
+                               "tree_heads": self.tree_heads, "tree_head": self.tree_head}
         if self.first_break is not None:
             out["first_break"] = {"seq": self.first_break.seq, "problem": self.first_break.problem,
                                   "detail": self.first_break.detail}
@@ -165,13 +196,64 @@ class ChainReport:
 
 
 def verify_chain(entries: Sequence[AuditEntry], checkpoints: Sequence[AuditCheckpoint],
-                 public_key: ed25519.Ed25519PublicKey | None) -> ChainReport:
-    """Check a whole chain from seq 1 and its checkpoints; name the first broken entry.
+                 public_key: ed25519.Ed25519PublicKey | None,
+                 tree_heads: Sequence[str] = ()) -> ChainReport:
+    """Check a whole chain from seq 1, its checkpoints and its signed tree heads; name the
+    first broken entry.
 
-    Every checkpoint must be signed by `public_key`. With `public_key=None` the checkpoints
-    are checked against the key they name, which proves integrity only against someone
-    who could not re-sign: pin the owner's key to prove more.
+    Every checkpoint and tree head must be signed by `public_key`. With `public_key=None`
+    they are checked against the key the checkpoints name, which proves integrity only
+    against someone who could not re-sign: pin the owner's key to prove more.
     """
+    report = _verify_links(entries, checkpoints, public_key)
+    if not report.ok or not tree_heads:
+        return report
+    signer_key = _signer_key(public_key, checkpoints)
+    tree = tree_of(entries)
+    largest: tuple[int, str] | None = None
+    for text in tree_heads:
+        size, problem = _check_tree_head(text, tree, signer_key)
+        if problem is not None:
+            return replace(report, first_break=ChainBreak(size, "bad tree head", problem), tree_heads=len(tree_heads))
+        if largest is None or size > largest[0]:
+            largest = (size, SignedNote.parse(text).body)
+    return replace(report, tree_heads=len(tree_heads), tree_head=largest[1] if largest else None)
+
+
+def _signer_key(public_key: ed25519.Ed25519PublicKey | None,
+                checkpoints: Sequence[AuditCheckpoint]) -> ed25519.Ed25519PublicKey | None:
+    if public_key is not None:
+        return public_key
+    try:
+        return ed25519.Ed25519PublicKey.from_public_bytes(checkpoints[0].signer) if checkpoints else None
+    except ValueError:
+        return None
+
+
+def _check_tree_head(text: str, tree: MerkleTree, key: ed25519.Ed25519PublicKey | None) -> tuple[int, str | None]:
+    """(size, None) for a good signed tree head, else (size or 0, what is wrong)."""
+    try:
+        note = SignedNote.parse(text)
+        head = Checkpoint.parse(note.body)
+    except TeenetError as exc:
+        return 0, str(exc)
+    if key is None:
+        return head.size, "no key to check the tree head's signature against"
+    try:
+        verify_note(note, head.origin, key)
+    except TeenetError as exc:
+        return head.size, str(exc)
+    if head.size > tree.size:
+        return head.size, f"a signed tree head covers {head.size} entries but the log holds {tree.size}"
+    if head.root_hash != tree.root(head.size):
+        return head.size, (f"the signed root of the first {head.size} entries differs from the entries' "
+                           "(history rewritten)")
+    return head.size, None
+
+
+def _verify_links(entries: Sequence[AuditEntry], checkpoints: Sequence[AuditCheckpoint],
+                  public_key: ed25519.Ed25519PublicKey | None) -> ChainReport:
+    """The chain and its checkpoints (see verify_chain)."""
     signer = public_key.public_bytes_raw() if public_key is not None else None
     by_seq = {c.seq: c for c in checkpoints}
     if signer is None and checkpoints:
@@ -253,7 +335,7 @@ class AuditLog:
     def __init__(self, conn_or_path: sqlite3.Connection | str | Path,
                  signing_key: ed25519.Ed25519PrivateKey, *,
                  checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-                 lock: threading.RLock | None = None) -> None:
+                 lock: threading.RLock | None = None, origin: str | None = None) -> None:
         if checkpoint_every < 1:
             raise InputError("checkpoint_every must be at least 1", field="checkpoint_every")
         if isinstance(conn_or_path, sqlite3.Connection):
@@ -266,6 +348,9 @@ class AuditLog:
         self._signer = signing_key.public_key().public_bytes_raw()
         self._every = checkpoint_every
         self._lock = lock or threading.RLock()
+        self.origin = origin or default_origin(signing_key.public_key())
+        Checkpoint(self.origin, 0, bytes(32))  # refuse an origin a checkpoint cannot carry, now
+        self._tree = MerkleTree()
         with self._lock:
             self._conn.executescript(SCHEMA)
 
@@ -326,7 +411,41 @@ class AuditLog:
         self._conn.execute(
             "INSERT OR REPLACE INTO audit_checkpoints (seq, entry_hash, signature, signer) VALUES (?, ?, ?, ?)",
             (seq, digest.hex(), signature.hex(), self._signer.hex()))
+        tree = self._synced_tree()
+        note = sign_note(Checkpoint(self.origin, seq, tree.root(seq)).body(), self.origin, self._key)
+        self._conn.execute("INSERT OR REPLACE INTO audit_tree_heads (size, note) VALUES (?, ?)", (seq, note))
         return AuditCheckpoint(seq, digest, signature, self._signer)
+
+    def _synced_tree(self) -> MerkleTree:
+        """The tree over every entry this connection sees, brought up to date.
+
+        Kept in memory and extended from the database; rebuilt when it no longer matches
+        (a caller's transaction that held an entry rolled back).
+        """
+        tree = self._tree
+        if tree.size:
+            row = self._conn.execute("SELECT entry_hash FROM audit_entries WHERE seq = ?", (tree.size,)).fetchone()
+            if row is None or tree.leaf(tree.size - 1) != leaf_hash(_hex(row[0], seq=tree.size, column="entry_hash")):
+                tree = self._tree = MerkleTree()
+        for (digest,) in self._conn.execute("SELECT entry_hash FROM audit_entries WHERE seq > ? ORDER BY seq",
+                                            (tree.size,)):
+            tree.append_hash(leaf_hash(_hex(digest, seq=tree.size + 1, column="entry_hash")))
+        return tree
+
+    def tree_heads(self) -> list[str]:
+        """Every signed tree head (C2SP signed notes), smallest first."""
+        with self._lock:
+            return _read_tree_heads(self._conn)
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        """RFC 9162 proof that entry `seq` is in the tree head of the first `size` entries."""
+        with self._lock:
+            return self._synced_tree().inclusion_proof(seq - 1, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 proof that the head of `new_size` entries extends the head of `old_size`."""
+        with self._lock:
+            return self._synced_tree().consistency_proof(old_size, new_size)
 
     def entries(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
         """Entries with seq > `after`, oldest first, at most `limit` (capped at 10 000)."""
@@ -347,7 +466,8 @@ class AuditLog:
         with self._lock:
             entries = _read_entries(self._conn, 0, None)
             checkpoints = _read_checkpoints(self._conn)
-        return verify_chain(entries, checkpoints, self.public_key)
+            heads = _read_tree_heads(self._conn)
+        return verify_chain(entries, checkpoints, self.public_key, heads)
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -377,6 +497,26 @@ def read_log(path: Path) -> tuple[list[AuditEntry], list[AuditCheckpoint]]:
         raise InputError(f"not a teenet audit log ({exc})", source=str(path)) from None
     finally:
         conn.close()
+
+
+def read_tree_heads(path: Path) -> list[str]:
+    """The signed tree heads of the audit log in `path` (none for a log older than them)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise InputError(f"cannot open audit log: {exc}", source=str(path)) from None
+    try:
+        return _read_tree_heads(conn)
+    except sqlite3.OperationalError:
+        return []  # written before tree heads existed
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"not a teenet audit log ({exc})", source=str(path)) from None
+    finally:
+        conn.close()
+
+
+def _read_tree_heads(conn: sqlite3.Connection) -> list[str]:
+    return [str(note) for _, note in conn.execute("SELECT size, note FROM audit_tree_heads ORDER BY size")]
 
 
 def _hex(value: object, *, seq: int, column: str) -> bytes:

@@ -111,8 +111,9 @@ def test_a_rewritten_history_is_caught_by_the_signed_checkpoint(tmp_path, key):
     ("DELETE FROM audit_entries WHERE seq = 5", 5, "gap"),
     ("UPDATE audit_entries SET prev_hash = '00' WHERE seq = 3", 3, "prev mismatch"),
     ("DELETE FROM audit_entries WHERE seq > 7", 8, "truncated"),
-    ("UPDATE audit_checkpoints SET signature = replace(signature, substr(signature, 1, 2), 'ff') WHERE seq = 8",
-     8, "bad checkpoint signature"),
+    # Always a change: a signature that already starts with ff gets 00 instead.
+    ("UPDATE audit_checkpoints SET signature = (CASE WHEN substr(signature, 1, 2) = 'ff' THEN '00' ELSE 'ff' END)"
+     " || substr(signature, 3) WHERE seq = 8", 8, "bad checkpoint signature"),
 ])
 def test_each_kind_of_damage_is_named(tmp_path, key, sql, seq, problem):
     path = tmp_path / "a.db"
@@ -200,3 +201,77 @@ def test_cli_show_lists_the_tail(tmp_path, key):
     assert [e["seq"] for e in data["entries"]] == [8, 9, 10] and data["entries"][0]["signed"]
     result = runner.invoke(audit_app, ["show", "--db", str(path), "--limit", "2"])
     assert result.exit_code == 0 and "2 of 10 entries" in result.output
+
+
+def test_signed_tree_heads_prove_inclusion_and_append_only_growth(tmp_path: Path) -> None:
+    from teenet.audit import read_tree_heads
+    from teenet.tlog import Checkpoint, SignedNote, leaf_hash, verify_consistency, verify_inclusion, verify_note
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    log = AuditLog(tmp_path / "a.db", key, checkpoint_every=4)
+    for i in range(11):
+        log.append({"event": "e", "i": i})
+    log.checkpoint()
+    heads = [Checkpoint.parse(SignedNote.parse(t).body) for t in log.tree_heads()]
+    assert [h.size for h in heads] == [4, 8, 11]
+    for text, head in zip(log.tree_heads(), heads):
+        verify_note(SignedNote.parse(text), log.origin, key.public_key())
+        assert head.origin == log.origin
+    entries = log.entries()
+    verify_inclusion(leaf_hash(entries[6].entry_hash), 6, 11, log.inclusion_proof(7, 11), heads[2].root_hash)
+    verify_consistency(4, 11, heads[0].root_hash, heads[2].root_hash, log.consistency_proof(4, 11))
+    report = log.verify()
+    assert report.ok and report.tree_heads == 3 and report.tree_head == heads[2].body()
+    written = log.tree_heads()
+    log.close()
+    assert read_tree_heads(tmp_path / "a.db") == written
+
+
+def test_a_rewritten_entry_breaks_the_signed_tree_head_even_with_the_chain_recomputed(tmp_path: Path) -> None:
+    """An owner-less rewriter who recomputes every chain hash after an edit (and drops the old
+    checkpoints) still cannot match the signed tree heads."""
+    from teenet.audit import read_tree_heads
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    path = tmp_path / "a.db"
+    log = AuditLog(path, key, checkpoint_every=5)
+    for i in range(10):
+        log.append({"event": "e", "i": i})
+    log.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    rows = conn.execute("SELECT seq, payload FROM audit_entries ORDER BY seq").fetchall()
+    prev = GENESIS_HASH
+    for seq, payload in rows:
+        if seq == 3:
+            payload = payload.replace('"i":2', '"i":20')
+        digest = entry_hash_of(seq, prev, payload.encode())
+        conn.execute("UPDATE audit_entries SET payload = ?, prev_hash = ?, entry_hash = ? WHERE seq = ?",
+                     (payload, prev.hex(), digest.hex(), seq))
+        prev = digest
+    conn.execute("DELETE FROM audit_checkpoints")
+    conn.close()
+    entries, checkpoints = read_log(path)
+    assert verify_chain(entries, checkpoints, key.public_key()).ok  # the chain alone is fooled
+    report = verify_chain(entries, checkpoints, key.public_key(), read_tree_heads(path))
+    assert not report.ok and report.first_break.problem == "bad tree head"
+    assert report.first_break.seq == 5 and "history rewritten" in report.first_break.detail
+
+
+def test_a_log_from_before_tree_heads_still_verifies_and_gains_one(tmp_path: Path) -> None:
+    from teenet.audit import read_tree_heads
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    path = tmp_path / "old.db"
+    log = AuditLog(path, key, checkpoint_every=100)
+    for i in range(7):
+        log.append({"event": "e", "i": i})
+    log.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE audit_tree_heads")
+    conn.close()
+    assert read_tree_heads(path) == []
+    assert verify_chain(*read_log(path), key.public_key(), read_tree_heads(path)).ok
+    log = AuditLog(path, key, checkpoint_every=100)
+    log.checkpoint()
+    assert len(log.tree_heads()) == 1 and log.verify().ok
+    log.close()

@@ -2,7 +2,7 @@
 
 Decides which requests reach page code: every request must name this console's own host
 (a DNS-rebinding page is refused); every page needs a session (else a redirect to
-/login); every POST must come from this console's origin and carry the session's CSRF
+/login; a client certificate TLS verified against `client_ca` makes one in its name); every POST must come from this console's origin and carry the session's CSRF
 token (else 403); /metrics takes a session or `Authorization: Bearer <operator token>`
 (else 401). The pages themselves come from the role's site module (data node, compute
 node, coordinator), which says what to show. Server-rendered Jinja2; htmx for the few
@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from teenet.console.auth import COOKIE, ConsoleGate, Session
+from teenet.console.auth import CLIENT_CERT_SCOPE_KEY, COOKIE, ConsoleGate, Session
 from teenet.node.approvals import MAX_OPERATOR
 
 HERE = Path(__file__).resolve().parent
@@ -104,6 +104,13 @@ def build_app(site: Site, gate: ConsoleGate) -> ASGIApp:
     def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             session = session_of(request)
+            certified = request.scope.get(CLIENT_CERT_SCOPE_KEY)
+            if session is None and isinstance(certified, str):
+                # TLS verified a certificate from the operators' CA: its name logs in, no token
+                session, cookie = gate.new_session(certified)
+                response = await handler(request, session)
+                response.set_cookie(COOKIE, cookie, **gate.cookie_flags())
+                return response
             if session is None:
                 if request.headers.get("hx-request"):
                     return PlainTextResponse("session ended; log in again", status_code=401,

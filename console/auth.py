@@ -1,7 +1,8 @@
 """Who may use a console, and the checks every request passes before any page code runs.
 
 Decides: the operator token (a random secret in a 0600 file next to the node's keys, made
-on first start), the session (a cookie signed with a per-process key, HttpOnly,
+on first start) or, under TLS with `client_ca`, a client certificate from that CA (the
+operator is its common name), the session (a cookie signed with a per-process key, HttpOnly,
 SameSite=Strict, Secure under TLS, eight hours), the CSRF token each form carries (bound to
 the session), and that a state-changing request comes from the console's own origin
 (Origin, else Referer; Sec-Fetch-Site, when sent, must be same-origin) to the console's own host
@@ -31,6 +32,8 @@ from teenet.config import ConsoleConfig
 from teenet.errors import InputError
 
 COOKIE = "teenet_console"
+# Where the server puts the common name of a client certificate TLS verified (console.server).
+CLIENT_CERT_SCOPE_KEY = "teenet.client_certificate"
 SESSION_SECONDS = 8 * 3600
 TOKEN_BYTES = 32
 # Failed logins allowed per window, across all clients (a loopback console has few).

@@ -10,20 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from teenet.config import ConsoleConfig
 from teenet.errors import TeenetError
 
 from teenet.console.app import Site, build_app
-from teenet.console.auth import ConsoleGate, load_or_create_token
+from teenet.console.auth import CLIENT_CERT_SCOPE_KEY, ConsoleGate, load_or_create_token
 
 log = logging.getLogger("teenet.console")
 START_TIMEOUT = 15.0
+
+
+class ClientCertificateH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, handing the application the common name of the client
+    certificate TLS verified on this connection (uvicorn passes none to ASGI apps)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        peer = ssl_object.getpeercert() if ssl_object is not None else None
+        names = [v for rdn in (peer or {}).get("subject", ()) for k, v in rdn if k == "commonName"]
+        if len(names) == 1:
+            inner, name = self.app, names[0]
+
+            async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+                await inner({**scope, CLIENT_CERT_SCOPE_KEY: name}, receive, send)
+
+            self.app = app  # type: ignore[assignment]
 
 
 class ConsoleServer:
@@ -35,6 +55,10 @@ class ConsoleServer:
         options: dict[str, Any] = {}
         if config.tls:
             options = {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)}
+        if config.client_ca is not None:
+            # A certificate is asked for, not required: operators without one use the token.
+            options.update(ssl_ca_certs=str(config.client_ca), ssl_cert_reqs=ssl.CERT_OPTIONAL,
+                           http=ClientCertificateH11)
         self._server = uvicorn.Server(uvicorn.Config(
             build_app(site, self.gate), host=config.host, port=config.port, log_level="warning",
             access_log=False, lifespan="off", server_header=False, **options))

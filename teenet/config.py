@@ -474,6 +474,10 @@ class ConsoleConfig:
     metrics_path: str = DEFAULT_METRICS_PATH
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # With TLS: operators holding a certificate from this CA log in as its common name, no
+    # token needed. A CA of the owner's own operators, not the consortium's (that one
+    # certifies every member).
+    client_ca: Path | None = None
 
     @property
     def host(self) -> str:
@@ -497,20 +501,21 @@ class ConsoleConfig:
 
 
 def console_section(node: Located, base: Path, default_token_file: Path) -> ConsoleConfig:
-    """The `console:` section: {listen, token_file, metrics_path, tls: {cert, key}}."""
+    """The `console:` section: {listen, token_file, metrics_path, tls: {cert, key, client_ca}}."""
     f = node.mapping(required=("listen",), optional=("token_file", "metrics_path", "tls"),
                      what="a console mapping {listen, token_file, metrics_path, tls}")
     listen = endpoint(f["listen"])
-    cert = key = None
+    cert = key = client_ca = None
     if "tls" in f:
-        tf = f["tls"].mapping(required=("cert", "key"), what="a mapping {cert, key}")
+        tf = f["tls"].mapping(required=("cert", "key"), optional=("client_ca",), what="a mapping {cert, key, client_ca}")
         cert, key = resolve_path(tf["cert"], base), resolve_path(tf["key"], base)
+        client_ca = resolve_path(tf["client_ca"], base) if "client_ca" in tf else None
     metrics_path = DEFAULT_METRICS_PATH
     if "metrics_path" in f:
         metrics_path = f["metrics_path"].string(pattern=_URL_PATH, what="a URL path like /metrics")
     config = ConsoleConfig(listen=listen, token_file=(resolve_path(f["token_file"], base) if "token_file" in f
                                                       else default_token_file),
-                           metrics_path=metrics_path, tls_cert=cert, tls_key=key)
+                           metrics_path=metrics_path, tls_cert=cert, tls_key=key, client_ca=client_ca)
     if not config.loopback and not config.tls:
         # Anyone on the network could read the session cookie and the token off the wire.
         raise f["listen"].error(f"the console listens on {listen}, beyond loopback: add tls: {{cert, key}}")

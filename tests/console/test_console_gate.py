@@ -48,7 +48,10 @@ def test_console_is_off_unless_configured_and_loopback_only_without_tls(tmp_path
         load_coordinator_config(coordinator_config(tmp_path, "console: {listen: 0.0.0.0:8700}\n"))
     tls = load_coordinator_config(coordinator_config(
         tmp_path, "console: {listen: 0.0.0.0:8700, tls: {cert: w.pem, key: w.key}, metrics_path: /m}\n")).console
-    assert tls.tls and tls.url.startswith("https://") and tls.metrics_path == "/m"
+    assert tls.tls and tls.url.startswith("https://") and tls.metrics_path == "/m" and tls.client_ca is None
+    certs = load_coordinator_config(coordinator_config(
+        tmp_path, "console: {listen: 127.0.0.1:8700, tls: {cert: w.pem, key: w.key, client_ca: ops-ca.pem}}\n")).console
+    assert certs.client_ca == tmp_path / "ops-ca.pem"
     with pytest.raises(InputError, match="not one of: text, json"):
         load_coordinator_config(coordinator_config(tmp_path, "log_format: yaml\n"))
 
@@ -161,3 +164,45 @@ def test_json_log_lines_carry_the_job_id():
     with job_context("cd" * 32):  # a line inside a work item's handling names its job in full
         inside = json.loads(JsonLineFormatter().format(logging.LogRecord("x", logging.WARNING, "", 1, "INSECURE", (), None)))
     assert inside["job_id"] == "cd" * 32
+
+
+def test_over_tls_a_certificate_from_the_operators_ca_logs_in_by_its_name(tmp_path, console):
+    import socket
+    import ssl
+
+    import httpx
+
+    from teenet.console.server import ConsoleServer
+    from teenet.pki import DevPki
+
+    _, _, world, coordinator = console
+    server_pki, operators, strangers = (DevPki.create(tmp_path / n) for n in ("server", "operators", "strangers"))
+    server_tls, dana, eve = server_pki.issue("console"), operators.issue("dana"), strangers.issue("eve")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ConsoleConfig(listen=f"127.0.0.1:{port}", token_file=tmp_path / "tls.token", tls_cert=server_tls.cert,
+                           tls_key=server_tls.key, client_ca=operators.ca_path)
+    running = ConsoleServer(config, coordinator_site(coordinator)).start()
+    url = f"https://127.0.0.1:{port}"
+
+    def client(cert=None) -> httpx.Client:
+        ctx = ssl.create_default_context(cafile=str(server_pki.ca_path))
+        if cert is not None:
+            ctx.load_cert_chain(str(cert.cert), str(cert.key))
+        return httpx.Client(verify=ctx, follow_redirects=False)
+
+    try:
+        with client(dana) as c:
+            r = c.get(url + "/jobs")
+            assert r.status_code == 200 and '<span class="operator">dana</span>' in r.text
+            assert "Secure" in r.headers["set-cookie"]
+        with client() as c:  # no certificate: the token login, as on loopback
+            assert c.get(url + "/jobs").status_code == 303
+            assert c.get(url + "/metrics").status_code == 401
+        with client(eve) as c, pytest.raises(httpx.TransportError):  # a certificate from another CA
+            c.get(url + "/jobs")
+        with pytest.raises(httpx.TransportError):  # plain HTTP to the TLS port
+            httpx.get(f"http://127.0.0.1:{port}/jobs", timeout=5)
+    finally:
+        running.stop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import grpc
 
@@ -63,23 +63,27 @@ class PendingJob:
     recorded: tuple[str, str, str] | None = None  # (action, operator, reason) not yet signed by the daemon
 
 
-def budget_ledger(store: Any) -> Mapping[str, float] | None:
-    """The privacy budget left per table, if this node's store keeps a ledger."""
-    budgets = getattr(store, "budgets", None)
-    if budgets is None:
-        return None
-    value = budgets() if callable(budgets) else budgets
+def budget_left(rt: NodeRuntime, tables: Sequence[str]) -> Mapping[str, float] | None:
+    """The privacy budget (epsilon) left per table, or None where this node keeps no ledger
+    (teenet.node.budget: the configured budget plus raises, less what approvals spent)."""
     try:
-        return {str(k): float(getattr(v, "remaining", v)) for k, v in dict(value).items()}
-    except (TypeError, ValueError):
+        from teenet.node import budget as ledger  # type: ignore[attr-defined]
+    except ImportError:
         return None
+    return {t: float(ledger.table_budget(rt.store, rt.config.policy, t).remaining_epsilon) for t in tables}
 
 
-def _epsilon(params: Mapping[str, Any]) -> float | None:
-    dp = params.get("dp") if isinstance(params, Mapping) else None
-    if isinstance(dp, Mapping) and isinstance(dp.get("epsilon"), (int, float)):
-        return float(dp["epsilon"])
-    return None
+def _epsilon(spec: Any, params: Mapping[str, Any]) -> float | None:
+    """The epsilon a job spends: the ledger's own reader when the node has one, else params.dp."""
+    try:
+        from teenet.node import budget as ledger  # type: ignore[attr-defined]
+    except ImportError:
+        dp = params.get("dp") if isinstance(params, Mapping) else None
+        if isinstance(dp, Mapping) and isinstance(dp.get("epsilon"), (int, float)):
+            return float(dp["epsilon"])
+        return None
+    epsilon, _ = ledger.job_cost(spec)
+    return float(epsilon) if epsilon > 0 else None
 
 
 def pending_jobs(rt: NodeRuntime, digest: AuditDigest) -> list[PendingJob]:
@@ -104,7 +108,7 @@ def pending_jobs(rt: NodeRuntime, digest: AuditDigest) -> list[PendingJob]:
             params=json.dumps(params, indent=2, sort_keys=True), releases=terms.release,
             min_group_size=terms.min_group_size, id_recipients=terms.id_recipients,
             measurements=terms.compute_measurements, compute_seen=seen[-1] if seen else None,
-            epsilon=_epsilon(params), budget_left=budget_ledger(rt.store),
+            epsilon=_epsilon(spec, params), budget_left=budget_left(rt, [t for t, _ in terms.tables]),
             spec_json=json.dumps(loose, indent=2, sort_keys=True), recorded=rt.store.operator_action(record.job_id)))
     return out
 

@@ -92,7 +92,7 @@ def data_site(rt: NodeRuntime) -> Site:
         return render(request, "catalog.html", session, site_ref[0], tables=tables, policy=rt.config.policy)
 
     collector = RecordsCollector(lambda: count_states(r.status for r in rt.store.jobs()), digest,
-                                 budgets=lambda: data_node.budget_ledger(rt.store))
+                                 budgets=lambda: data_node.budget_left(rt, list(rt.config.policy.tables)))
     site = Site(
         title=f"{rt.name} (data node)",
         nav=(NavItem("/approvals", "Approvals"), NavItem("/jobs", "Jobs"), NavItem("/audit", "Audit"),

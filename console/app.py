@@ -2,11 +2,12 @@
 
 Decides which requests reach page code: every request must name this console's own host
 (a DNS-rebinding page is refused); every page needs a session (else a redirect to
-/login; a client certificate TLS verified against `client_ca` makes one in its name); every POST must come from this console's origin and carry the session's CSRF
-token (else 403); /metrics takes a session or `Authorization: Bearer <operator token>`
-(else 401). The pages themselves come from the role's site module (data node, compute
-node, coordinator), which says what to show. Server-rendered Jinja2; htmx for the few
-live fragments; no script of our own.
+/login; a client certificate TLS verified against `client_ca` makes one in its name);
+every POST must come from this console's origin and carry the session's CSRF token (else
+403); /metrics takes a session or `Authorization: Bearer <operator token>` (else 401).
+The pages themselves come from the role's site module (data node, compute node,
+coordinator), which says what to show. Server-rendered Jinja2; htmx for the few live
+fragments; no script of our own.
 """
 
 from __future__ import annotations

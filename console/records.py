@@ -63,7 +63,8 @@ class EnclaveSighting:
 def _summary(event: Mapping[str, Any]) -> str:
     name = event.get("event", "")
     if name == "released_table":
-        return f"{event.get('table')} ({event.get('rows')} rows, {event.get('sealed_bytes')} sealed bytes) to {event.get('to')}"
+        return (f"{event.get('table')} ({event.get('rows')} rows, {event.get('sealed_bytes')} sealed bytes) "
+                f"to {event.get('to')}")
     if name == "table_received":
         return f"{event.get('party')}/{event.get('table')} ({event.get('rows')} rows)"
     if name in ("approved", "rejected"):

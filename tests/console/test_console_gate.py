@@ -113,7 +113,8 @@ def test_login_sets_a_strict_httponly_cookie_and_refuses_wrong_tokens_and_foreig
 def test_too_many_failed_logins_are_slowed(console):
     client, token, _, _ = console
     for _ in range(10):
-        assert client.post("/login", data={"token": "x" * 40, "operator": "o"}, headers={"origin": BASE}).status_code == 401
+        r = client.post("/login", data={"token": "x" * 40, "operator": "o"}, headers={"origin": BASE})
+        assert r.status_code == 401
     assert login(client, token).status_code == 429
 
 
@@ -162,7 +163,8 @@ def test_json_log_lines_carry_the_job_id():
     other = json.loads(JsonLineFormatter().format(logging.LogRecord("x", logging.WARNING, "", 1, "no job", (), None)))
     assert other["job_id"] is None
     with job_context("cd" * 32):  # a line inside a work item's handling names its job in full
-        inside = json.loads(JsonLineFormatter().format(logging.LogRecord("x", logging.WARNING, "", 1, "INSECURE", (), None)))
+        line = JsonLineFormatter().format(logging.LogRecord("x", logging.WARNING, "", 1, "INSECURE", (), None))
+    inside = json.loads(line)
     assert inside["job_id"] == "cd" * 32
 
 

@@ -224,6 +224,7 @@ class CatalogTable:
     table: str
     format: str
     columns: tuple[str, ...]
+    types: Mapping[str, str]       # column -> Arrow type, as the node reads it
     shared: tuple[str, ...]
     published: tuple[str, ...]
     auto_approve: tuple[str, ...]  # one line per auto-approve rule
@@ -236,9 +237,10 @@ def catalog_tables(rt: NodeRuntime) -> list[CatalogTable]:
     out = []
     for name, source in rt.config.tables.items():
         try:
-            columns = tuple(rt.catalog.columns(name))
+            schema = rt.catalog.schema(name)
+            columns, types = tuple(schema.names), {f.name: str(f.type) for f in schema}
         except TeenetError as exc:
-            columns = (f"(cannot read: {exc})",)
-        out.append(CatalogTable(name, source.format, columns, tuple(policy.tables.get(name, ())),
+            columns, types = (f"(cannot read: {exc})",), {}
+        out.append(CatalogTable(name, source.format, columns, types, tuple(policy.tables.get(name, ())),
                                 tuple(rt.config.member.tables.get(name, ())), rules))
     return out

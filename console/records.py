@@ -101,16 +101,24 @@ class AuditDigest:
                 if len(batch) < PAGE:
                     return self
 
+    def _step(self, job_id: str, seq: int, at: str, phase: str, detail: str) -> None:
+        steps = self.timelines.setdefault(job_id, [])
+        if steps:
+            # the time spent in the phase the previous step opened
+            self.phase_seconds.setdefault(steps[-1].phase, []).append(
+                max(0.0, parse_time(at) - parse_time(steps[-1].at)))
+        steps.append(TimelineStep(seq, at, phase, detail))
+
     def _fold(self, seq: int, at: str, event: Mapping[str, Any]) -> None:
         name = str(event.get("event", ""))
         job_id = str(event.get("job_id", ""))
+        if job_id and name == "released_table" and not any(
+                s.phase == "attested" for s in self.timelines.get(job_id, ())):
+            # the compute enclave's evidence verified for this job (the entry records it)
+            self._step(job_id, seq, at, "attested", f"{event.get('to')}: {event.get('enclave_platform')}, "
+                                                    f"measurement {str(event.get('enclave_measurement'))[:16]}…")
         if job_id and name in PHASES:
-            steps = self.timelines.setdefault(job_id, [])
-            if steps:
-                # the time spent in the phase the previous step opened
-                self.phase_seconds.setdefault(steps[-1].phase, []).append(
-                    max(0.0, parse_time(at) - parse_time(steps[-1].at)))
-            steps.append(TimelineStep(seq, at, PHASES[name], _summary(event)))
+            self._step(job_id, seq, at, PHASES[name], _summary(event))
         if name in ("approved", "rejected"):
             by = str(event.get("decided_by", "policy"))
             self.decisions[(name[:-1] if name.endswith("d") else name, by.split(":", 1)[0])] += 1

@@ -105,7 +105,8 @@ def test_approve_in_the_browser_then_watch_it_succeed_and_find_it_audited(page, 
         "id => { const r = document.querySelector(`tr.job-row[data-job='${id}'] td.network-state`);"
         " return r && r.textContent.trim() === 'succeeded'; }", arg=job_id, timeout=90_000)
     timeline = row.locator("ol.timeline").inner_text()
-    for step in ("received", "awaiting operator", "approved", "uploaded", "network: running", "network: succeeded"):
+    for step in ("received", "awaiting operator", "approved", "attested", "uploaded", "network: running",
+                 "network: succeeded"):
         assert step in timeline, f"the timeline lacks '{step}'"
     assert insurer_status(console_network, capsys, job_id) == "succeeded"
 

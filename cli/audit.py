@@ -50,7 +50,8 @@ def _log_of(db: Path | None, config: Path | None) -> tuple[Path, Any]:
     if not coordinator.audit_key.is_file():
         raise InputError("the coordinator's audit key does not exist yet (has it run?)",
                          source=str(coordinator.audit_key))
-    return coordinator.database, load_audit_key(coordinator.audit_key, create=False).public_key()
+    key = load_audit_key(coordinator.audit_key, create=False, protection=coordinator.key_protection.resolve())
+    return coordinator.database, key.public_key()
 
 
 def _existing_log(db: Path) -> Path:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import typer
 
 from teenet.errors import InputError
+
+if TYPE_CHECKING:
+    from teenet.keyfiles import EnclaveSealingKey, KeyProtectionSettings  # noqa: F401
 
 CONFIG_HELP = "Config file (or set TEENET_CONFIG)."
 
@@ -38,3 +42,17 @@ def resolve_job_id(prefix: str, known: list[str]) -> str:
     if len(matches) > 1:
         raise InputError(f"job id prefix {prefix} is ambiguous ({len(matches)} jobs)")
     return matches[0]
+
+
+def reprotect_keys(paths: list[Path], from_method: str, from_env: str | None, from_file: Path | None,
+                   target: KeyProtectionSettings, derive: Callable[[], EnclaveSealingKey] | None, as_json: bool) -> None:
+    """`node|coordinator protect-keys`: re-encode `paths` from the `--from` protection to `target`."""
+    from teenet.cli.output import emit
+    from teenet.keyfiles import KeyProtectionSettings, reprotect_private_keys
+
+    old = KeyProtectionSettings(method=from_method, passphrase_env=from_env, passphrase_file=from_file,
+                                source="--from").resolve(derive)
+    reprotect_private_keys(paths, old, target.resolve(derive))
+    summary = {"from": from_method, "to": target.method, "keys": [str(p) for p in paths]}
+    emit(summary, as_json, lambda c: c.print(f"{len(paths)} keys re-protected from '{from_method}' to "
+                                             f"'{target.method}': " + ", ".join(str(p) for p in paths)))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from teenet.cli.common import config_path
+from teenet.cli.common import config_path, reprotect_keys
+from teenet.cli.output import JSON_HELP
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -31,6 +32,22 @@ def serve(config: Path = typer.Option(None, "--config", "-c",
         print(f"coordinator '{cfg.name}' listening on port {port}", file=sys.stderr, flush=True)
 
     run_until_signalled(cfg, ready=ready)
+
+
+@app.command("protect-keys")
+def protect_keys(config: Path = typer.Option(None, "--config", "-c", help="The coordinator's config (or TEENET_CONFIG)."),
+                 from_method: str = typer.Option("none", "--from", help="How the keys are protected now: none or passphrase."),
+                 from_passphrase_env: str = typer.Option(None, "--from-passphrase-env",
+                                                         help="With --from passphrase: the variable holding it."),
+                 from_passphrase_file: Path = typer.Option(None, "--from-passphrase-file",
+                                                           help="With --from passphrase: a file (mode 0600) holding it."),
+                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Re-protect the coordinator's audit key and TLS key as its config's key_protection says."""
+    from teenet.coordinator.config import load_coordinator_config
+
+    cfg = load_coordinator_config(config_path(config))
+    reprotect_keys([cfg.audit_key, cfg.tls.key], from_method, from_passphrase_env, from_passphrase_file,
+               cfg.key_protection, None, as_json)
 
 
 def _standalone() -> int:

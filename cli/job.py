@@ -29,7 +29,10 @@ class _Analyst:
 
     def __init__(self, config: Path | None) -> None:
         from teenet.config import load_analyst_config, load_node_config
+        from dataclasses import replace
+
         from teenet.identity import MemberKeys
+        from teenet.keyfiles import NO_PROTECTION
         from teenet.node.links import CoordinatorLink
         from teenet.yamlload import load_yaml
 
@@ -37,13 +40,16 @@ class _Analyst:
         data = load_yaml(self.path).data
         if isinstance(data, dict) and "node" in data:
             node = load_node_config(self.path)
-            self.name, self.consortium, keys_dir, self.tls = node.node, node.consortium, node.keys_dir, node.tls
+            protection = node.key_protection.resolve()  # 'enclave' keys open only inside the node
+            self.name, self.consortium, keys_dir = node.node, node.consortium, node.keys_dir
+            self.tls = replace(node.tls, protection=protection)
             coordinator, self.sim_dir = node.coordinator, node.enclave.sim_dir
         else:
             cfg = load_analyst_config(self.path)
+            protection = NO_PROTECTION
             self.name, self.consortium, keys_dir, self.tls = cfg.analyst, cfg.consortium, cfg.keys_dir, cfg.tls
             coordinator, self.sim_dir = cfg.coordinator, cfg.sim_dir
-        self.keys = MemberKeys.load(keys_dir)
+        self.keys = MemberKeys.load(keys_dir, protection)
         self.link = CoordinatorLink(coordinator, self.tls, self.consortium.coordinator_name)
 
     @property

@@ -17,9 +17,7 @@ missing Origin or a foreign one is a 403. The token is never logged or put in a 
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from teenet.config import ConsoleConfig
 from teenet.errors import InputError
+from teenet.keyfiles import read_secret_file, write_secret_file
 
 COOKIE = "teenet_console"
 # Where the server puts the common name of a client certificate TLS verified (console.server).
@@ -42,19 +41,13 @@ FAILURE_WINDOW = 60.0
 
 
 def load_or_create_token(path: Path) -> str:
-    """The operator token in `path`, made (0600) if absent; refused if others may read it."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    """The operator token in `path`, made (0600, in a 0700 folder) if absent. Read and written
+    by teenet.keyfiles like any key: a token others may read, or a symbolic link, is refused."""
+    if not path.exists() and not path.is_symlink():
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token + "\n")
+        write_secret_file(path, (token + "\n").encode())
         return token
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(f"the console token file is readable by others (mode {stat.S_IMODE(mode):o}); "
-                         "chmod 600 it", source=str(path))
-    token = path.read_text().strip()
+    token = read_secret_file(path).decode("utf-8", "replace").strip()
     if len(token) < 16:
         raise InputError("the console token file holds fewer than 16 characters", source=str(path))
     return token

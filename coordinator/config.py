@@ -5,11 +5,14 @@
     consortium: consortium.yaml
     state_dir: state/coordinator  # optional, default: the config file's folder
     database: coordinator.db      # optional, default: <state_dir>/coordinator.db
-    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent)
+    audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent); its
+                                  # folder must be mode 0700 and the key 0600 (teenet.keyfiles)
     checkpoint_every: 64          # optional: sign the audit chain every N entries
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
     console: {listen: 127.0.0.1:8700}  # optional web console (job states and counts), /metrics
     log_format: json              # optional: text (default) or json, one object per line
+    key_protection: {method: passphrase, passphrase_env: TEENET_KEY_PASSPHRASE}  # optional:
+                                  # none (default) | passphrase; protects the audit and TLS keys
 
 Relative paths resolve against the config file's folder. Errors name file, line and field.
 """
@@ -21,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teenet.pki import TlsFiles
-from teenet.config import ConsoleConfig, console_section, log_format_field, resolve_path, tls_files
+from teenet.config import (ConsoleConfig, console_section, key_protection_section, log_format_field, resolve_path,
+                           tls_files)
+from teenet.keyfiles import KeyProtectionSettings
 from teenet.yamlload import load_yaml
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
@@ -41,6 +46,7 @@ class CoordinatorConfig:
     source: str = ""
     console: ConsoleConfig | None = None  # off unless configured; token file in state_dir
     log_format: str = "text"
+    key_protection: KeyProtectionSettings = KeyProtectionSettings()
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
@@ -48,7 +54,8 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     doc = load_yaml(Path(path))
     base = Path(path).resolve().parent
     f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
-                           optional=("state_dir", "database", "audit_key", "checkpoint_every", "console", "log_format"),
+                           optional=("state_dir", "database", "audit_key", "checkpoint_every", "key_protection",
+                                     "console", "log_format"),
                            what="a coordinator config mapping")
     listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
     match = _LISTEN.fullmatch(listen)
@@ -68,4 +75,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         source=doc.source,
         console=(console_section(f["console"], base, state_dir / "console.token") if "console" in f else None),
         log_format=log_format_field(f.get("log_format")),
+        # The coordinator runs outside any TEE: there is no enclave to seal its keys to.
+        key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source,
+                                              methods=("none", "passphrase")),
     )

@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -77,11 +77,17 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None) ->
             raise InputError(f"the consortium file names the coordinator '{loaded.coordinator_name}', "
                              f"this config says '{config.name}'", source=config.source or None, field="name")
         consortium = loaded
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    # A new state folder is private (it may hold the audit key); an existing one is the
+    # operator's, and the key folder check below says if it is not private enough.
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    protection = config.key_protection.resolve()
+    # The key first: its folder is made 0700 before the database's files can appear in it.
+    audit_key = load_audit_key(config.audit_key, protection=protection)
+    tls = replace(config.tls, protection=protection)
+    tls.read()  # a TLS key readable by others, or one that does not decrypt, stops the start here
     store = CoordinatorStore(config.database)
     try:
-        audit = AuditLog(store.conn, load_audit_key(config.audit_key), checkpoint_every=config.checkpoint_every,
-                         lock=store.lock)
+        audit = AuditLog(store.conn, audit_key, checkpoint_every=config.checkpoint_every, lock=store.lock)
         coordinator = Coordinator(store, audit, consortium)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="coordinator"),
                              options=COORDINATOR_GRPC_OPTIONS)
@@ -89,7 +95,7 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None) ->
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         try:
-            port = server.add_secure_port(config.listen, server_credentials(config.tls))
+            port = server.add_secure_port(config.listen, server_credentials(tls))
         except RuntimeError:
             port = 0
         if port == 0:

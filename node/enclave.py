@@ -18,6 +18,7 @@ from teenet.attestation.measure import enclave_manifest
 from teenet.attestation.policy import AllOf, policy_from_config
 from teenet.attestation.roots import default_trust_roots
 from teenet.errors import InputError
+from teenet.keyfiles import EnclaveSealingKey
 
 log = logging.getLogger("teenet.node.enclave")
 
@@ -31,6 +32,27 @@ class EnclaveRuntime:
 
     def policy(self, config: Mapping[str, Any] | None, *, source: str) -> AllOf:
         return policy_from_config(config, source=source)
+
+    def derive_sealing_key(self) -> EnclaveSealingKey:
+        """The key only this enclave can derive, for its long-term keys at rest
+        (`key_protection: {method: enclave}`): simulated (sim), SNP_GET_DERIVED_KEY (snp),
+        Gramine's MRENCLAVE sealing key (sgx). TDX gives a TD no sealing key."""
+        if self.backend == "sim":
+            from teenet.attestation.sim import UnsafeSimulatedAttester
+
+            if not isinstance(self.attester, UnsafeSimulatedAttester):
+                raise InputError("a sim enclave without the simulated attester", field="enclave.backend")
+            return self.attester.derive_sealing_key()
+        if self.backend == "snp":
+            from teenet.attestation.snp_guest import snp_sealing_key
+
+            return snp_sealing_key()
+        if self.backend == "sgx":
+            from teenet.attestation.gramine import gramine_sealing_key
+
+            return gramine_sealing_key()
+        raise InputError(f"key_protection.method 'enclave' is not available with enclave backend '{self.backend}' "
+                         "(a TDX guest has no sealing key); use method 'passphrase'", field="key_protection.method")
 
 
 def build_enclave(backend: str, sim_dir: Path | None, *, intel_collateral: Path | None = None) -> EnclaveRuntime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,14 @@ class NodeRuntime:
 def open_runtime(config_path: Path) -> NodeRuntime:
     config = load_node_config(config_path)
     consortium = config.consortium
-    keys = MemberKeys.load(config.keys_dir)
     enclave = build_enclave(config.enclave.backend, config.enclave.sim_dir,
                             intel_collateral=config.enclave.intel_collateral)
-    tls = config.tls
+    # Long-term keys are read (and, under key_protection, decrypted or unsealed) at start:
+    # a key or key folder others can read, a symbolic link, or a wrong passphrase stops here.
+    protection = config.key_protection.resolve(enclave.derive_sealing_key)
+    keys = MemberKeys.load(config.keys_dir, protection)
+    tls = replace(config.tls, protection=protection)
+    tls.read()
     state_dir = config.state_dir
     store = NodeStore(state_dir / "node.db")
     audit_log = AuditLog(state_dir / "audit.db", keys.signing)

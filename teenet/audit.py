@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -49,12 +50,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from teenet.canonical import canonical_json, domain_digest, domain_message
 from teenet.errors import InputError, TeenetError
-from teenet.identity import verify_ed25519, write_private_file
+from teenet.identity import verify_ed25519
+from teenet.keyfiles import NO_PROTECTION, KeyProtection, read_private_key, write_private_key
 from teenet.tlog import Checkpoint, MerkleTree, SignedNote, leaf_hash, sign_note, verify_note
 
 ENTRY_DOMAIN = "teenet/audit/v1"
@@ -552,23 +553,16 @@ def _read_checkpoints(conn: sqlite3.Connection, *, latest_only: bool = False) ->
             for seq, h, s, k in conn.execute(sql)]
 
 
-def load_audit_key(path: Path, *, create: bool = True) -> ed25519.Ed25519PrivateKey:
-    """The log owner's Ed25519 key from a PKCS#8 PEM file, made (mode 0600) if absent."""
-    if not path.exists():
+def load_audit_key(path: Path, *, create: bool = True,
+                   protection: KeyProtection = NO_PROTECTION) -> ed25519.Ed25519PrivateKey:
+    """The log owner's Ed25519 key (teenet.keyfiles rules), made under `protection` if absent."""
+    if not os.path.lexists(path):
         if not create:
             raise InputError("audit key file does not exist", source=str(path))
         key = ed25519.Ed25519PrivateKey.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_private_file(path, key.private_bytes(serialization.Encoding.PEM,
-                                                   serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
+        write_private_key(path, key, protection)
         return key
-    try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise InputError(f"cannot read audit key: {exc.strerror}", source=str(path)) from None
-    except (ValueError, TypeError):
-        raise InputError("not a PEM private key", source=str(path)) from None
+    loaded = read_private_key(path, protection)
     if not isinstance(loaded, ed25519.Ed25519PrivateKey):
         raise InputError("expected an Ed25519 private key", source=str(path))
     return loaded

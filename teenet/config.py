@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 from teenet.attestation.policy import AllOf, policy_from_config
 from teenet.errors import InputError
 from teenet.identity import MemberPublicKeys, ed25519_public_from_b64, x25519_public_from_b64
+from teenet.keyfiles import KEY_PROTECTION_METHODS, KeyProtectionSettings
 from teenet.jobspec import COLUMN_NAME, FUNCTIONS, MEMBER_NAME, RELEASE_KIND, TABLE_NAME
 from teenet.pki import TlsFiles
 from teenet.yamlload import Located, clip_text, load_yaml
@@ -267,6 +268,8 @@ class NodeConfig:
     poll_wait: float = DEFAULT_POLL_WAIT
     console: "ConsoleConfig | None" = None  # the web console; off unless configured
     log_format: str = "text"                 # text | json (one JSON object per log line)
+    # How the member keys and the TLS key are protected at rest (see key_protection_section).
+    key_protection: KeyProtectionSettings = KeyProtectionSettings()
 
     @property
     def member(self) -> Member:
@@ -280,7 +283,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
     base = path.resolve().parent
     root = doc.root()
     f = root.mapping(required=("node", "role", "consortium", "state_dir", "keys", "tls", "enclave", "policy"),
-                     optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables", "console", "log_format"),
+                     optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables", "key_protection",
+                               "console", "log_format"),
                      what="a node config mapping")
     node = f["node"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     role = f["role"].string(choices=NODE_ROLES)
@@ -322,6 +326,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         console=(console_section(f["console"], base, resolve_path(f["keys"], base) / CONSOLE_TOKEN_FILE)
                  if "console" in f else None),
         log_format=log_format_field(f.get("log_format")),
+        key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source),
     )
 
 
@@ -344,6 +349,33 @@ def resolve_path(node: Located, base: Path) -> Path:
 def tls_files(node: Located, base: Path) -> TlsFiles:
     f = node.mapping(required=("ca", "cert", "key"), what="a mapping {ca, cert, key}")
     return TlsFiles(ca=resolve_path(f["ca"], base), cert=resolve_path(f["cert"], base), key=resolve_path(f["key"], base))
+
+
+# --- key protection ------------------------------------------------------------------------
+
+def key_protection_section(node: Located | None, base: Path, *, source: str,
+                           methods: tuple[str, ...] = KEY_PROTECTION_METHODS) -> KeyProtectionSettings:
+    """`key_protection: {method: none|passphrase|enclave, passphrase_file | passphrase_env}`.
+
+    Absent means `none`. `passphrase` takes exactly one of a file path or the name of an
+    environment variable (the config never holds the passphrase itself).
+    """
+    if node is None:
+        return KeyProtectionSettings(source=source)
+    method_value = _choice_first(node, "method", methods)
+    optional = ("passphrase_file", "passphrase_env") if method_value == "passphrase" else ()
+    f = node.mapping(required=("method",), optional=optional,
+                     what="a mapping {method, passphrase_file or passphrase_env}")
+    method = f["method"].string(choices=methods)
+    if method == "passphrase" and len(f) != 2:
+        raise node.error("method 'passphrase' needs exactly one of passphrase_file (a file of mode 0600) "
+                         "or passphrase_env (an environment variable name)")
+    return KeyProtectionSettings(
+        method=method,
+        passphrase_file=resolve_path(f["passphrase_file"], base) if "passphrase_file" in f else None,
+        passphrase_env=(f["passphrase_env"].string(pattern=ENV_NAME, what="an environment variable name (A-Z, 0-9, _)")
+                        if "passphrase_env" in f else None),
+        source=source)
 
 
 def _enclave(node: Located, base: Path) -> EnclaveConfig:

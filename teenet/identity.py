@@ -1,23 +1,23 @@
 """Long-term keys of a consortium member (a party's node, an analyst).
 
 Each member has an Ed25519 signing key (job specs, decisions, cancellations) and an X25519
-HPKE key (results are sealed to it). Private keys live in PKCS#8 PEM files readable only by
-their owner; public keys are shared in the consortium file as base64 of the raw bytes.
+HPKE key (results are sealed to it). Private keys live in PKCS#8 PEM files in a private
+folder, written, read and optionally encrypted at rest by teenet.keyfiles; public keys are
+shared in the consortium file as base64 of the raw bytes.
 These are NOT the enclave's per-job keys (see negotiation.py), which never touch a disk.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from teenet.errors import InputError
+from teenet.keyfiles import NO_PROTECTION, KeyProtection, read_private_key, write_private_key
 
 SIGNING_KEY_FILE = "signing.key"
 HPKE_KEY_FILE = "hpke.key"
@@ -58,15 +58,16 @@ class MemberKeys:
     def public(self) -> MemberPublicKeys:
         return MemberPublicKeys(self.signing.public_key(), self.hpke.public_key())
 
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_private(directory / SIGNING_KEY_FILE, self.signing)
-        _write_private(directory / HPKE_KEY_FILE, self.hpke)
+    def save(self, directory: Path, protection: KeyProtection = NO_PROTECTION) -> None:
+        """Write both keys into `directory` (made with mode 0700 if absent) under `protection`."""
+        write_private_key(directory / SIGNING_KEY_FILE, self.signing, protection)
+        write_private_key(directory / HPKE_KEY_FILE, self.hpke, protection)
 
     @classmethod
-    def load(cls, directory: Path) -> "MemberKeys":
-        signing = _read_private(directory / SIGNING_KEY_FILE)
-        hpke = _read_private(directory / HPKE_KEY_FILE)
+    def load(cls, directory: Path, protection: KeyProtection = NO_PROTECTION) -> "MemberKeys":
+        """Read both keys; refuses a folder or file that others can read, or a symbolic link."""
+        signing = read_private_key(directory / SIGNING_KEY_FILE, protection)
+        hpke = read_private_key(directory / HPKE_KEY_FILE, protection)
         if not isinstance(signing, ed25519.Ed25519PrivateKey):
             raise InputError("expected an Ed25519 private key", source=str(directory / SIGNING_KEY_FILE))
         if not isinstance(hpke, x25519.X25519PrivateKey):
@@ -111,31 +112,3 @@ def verify_ed25519(key: ed25519.Ed25519PublicKey, signature: bytes, message: byt
         return True
     except InvalidSignature:
         return False
-
-
-def _write_private(path: Path, key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    write_private_file(path, pem)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write a secret file atomically, readable by its owner only."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _read_private(path: Path) -> object:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read key file: {exc.strerror}", source=str(path)) from None
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise InputError("not a PEM private key", source=str(path)) from None

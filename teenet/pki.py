@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from teenet.errors import InputError
-from teenet.identity import write_private_file
+from teenet.keyfiles import NO_PROTECTION, KeyProtection, ensure_key_folder, read_private_key, write_private_key
 
 # gRPC's default is 4 MiB; sealed chunks are at most 3 MiB plus framing.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -54,20 +54,29 @@ COORDINATOR_GRPC_OPTIONS = [
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """Paths of a member's TLS material: the consortium CA, its certificate and key."""
+    """Paths of a member's TLS material: the consortium CA, its certificate and key.
+
+    The key is a long-term secret (read by teenet.keyfiles: private folder, mode 0600, no
+    symbolic link, decrypted under `protection`); the CA and certificate are public.
+    """
 
     ca: Path
     cert: Path
     key: Path
+    protection: KeyProtection = field(default=NO_PROTECTION, compare=False)
 
     def read(self) -> tuple[bytes, bytes, bytes]:
+        """CA, certificate and the key as unencrypted PKCS#8 PEM (in memory only, for gRPC)."""
         out = []
-        for name, path in (("ca", self.ca), ("cert", self.cert), ("key", self.key)):
+        for name, path in (("ca", self.ca), ("cert", self.cert)):
             try:
                 out.append(path.read_bytes())
             except OSError as exc:
                 raise InputError(f"cannot read TLS {name}: {exc.strerror}", source=str(path)) from None
-        return out[0], out[1], out[2]
+        key = read_private_key(self.key, self.protection)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        return out[0], out[1], pem
 
 
 class DevPki:
@@ -78,7 +87,7 @@ class DevPki:
 
     @classmethod
     def create(cls, directory: Path) -> "DevPki":
-        directory.mkdir(parents=True, exist_ok=True)
+        ensure_key_folder(directory)  # it holds the CA's and the members' TLS keys
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "teenet development"),
                           x509.NameAttribute(NameOID.COMMON_NAME, "teenet development CA")])
@@ -89,7 +98,7 @@ class DevPki:
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
                 .sign(key, hashes.SHA256()))
-        write_private_file(directory / "ca.key", _pem_key(key))
+        write_private_key(directory / "ca.key", key)
         (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(directory)
 
@@ -99,7 +108,7 @@ class DevPki:
 
     def issue(self, member: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
         """Issue `member`'s certificate (client and server use) with loopback SANs."""
-        ca_key = serialization.load_pem_private_key((self.directory / "ca.key").read_bytes(), password=None)
+        ca_key = read_private_key(self.directory / "ca.key")
         ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
@@ -121,14 +130,9 @@ class DevPki:
                 .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
         cert_path = self.directory / f"{member}.pem"
         key_path = self.directory / f"{member}.key"
-        write_private_file(key_path, _pem_key(key))
+        write_private_key(key_path, key)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return TlsFiles(self.ca_path, cert_path, key_path)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:

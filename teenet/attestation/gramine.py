@@ -6,6 +6,12 @@ writing 64 bytes to `user_report_data` sets the enclave report's REPORTDATA, and
 `quote` returns the DCAP quote the Quoting Enclave made over it. Another thread of the
 same enclave could write `user_report_data` between our write and our read, so the quote's
 report_data is compared with ours before it is returned.
+
+Gramine (1.5+) also gives the enclave its SGX sealing keys: reading
+`/dev/attestation/keys/_sgx_mrenclave` returns the 16-byte key that EGETKEY derives for
+this MRENCLAVE on this CPU (`_sgx_mrsigner` would be shared by every enclave of the same
+signer, which is too wide for a node's own keys). `gramine_sealing_key` turns it into the
+key teenet.keyfiles seals long-term keys with (`key_protection: {method: enclave}`).
 """
 
 from __future__ import annotations
@@ -16,8 +22,26 @@ from pathlib import Path
 from teenet.attestation.dcap_quote import parse_quote
 from teenet.attestation.evidence import REPORT_DATA_SIZE, Attester, Evidence, Platform
 from teenet.errors import InputError, VerificationError
+from teenet.keyfiles import EnclaveSealingKey
 
 DEFAULT_GRAMINE_ATTESTATION = Path("/dev/attestation")
+MRENCLAVE_SEALING_KEY = "_sgx_mrenclave"
+SGX_SEALING_KEY_SIZE = 16
+
+
+def gramine_sealing_key(base: Path = DEFAULT_GRAMINE_ATTESTATION) -> EnclaveSealingKey:
+    """This enclave's MRENCLAVE-bound SGX sealing key, from Gramine's pseudo-filesystem."""
+    path = Path(base) / "keys" / MRENCLAVE_SEALING_KEY
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("not running inside Gramine-SGX 1.5 or later (no sealing key here); "
+                         "key_protection.method 'enclave' needs it", source=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    if len(raw) != SGX_SEALING_KEY_SIZE:
+        raise InputError(f"an SGX sealing key is {SGX_SEALING_KEY_SIZE} bytes, got {len(raw)}", source=str(path))
+    return EnclaveSealingKey.from_tee_secret("sgx", raw)
 
 
 class GramineSgxAttester(Attester):

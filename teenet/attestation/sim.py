@@ -39,6 +39,7 @@ from teenet.attestation.snp import (
     CHIP_ID_SIZE, MEASUREMENT_SIZE, OID_HWID, OID_PRODUCT_NAME, POLICY_DEBUG, TCB_OIDS, SnpReport, encode_tcb,
 )
 from teenet.errors import InputError
+from teenet.keyfiles import EnclaveSealingKey
 
 log = logging.getLogger("teenet.attestation")
 
@@ -232,6 +233,19 @@ class SimulatedPlatform:
         self._vceks[tcb_bytes] = (cert, key)
         return cert, key
 
+    def derive_sealing_key(self, measurement: bytes, policy: int) -> EnclaveSealingKey:
+        """What SNP's MSG_KEY_REQ gives a guest (root key VCEK, the measurement and the guest
+        policy mixed in), simulated: a key from this chip's secret, the measurement and the
+        policy. Another measurement (other code), a debug policy, or another platform derive
+        another key, so keys sealed by one enclave do not open in another."""
+        if len(measurement) != MEASUREMENT_SIZE:
+            raise InputError(f"a measurement is {MEASUREMENT_SIZE} bytes (SHA-384), got {len(measurement)}",
+                             field="measurement")
+        secret = HKDF(algorithm=hashes.SHA384(), length=32, salt=None,
+                      info=b"teenet-sim/derived-key/v1" + bytes(measurement) + policy.to_bytes(8, "little")
+                      ).derive(self._chip_secret)
+        return EnclaveSealingKey.from_tee_secret("sim-snp", secret)
+
     def certify_vcek(self, public_key: ec.EllipticCurvePublicKey, tcb: Mapping[str, int], *,
                      hwid: bytes | None = None) -> x509.Certificate:
         """A VCEK certificate (signed by the ASK) for any P-384 key, TCB and hwID (default:
@@ -295,12 +309,20 @@ class UnsafeSimulatedAttester(Attester):
                     "protects this enclave (measurement %s...). Never use it in production.",
                     self._measurement.hex()[:16])
 
+    def derive_sealing_key(self) -> EnclaveSealingKey:
+        """This simulated enclave's key for sealing its long-term keys (SIMULATED: anyone who
+        holds the platform file can derive it)."""
+        return self._platform.derive_sealing_key(self._measurement, self._policy())
+
+    def _policy(self) -> int:
+        return _POLICY_BASE | (POLICY_DEBUG if self._debug else 0)
+
     def attest(self, report_data: bytes) -> Evidence:
         if len(report_data) != REPORT_DATA_SIZE:
             raise InputError(f"report_data is {REPORT_DATA_SIZE} bytes, got {len(report_data)}", field="report_data")
         tcb = self._tcb_bytes
         report = SnpReport(
-            version=3, guest_svn=self._guest_svn, policy=_POLICY_BASE | (POLICY_DEBUG if self._debug else 0),
+            version=3, guest_svn=self._guest_svn, policy=self._policy(),
             family_id=bytes(16), image_id=bytes(16), vmpl=self._vmpl, signature_algo=1, current_tcb=tcb,
             platform_info=0, signer_info=0, report_data=bytes(report_data), measurement=self._measurement,
             host_data=self._host_data, id_key_digest=bytes(48), author_key_digest=bytes(48),

@@ -90,3 +90,37 @@ def test_report_data_of_the_wrong_length(tmp_path: Path, bad: bytes, sgx_quote: 
     base = make_dev_attestation(tmp_path, quote=sgx_quote)
     with pytest.raises(InputError, match="report_data must be exactly 64 bytes"):
         GramineSgxAttester(base).attest(bad)
+
+
+# --- the MRENCLAVE sealing key (key_protection: enclave) -----------------------------------
+
+def test_sealing_key_seals_and_only_the_same_mrenclave_key_unseals(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from teenet.attestation.gramine import gramine_sealing_key
+    from teenet.keyfiles import EnclaveProtection, read_private_key, write_private_key
+
+    base = make_dev_attestation(tmp_path)
+    (base / "keys").mkdir()
+    (base / "keys" / "_sgx_mrenclave").write_bytes(bytes(range(16)))
+    key = ed25519.Ed25519PrivateKey.generate()
+    path = tmp_path / "keys" / "signing.key"
+    write_private_key(path, key, EnclaveProtection(gramine_sealing_key(base)))
+    again = read_private_key(path, EnclaveProtection(gramine_sealing_key(base)))
+    assert isinstance(again, ed25519.Ed25519PrivateKey) and again.private_bytes_raw() == key.private_bytes_raw()
+    # Another MRENCLAVE (other code) gets another sealing key from EGETKEY.
+    (base / "keys" / "_sgx_mrenclave").write_bytes(bytes(range(1, 17)))
+    with pytest.raises(InputError, match="cannot unseal"):
+        read_private_key(path, EnclaveProtection(gramine_sealing_key(base)))
+
+
+def test_sealing_key_outside_gramine_or_of_the_wrong_size(tmp_path: Path) -> None:
+    from teenet.attestation.gramine import gramine_sealing_key
+
+    base = make_dev_attestation(tmp_path)
+    with pytest.raises(InputError, match=r"keys/_sgx_mrenclave: not running inside Gramine-SGX 1.5 or later"):
+        gramine_sealing_key(base)
+    (base / "keys").mkdir()
+    (base / "keys" / "_sgx_mrenclave").write_bytes(bytes(32))
+    with pytest.raises(InputError, match="an SGX sealing key is 16 bytes, got 32"):
+        gramine_sealing_key(base)

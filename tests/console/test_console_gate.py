@@ -60,9 +60,14 @@ def test_the_token_file_is_made_private_and_refused_when_others_may_read_it(tmp_
     path = tmp_path / "keys" / "console.token"
     token = load_or_create_token(path)
     assert len(token) >= 40 and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
     assert load_or_create_token(path) == token
     os.chmod(path, 0o644)
-    with pytest.raises(InputError, match="readable by others"):
+    with pytest.raises(InputError, match="readable or writable by group or others"):
+        load_or_create_token(path)
+    os.chmod(path, 0o600)
+    os.chmod(path.parent, 0o755)  # the folder too must be this user's alone
+    with pytest.raises(InputError, match="accessible by group or others"):
         load_or_create_token(path)
 
 

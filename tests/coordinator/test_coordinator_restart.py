@@ -83,7 +83,7 @@ def test_kill_9_then_restart_loses_nothing_and_the_job_continues(tmp_path):
     write_consortium(tmp_path / "consortium.yaml", world)
     port = free_port()
     config = tmp_path / "coordinator" / "coordinator.yaml"
-    config.parent.mkdir()
+    config.parent.mkdir(mode=0o700)  # the state folder by default: it holds the audit key
     config.write_text(f'name: coordinator\nlisten: "127.0.0.1:{port}"\nconsortium: ../consortium.yaml\n'
                       f"checkpoint_every: 1000\n"
                       f"tls: {{ca: ../pki/ca.pem, cert: ../pki/coordinator.pem, key: ../pki/coordinator.key}}\n")

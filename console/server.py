@@ -61,7 +61,7 @@ class ConsoleServer:
                            http=ClientCertificateH11)
         self._server = uvicorn.Server(uvicorn.Config(
             build_app(site, self.gate), host=config.host, port=config.port, log_level="warning",
-            access_log=False, lifespan="off", server_header=False, **options))
+            access_log=False, lifespan="off", server_header=False, timeout_graceful_shutdown=2, **options))
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # older uvicorn
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None

@@ -61,6 +61,8 @@ class PendingJob:
     budget_left: Mapping[str, float] | None
     spec_json: str
     recorded: tuple[str, str, str] | None = None  # (action, operator, reason) not yet signed by the daemon
+    rules_matched: tuple[str, ...] = ()       # where each analysis rule that matched is written
+    analysis: tuple[tuple[str, str], ...] = ()  # (table, the analysis rule the approval signs, as JSON)
 
 
 def budget_left(rt: NodeRuntime, tables: Sequence[str]) -> Mapping[str, float] | None:
@@ -109,7 +111,11 @@ def pending_jobs(rt: NodeRuntime, digest: AuditDigest) -> list[PendingJob]:
             min_group_size=terms.min_group_size, id_recipients=terms.id_recipients,
             measurements=terms.compute_measurements, compute_seen=seen[-1] if seen else None,
             epsilon=_epsilon(spec, params), budget_left=budget_left(rt, [t for t, _ in terms.tables]),
-            spec_json=json.dumps(loose, indent=2, sort_keys=True), recorded=rt.store.operator_action(record.job_id)))
+            spec_json=json.dumps(loose, indent=2, sort_keys=True), recorded=rt.store.operator_action(record.job_id),
+            # analysis rules: on nodes whose policy has them (getattr: older terms have none)
+            rules_matched=tuple(getattr(outcome, "rules", ()) or ()),
+            analysis=tuple((t, json.dumps(rule, indent=2, sort_keys=True))
+                           for t, rule in (getattr(terms, "analysis", ()) or ()))))
     return out
 
 

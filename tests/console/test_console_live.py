@@ -4,7 +4,7 @@ Log in to the insurer's console, see a pending job with its columns and recipien
 approve it, watch it reach `succeeded`, find the approval and the release in the audit
 page with the chain verified; reject another with a reason the analyst's CLI reports. And
 the refusals: no token, a wrong token, a forged CSRF form, a form posted from another
-origin. TEENET_CONSOLE_SCREENSHOTS=DIR saves the approvals and audit pages there.
+origin. TEENET_CONSOLE_SCREENSHOTS=DIR saves the approvals, jobs and audit pages there.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ def test_approve_in_the_browser_then_watch_it_succeed_and_find_it_audited(page, 
     for step in ("received", "awaiting operator", "approved", "attested", "uploaded", "network: running",
                  "network: succeeded"):
         assert step in timeline, f"the timeline lacks '{step}'"
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / "console-jobs.png"), full_page=True)
     assert insurer_status(console_network, capsys, job_id) == "succeeded"
 
     page.goto(insurer.url + f"/audit?job={job_id[:16]}")

@@ -244,3 +244,31 @@ def test_metrics_move_during_a_job(console_network, capsys):
     assert opened == sealed > 0, "the compute enclave opened exactly the bytes the owners sealed"
     done = "teenet_jobs{state=succeeded}"
     assert after["coordinator"][done] == before["coordinator"].get(done, 0) + 1
+
+
+def test_the_compute_and_coordinator_consoles_show_what_they_hold(console_network, capsys):
+    def logged_in(console) -> httpx.Client:
+        c = httpx.Client(base_url=console.url, follow_redirects=False)
+        r = c.post("/login", data={"token": console.token, "operator": "ops"}, headers={"origin": console.url})
+        assert r.status_code == 303
+        return c
+
+    job_id = console_network.submit(capsys, PSI_OVERLAP, "psi-compute-page")
+    wait_for(lambda: console_network.status(capsys, job_id)["state"] == "succeeded", 60, "the job to succeed")
+    compute = logged_in(console_network.consoles["compute-1"])
+    try:
+        page = compute.get("/jobs").text
+        assert "Own evidence verified" in page and "pinned by the consortium" in page and "sim-snp" in page
+        row = page.split(f'data-job="{job_id}"', 1)[1].split("</tr>", 1)[0]
+        for step in ("accepted", "table received", "bank/customers", "telco/usage", "released"):
+            assert step in row, f"the compute timeline lacks '{step}'"
+    finally:
+        compute.close()
+    coordinator = logged_in(console_network.consoles["coordinator"])
+    try:
+        page = coordinator.get("/jobs").text
+        assert "<td>succeeded</td>" in page
+        for absent in ("customer_id", "premium", "Approve"):  # it has nothing else to show
+            assert absent not in page
+    finally:
+        coordinator.close()

@@ -46,9 +46,21 @@ def data_site(rt: NodeRuntime) -> Site:
 
     async def approvals(request: Request, session: Session) -> Response:
         jobs = await run_in_threadpool(data_node.pending_jobs, rt, digest)
-        flash = request.query_params.get("done", "")
+        flash = await run_in_threadpool(_recorded, request.query_params.get("done", ""))
         return render(request, "approvals.html", session, site_ref[0], jobs=jobs, flash=flash,
                       own_measurement=rt.enclave.measurement, backend=rt.enclave.backend)
+
+    def _recorded(done: str) -> str:
+        """The confirmation after a decision, shown only if the store holds that action (a
+        crafted link cannot make the page claim a decision nobody made)."""
+        action, _, prefix = done.partition(":")
+        if action not in ("approve", "reject") or len(prefix) != 12 or not all(c in "0123456789abcdef" for c in prefix):
+            return ""
+        for record in rt.store.jobs():
+            found = rt.store.operator_action(record.job_id) if record.job_id.startswith(prefix) else None
+            if found is not None and found[0] == action:
+                return done
+        return ""
 
     async def decide(request: Request, session: Session) -> Response:
         form = await request.form()

@@ -92,11 +92,15 @@ def test_approve_in_the_browser_then_watch_it_succeed_and_find_it_audited(page, 
     card.locator("input[name=reason]").fill("within our model-sharing agreement")
     card.locator("button.approve").click()
     page.wait_for_url(re.compile(r".*/approvals\?done=approve"))
+    assert f"Recorded approve for job {job_id[:12]}" in page.inner_text("main")
     # recorded at once; signed by the daemon on its next poll, after which the job leaves the page
     decided = page.locator(section)
     assert decided.count() == 0 or (decided.locator("form.decide").count() == 0
                                     and "approve recorded by Dana" in decided.inner_text())
     wait_for(lambda: page.reload() or page.locator(section).count() == 0, 15, "the signed job to leave the page")
+
+    page.goto(insurer.url + "/approvals?done=approve:" + "0" * 12)  # a crafted link claims a decision
+    assert "Recorded" not in page.inner_text("main")
 
     page.goto(insurer.url + "/jobs")
     row = page.locator(f"tr.job-row[data-job='{job_id}']")

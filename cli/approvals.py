@@ -1,4 +1,5 @@
-"""`teenet approvals list|approve|reject`: the operator's view of jobs waiting on this node."""
+"""`teenet approvals list|approve|reject|revoke`: the operator's view of jobs waiting on this node,
+and the withdrawal of an approval before any table key of its job was sealed."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's c
             t.add_row(r["job_id"][:12], r["name"], r["analyst"], r["function"],
                       "; ".join(f"{x['table']}({', '.join(x['columns'])})" for x in r["tables"]),
                       "; ".join(f"{x['kind']}->{', '.join(x['to'])}" for x in r["release"]),
-                      r["status"] + (f": {r['reason']}" if r["status"] in ("rejected", "failed") else ""))
+                      r["status"] + (f": {r['reason']}" if r["status"] in ("rejected", "failed", "revoked") else ""))
         console.print(t)
 
     emit(rows, as_json, render)
@@ -76,3 +77,22 @@ def reject(job: str = typer.Argument(..., help="Job id (or a unique prefix)."),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Reject a waiting job with a reason."""
     _act("reject", job, config, operator, reason, as_json)
+
+
+@app.command("revoke")
+def revoke(job: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+           config: Path = typer.Option(None, "--config", "-c", help="The node's config."),
+           operator: str = typer.Option("operator", "--operator", help="Who withdraws (recorded in the audit log)."),
+           reason: str = typer.Option("", "--reason", help="Why (goes in the signed revocation)."),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Withdraw this node's approval of a job, until a table key of it has been sealed.
+
+    From the moment it is recorded the node seals and ships nothing for the job; the node
+    then signs the revocation and sends it to the coordinator, which fails the job and hands
+    the revocation to the compute enclave with the job's approvals."""
+    store, _ = _store(config)
+    job_id = resolve_job_id(job, [r.job_id for r in store.jobs()])
+    store.revoke(job_id, operator, reason)
+    emit({"job_id": job_id, "action": "revoke", "operator": operator, "reason": reason}, as_json,
+         lambda c: c.print(f"approval of job {job_id[:12]} withdrawn; nothing of it will be sealed, and the node "
+                           "signs and sends the revocation on its next poll"))

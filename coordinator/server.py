@@ -13,7 +13,7 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -67,8 +67,10 @@ class RunningCoordinator:
         self.server.wait_for_termination()
 
 
-def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None) -> RunningCoordinator:
-    """Start serving `config.listen`; `consortium` overrides the file named in the config."""
+def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
+          interceptors: Sequence[grpc.ServerInterceptor] = ()) -> RunningCoordinator:
+    """Start serving `config.listen`; `consortium` overrides the file named in the config.
+    `interceptors` see every call (the tests record each message the coordinator handles)."""
     if consortium is None:
         from teenet.config import load_consortium
 
@@ -90,7 +92,7 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None) ->
         audit = AuditLog(store.conn, audit_key, checkpoint_every=config.checkpoint_every, lock=store.lock)
         coordinator = Coordinator(store, audit, consortium)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="coordinator"),
-                             options=COORDINATOR_GRPC_OPTIONS)
+                             options=COORDINATOR_GRPC_OPTIONS, interceptors=list(interceptors))
         rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

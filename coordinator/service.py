@@ -162,6 +162,13 @@ class CoordinatorService(rpc.CoordinatorServicer):
         return pb.Ack(ok=True, detail=detail)
 
     @_rpc
+    def WithdrawApproval(self, request: pb.SignedApprovalRevocation, context: grpc.ServicerContext) -> pb.Ack:
+        require_caller(context, request.party, "party")
+        detail = self.coordinator.withdraw_approval(request.job_id, request.party, request.revocation,
+                                                    request.signature)
+        return pb.Ack(ok=True, detail=detail)
+
+    @_rpc
     def PostOffer(self, request: pb.ComputeOffer, context: grpc.ServicerContext) -> pb.Ack:
         require_caller(context, request.compute, "compute")
         detail = self.coordinator.post_offer(
@@ -196,13 +203,14 @@ class CoordinatorService(rpc.CoordinatorServicer):
 
     @_rpc
     def GetAudit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> pb.AuditReply:
-        self.coordinator.member(caller_of(context), what="audit reader")
         limit = request.limit if 0 < request.limit <= MAX_AUDIT_PAGE else MAX_AUDIT_PAGE
         audit = self.coordinator.audit
+        # Only the entries of the caller's own jobs, each with its chain hashes (a member checks
+        # each link it holds; the whole chain is the coordinator operator's `teenet audit verify`).
         reply = pb.AuditReply(entries=[
             pb.AuditEntry(seq=e.seq, prev_hash=e.prev_hash.hex(), entry_hash=e.entry_hash.hex(),
                           payload=e.payload.decode("utf-8"))
-            for e in audit.entries(after=max(0, request.after_seq), limit=limit)])
+            for e in self.coordinator.audit_for(caller_of(context), after=max(0, request.after_seq), limit=limit)])
         checkpoint = audit.latest_checkpoint()
         if checkpoint is not None:
             reply.checkpoint.CopyFrom(audit_checkpoint(checkpoint))
@@ -237,7 +245,9 @@ def job_status(view: JobView) -> pb.JobStatus:
 
 def work_item(item: WorkItem) -> pb.WorkItem:
     out = pb.WorkItem(kind=item.kind, job_id=item.job.job_id, job=signed_job(item.job),
-                      decisions=[signed_decision(d) for d in item.decisions], reason=item.reason)
+                      decisions=[signed_decision(d) for d in item.decisions], reason=item.reason,
+                      revocations=[pb.SignedApprovalRevocation(job_id=r.job_id, party=r.party, revocation=r.canonical,
+                                                               signature=r.signature) for r in item.revocations])
     if item.offer is not None:
         out.offer.CopyFrom(compute_offer(item.offer))
     return out

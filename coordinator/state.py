@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from teenet.audit import AuditLog
+from teenet.audit import AuditEntry, AuditLog
 from teenet.canonical import domain_digest, domain_message, parse_canonical_json
 from teenet.errors import InputError, TeenetError, VerificationError
 from teenet.identity import MemberPublicKeys, verify_ed25519
 
 from teenet.coordinator.store import (CoordinatorStore, DecisionRecord, JobRecord, OfferRecord,
-                                      ResultRecord, StatusEvent)
+                                      ResultRecord, RevocationRecord, StatusEvent)
 
 log = logging.getLogger("teenet.coordinator")
 
@@ -36,6 +36,8 @@ JOB_DOMAIN = "teenet/job/v1"
 JOB_SIGNATURE_DOMAIN = "teenet/job-signature/v1"
 DECISION_DOMAIN = "teenet/decision/v1"
 CANCEL_DOMAIN = "teenet/cancel/v1"
+REVOCATION_DOMAIN = "teenet/approval-revocation/v1"
+MAX_REVOCATION_BYTES = 4096
 
 MAX_SPEC_BYTES = 256 * 1024
 MAX_NAME_CHARS = 128
@@ -244,6 +246,7 @@ class WorkItem:
     decisions: tuple[DecisionRecord, ...] = ()
     offer: OfferRecord | None = None
     reason: str = ""
+    revocations: tuple[RevocationRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -413,6 +416,41 @@ class Coordinator:
                 self._transition(job, JobState.APPROVED, "", by=party)
                 return "job approved by every input party"
         return "decision recorded"
+
+    # 3b: an owner withdraws its approval
+
+    def withdraw_approval(self, job_id: str, party: str, revocation: bytes, signature: bytes) -> str:
+        """Record an owner's signed withdrawal of its approval and fail the job if it still runs.
+
+        The owner's node never seals a table key after revoking, whatever happens here; this
+        stops the job for everyone at once, and the compute enclave gets the revocation with
+        the job's approvals (an enclave that has it refuses to run)."""
+        job = self._job(job_id)
+        check_name(party, field="party")
+        spec = self.spec_of(job)
+        if party not in spec.parties:
+            raise PermissionRefused(f"'{party}' is not an input party of job {job_id[:16]}…")
+        signer = self.member(party, role="data", what="revocation signer")
+        if len(revocation) > MAX_REVOCATION_BYTES:
+            raise InputError(f"revocation is {len(revocation)} bytes, at most {MAX_REVOCATION_BYTES}",
+                             field="revocation")
+        if not verify_ed25519(signer.keys.signing, signature, domain_message(REVOCATION_DOMAIN, revocation)):
+            raise VerificationError("revocation.signature", f"the revocation is not signed by '{party}'s key")
+        body = parse_canonical_json(revocation, what="revocation")
+        if not isinstance(body, dict) or body.get("job_id") != job_id or body.get("party") != party:
+            raise InputError("revocation body names another job or party than its envelope", field="revocation")
+        with self.store.transaction():
+            job = self._job(job_id)
+            now = self._clock()
+            if not self.store.insert_revocation(RevocationRecord(job_id, party, revocation, signature, now)):
+                return "revocation already recorded"
+            self.store.touch_job(job_id, now)
+            self.audit.append({"type": "approval.revoked", "job_id": job_id, "party": party,
+                               "revocation_sha256": hashlib.sha256(revocation).hexdigest()})
+            if not JobState(job.state).terminal:
+                self._transition(job, JobState.FAILED, f"{party} withdrew its approval", by=party)
+                return "approval withdrawn; job failed"
+        return "approval withdrawn"
 
     # 4: the compute node's offer
 
@@ -599,7 +637,8 @@ class Coordinator:
             if all(d.party != node for d in self.store.decisions(job.job_id)):
                 items.append(WorkItem("decide", job))
         for job in self.store.jobs_for_compute(JobState.APPROVED.value, node, room):
-            items.append(WorkItem("compute", job, decisions=tuple(self.store.decisions(job.job_id))))
+            items.append(WorkItem("compute", job, decisions=tuple(self.store.decisions(job.job_id)),
+                                  revocations=tuple(self.store.revocations(job.job_id))))
         for job in self.store.jobs_with_input_party(JobState.NEGOTIATING_KEYS.value, node, room):
             mine = {t for p, t in self.store.inputs(job.job_id) if p == node}
             done = {t for p, t in self.store.uploads(job.job_id) if p == node}
@@ -637,6 +676,35 @@ class Coordinator:
         limit = max(1, min(limit or 100, 1000))
         jobs = self.store.list_jobs(state=state or None, member=viewer, limit=limit)
         return [self._view(job, self.spec_of(job)) for job in jobs]
+
+    def audit_for(self, viewer: str, *, after: int, limit: int) -> list[AuditEntry]:
+        """The audit entries, after seq `after`, of the jobs `viewer` takes part in (at most
+        `limit`). A reason, an approval or an upload of a job is its members' business: a
+        member outside the job reads none of it. Entries that name no job are the operator's."""
+        self.member(viewer, what="audit reader")
+        involved: dict[str, bool] = {}
+        out: list[AuditEntry] = []
+        cursor = after
+        while len(out) < limit:
+            page = self.audit.entries(after=cursor, limit=max(limit, 100))
+            if not page:
+                break
+            for entry in page:
+                cursor = entry.seq
+                try:
+                    job_id = entry.event.get("job_id")
+                except InputError:
+                    continue
+                if not isinstance(job_id, str):
+                    continue
+                if job_id not in involved:
+                    job = self.store.get_job(job_id) if _JOB_ID.fullmatch(job_id) else None
+                    involved[job_id] = job is not None and self._involved(job, self.spec_of(job), viewer)
+                if involved[job_id]:
+                    out.append(entry)
+                    if len(out) >= limit:
+                        break
+        return out
 
     def fetch_results(self, job_id: str, recipient: str) -> ResultsForRecipient:
         """The sealed results addressed to `recipient`, with what they need to verify them."""

@@ -94,6 +94,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         at     REAL NOT NULL
     );
     """),
+    (2, """
+    CREATE TABLE revocations (
+        job_id      TEXT NOT NULL REFERENCES jobs (job_id),
+        party       TEXT NOT NULL,
+        canonical   BLOB NOT NULL,
+        signature   BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (job_id, party)
+    );
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -121,6 +131,17 @@ class DecisionRecord:
     party: str
     decision: str  # approve | reject
     reason: str
+    canonical: bytes
+    signature: bytes
+    received_at: float
+
+
+@dataclass(frozen=True)
+class RevocationRecord:
+    """An owner's signed withdrawal of its approval (opaque here; the compute enclave checks it)."""
+
+    job_id: str
+    party: str
     canonical: bytes
     signature: bytes
     received_at: float
@@ -336,6 +357,20 @@ class CoordinatorStore:
                 "SELECT job_id, party, decision, reason, canonical, signature, received_at "
                 "FROM decisions WHERE job_id = ? ORDER BY party", (job_id,))
             return [DecisionRecord(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+
+    # revocations
+
+    def insert_revocation(self, r: RevocationRecord) -> bool:
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO revocations (job_id, party, canonical, signature, received_at) VALUES (?, ?, ?, ?, ?)",
+            (r.job_id, r.party, r.canonical, r.signature, r.received_at))
+        return cur.rowcount == 1
+
+    def revocations(self, job_id: str) -> list[RevocationRecord]:
+        with self.lock:
+            rows = self.conn.execute("SELECT job_id, party, canonical, signature, received_at FROM revocations "
+                                     "WHERE job_id = ? ORDER BY party", (job_id,))
+            return [RevocationRecord(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4]) for r in rows]
 
     # offers
 

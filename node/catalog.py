@@ -9,6 +9,7 @@ never has to fit in memory at once.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +78,23 @@ class Catalog:
         try:
             yield from self._batches(t, columns)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+            # The text (Arrow's, with the cell value) is for this owner's operator; `field`
+            # (the column's name, when Arrow says which) is all a reason outside may carry.
             detail = " ".join(str(exc).split())[:300]
-            raise InputError(f"table '{name}' cannot be read: {detail}",
-                             source=str(t.path) if t.path else None) from None
+            raise InputError(f"table '{name}' cannot be read: {detail}", source=str(t.path) if t.path else None,
+                             field=self._column_named_in(t, detail)) from None
+
+    def _column_named_in(self, t: CatalogTable, detail: str) -> str | None:
+        """The name of the column an Arrow CSV error points at ("CSV column #3"), if any."""
+        match = re.search(r"CSV column #(\d+)", detail)
+        if match is None or t.format != "csv":
+            return None
+        try:
+            names = pads.dataset(_existing(t), format="csv").schema.names
+        except (pa.ArrowInvalid, OSError, InputError):
+            return None
+        index = int(match.group(1))
+        return names[index] if index < len(names) else None
 
     def _batches(self, t: CatalogTable, columns: Sequence[str] | None) -> Iterator[pa.RecordBatch]:
         name = t.name
@@ -168,7 +183,7 @@ def _rows_to_batches(table: str, names: list[str], fetch: Callable[[int], list],
             array = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             raise InputError(f"{where}: values of different types ({str(exc)[:120]}); "
-                             "CAST the column to one type in the query") from None
+                             "CAST the column to one type in the query", field=pick[k]) from None
         if fixed is None or array.type == fixed:
             return array
         try:
@@ -177,7 +192,7 @@ def _rows_to_batches(table: str, names: list[str], fetch: Callable[[int], list],
             known = ("is NULL in every earlier row, so it was typed null" if fixed == pa.null()
                      else f"is {fixed} from its first values")
             raise InputError(f"{where}: a value does not fit the column, which {known} "
-                             f"({str(exc)[:120]}); CAST the column in the query") from None
+                             f"({str(exc)[:120]}); CAST the column in the query", field=pick[k]) from None
 
     while True:
         rows = fetch(BATCH_ROWS)

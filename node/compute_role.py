@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -19,13 +20,15 @@ import grpc
 import pyarrow as pa
 
 from teenet.approval import ApprovedTerms, SignedDecision, verify_approvals
-from teenet.errors import TeenetError
+from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
 from teenet.pki import peer_name
+from teenet.reasons import Reason, check_of, transport_check
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.release import seal_result
+from teenet.revocation import SignedRevocation, refuse_withdrawn_or_expired
 from teenet.sealing import SealedTableReader, StreamBinding
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
@@ -43,6 +46,7 @@ class JobRun:
     session: ComputeEnclaveSession
     tables: dict[tuple[str, str], pa.Table] = field(default_factory=dict)
     started: bool = False
+    revocations: list[SignedRevocation] = field(default_factory=list)
 
 
 class ComputeRole(rpc.ComputeServicer):
@@ -50,44 +54,100 @@ class ComputeRole(rpc.ComputeServicer):
         self.rt = rt
         self.suite = suite
         self.runs: dict[str, JobRun] = {}
-        self.finished: set[str] = set()
+        # Ids this run already answered a refusal for (the durable record is the store's).
+        self.replays_noted: set[str] = set()
         self._lock = threading.Lock()
 
     # poll items ---------------------------------------------------------------------------
     def on_compute(self, item: pb.WorkItem) -> None:
         rt = self.rt
-        job_id = item.job_id
-        with self._lock:
-            if job_id in self.runs or job_id in self.finished:
-                run = self.runs.get(job_id)
-                if run is not None:
-                    self._post_offer(run)  # the coordinator may have lost it; offers are idempotent
-                return
         signed = SignedJob.from_proto(item.job)
+        # The one job id: the digest of the signed job, recomputed here. The work item's
+        # id is the coordinator's word; an old job and its approvals relabelled with a new
+        # job's id would otherwise get the new job's tables shipped to keys bound to it.
+        job_id = signed.job_id
+        if item.job_id != job_id:
+            self._refuse_item(item.job_id, f"job.id: the work item's id is not the digest of its signed job "
+                                           f"(expected {job_id[:16]}, found {item.job_id[:16]})")
+            return
+        revocations = [SignedRevocation(r.job_id, r.party, r.revocation, r.signature) for r in item.revocations]
+        with self._lock:
+            run = self.runs.get(job_id)
+        if run is not None:
+            run.revocations.extend(r for r in revocations if r not in run.revocations)
+            try:
+                self._still_approved(run)
+            except TeenetError as exc:
+                self._drop(run, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
+                return
+            self._post_offer(run)  # the coordinator may have lost it; offers are idempotent
+            return
+        if rt.store.compute_job_seen(job_id):
+            # Keys were made for this digest once (or it was refused): never again, whatever
+            # restarts came between. A replay is noted once per run of this node.
+            with self._lock:
+                first = job_id not in self.replays_noted
+                self.replays_noted.add(job_id)
+            if first:
+                rt.audit("job_refused", job_id=job_id, reason="job.replay: this enclave already took or "
+                                                              "refused this job; a job runs at most once")
+                log.warning("job %s: refused a replay of a job this enclave already took or refused", job_id[:16])
+            return
         try:
             spec = verify_signed_job(signed, rt.consortium)
             if spec.compute != rt.name:
                 raise TeenetError(f"job names compute '{spec.compute}', this is '{rt.name}'")
             party_keys = {m.name: m.keys.signing for m in rt.consortium.members.values() if m.role == "data"}
             terms = verify_approvals(
-                job_id=signed.job_id, function=spec.function, compute=spec.compute,
+                job_id=job_id, function=spec.function, compute=spec.compute,
                 inputs=[(i.party, i.table, list(i.keys) + list(i.columns)) for i in spec.inputs],
                 release=[(r.kind, list(r.to)) for r in spec.release],
                 signed=[SignedDecision(d.job_id, d.party, d.decision, d.signature) for d in item.decisions],
                 party_keys=party_keys, own_measurement=rt.enclave.measurement)
+            refuse_withdrawn_or_expired(job_id=job_id, decisions=terms.decisions, revocations=revocations,
+                                        party_keys=party_keys, now=time.time())
         except TeenetError as exc:
-            self._fail(job_id, f"compute enclave refused the job: {exc}")
+            rt.store.refuse_compute_job(job_id)  # durable before anyone is told
+            self._fail(job_id, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
             return
+        # Written down before the keys exist, let alone the offer: a compute node killed
+        # while it holds keys knows on restart which jobs it can no longer finish (see
+        # NodeDaemon.settle_orphans), and never makes keys for the same digest again.
+        if not rt.store.remember_compute_job(job_id):
+            return  # another worker took it meanwhile
         session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
-        run = JobRun(job_id, spec, terms, session)
+        run = JobRun(job_id, spec, terms, session, revocations=revocations)
         with self._lock:
             self.runs[job_id] = run
-        # Written down before the offer leaves: a compute node killed while it holds keys
-        # knows on restart which jobs it can no longer finish (see NodeDaemon.settle_orphans).
-        rt.store.remember_compute_job(job_id)
         rt.audit("job_accepted", job_id=job_id, function=spec.function,
                  parties=sorted({i.party for i in spec.inputs}), min_group_size=terms.min_group_size)
         self._post_offer(run)
+
+    def _still_approved(self, run: JobRun) -> None:
+        """Raise unless every approval of `run` is still in its window and none was withdrawn."""
+        party_keys = {m.name: m.keys.signing for m in self.rt.consortium.members.values() if m.role == "data"}
+        refuse_withdrawn_or_expired(job_id=run.job_id, decisions=run.terms.decisions, revocations=run.revocations,
+                                    party_keys=party_keys, now=time.time())
+
+    def _drop(self, run: JobRun, reason: Reason, detail: str) -> None:
+        """End a job this enclave holds keys (and maybe tables) for, before it ran."""
+        with self._lock:
+            self.runs.pop(run.job_id, None)
+            run.started = True  # a table arriving now never starts it
+        run.tables.clear()
+        self.rt.store.end_compute_job(run.job_id)
+        self.rt.audit("job_dropped", job_id=run.job_id, reason=reason.text())
+        self._fail(run.job_id, reason, detail)
+
+    def _refuse_item(self, item_job_id: str, reason: str) -> None:
+        """Refuse a work item that does not name its own signed job. Nothing is recorded
+        against the signed job's digest (that job may be genuine and still to come); the
+        coordinator is told that the id it used failed."""
+        with self._lock:
+            first = item_job_id not in self.replays_noted
+            self.replays_noted.add(item_job_id)
+        if first:
+            self._fail(item_job_id, Reason("job.refused", "job.id"), f"compute enclave refused the job: {reason}")
 
     def _post_offer(self, run: JobRun) -> None:
         rt = self.rt
@@ -100,7 +160,6 @@ class ComputeRole(rpc.ComputeServicer):
     def on_stop(self, item: pb.WorkItem) -> None:
         with self._lock:
             run = self.runs.pop(item.job_id, None)
-            self.finished.add(item.job_id)
         if run is not None:
             run.tables.clear()
             self.rt.store.end_compute_job(item.job_id)
@@ -144,16 +203,18 @@ class ComputeRole(rpc.ComputeServicer):
                     sealed_bytes[0] += len(data)
                     yield data
 
-            table = SealedTableReader(key, StreamBinding(bytes.fromhex(k.job_id), k.party, k.table)).read_table(parts())
+            table = SealedTableReader(key, StreamBinding(bytes.fromhex(run.job_id), k.party, k.table)).read_table(parts())
             inp = next(i for i in run.spec.inputs if i.party == k.party and i.table == k.table)
             expected = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
             if table.column_names != expected:
-                raise TeenetError(f"{k.party}/{k.table} arrived with columns {table.column_names}, "
-                                  f"the job approved {expected}")
+                raise VerificationError("input.columns", f"{k.party}/{k.table} arrived with columns "
+                                        f"{table.column_names}, the job approved {expected}")
         except TeenetError as exc:
-            rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=k.table, reason=str(exc))
-            log.warning("job %s: refused %s/%s: %s", k.job_id[:16], k.party, k.table, exc)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            # Named by its check first, so the owner's node can say which check refused it.
+            detail = str(exc) if isinstance(exc, VerificationError) else f"{check_of(exc)}: {exc}"
+            rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=k.table, reason=detail)
+            log.warning("job %s: refused %s/%s: %s", k.job_id[:16], k.party, k.table, detail)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
         except grpc.RpcError:  # the uploader went away mid-stream; nothing of it is kept
             rt.audit("upload_broken", job_id=k.job_id, party=k.party, table=k.table,
                      reason="stream broke before its last chunk")
@@ -184,6 +245,12 @@ class ComputeRole(rpc.ComputeServicer):
 
         rt = self.rt
         spec = run.spec
+        try:  # the approvals held when the keys were made; they must still hold now
+            self._still_approved(run)
+        except TeenetError as exc:
+            self._finish(run)
+            self._fail(run.job_id, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
+            return
         self._report(run.job_id, "running", f"all {len(spec.inputs)} inputs received; running {spec.function}")
         try:
             inputs = [PartyInput(i.party, i.table, tuple(i.keys), tuple(i.columns), run.tables[(i.party, i.table)])
@@ -203,12 +270,17 @@ class ComputeRole(rpc.ComputeServicer):
                                               summary=dict(rel.summary), sign=run.session.sign))
         except TeenetError as exc:
             self._finish(run)
-            self._fail(run.job_id, f"{spec.function} refused: {exc}")
+            reason = Reason.of("function.refused", exc, field=spec.function)
+            # The function's own words may quote its inputs (a value, a count below k): they
+            # stay inside the enclave. Its log and audit, kept by the compute host, get the
+            # fixed reason and the error's type only.
+            self._fail(run.job_id, reason, f"{reason.text()} ({type(exc).__name__})")
             return
         except Exception as exc:  # a bug in a function must fail the job, not leak its inputs
-            log.exception("job %s: function crashed", run.job_id[:16])
+            log.error("job %s: function crashed (%s)", run.job_id[:16], type(exc).__name__)
             self._finish(run)
-            self._fail(run.job_id, f"{spec.function} failed inside the enclave: {type(exc).__name__}")
+            reason = Reason("function.failed", field=spec.function)
+            self._fail(run.job_id, reason, f"{reason.text()} ({type(exc).__name__})")
             return
         self._finish(run)
         try:
@@ -217,8 +289,9 @@ class ComputeRole(rpc.ComputeServicer):
                                                             envelope=s.envelope, signature=s.signature)
                                             for s in sealed]), timeout=60), what="post results", stop=rt.stopping)
         except grpc.RpcError as exc:
-            self._fail(run.job_id, f"the coordinator did not take the sealed results: {exc.code().name} "
-                                   f"{(exc.details() or '')[:200]}")
+            self._fail(run.job_id, Reason("results.refused", transport_check(exc.code().name, exc.details() or "")),
+                       f"the coordinator did not take the sealed results: {exc.code().name} "
+                       f"{(exc.details() or '')[:200]}")
             return
         rt.audit("released_results", job_id=run.job_id,
                  results=[[s.kind, s.recipient] for s in sealed])
@@ -227,15 +300,13 @@ class ComputeRole(rpc.ComputeServicer):
     def _finish(self, run: JobRun) -> None:
         with self._lock:
             self.runs.pop(run.job_id, None)
-            self.finished.add(run.job_id)
         run.tables.clear()
 
-    def _fail(self, job_id: str, reason: str) -> None:
-        log.warning("job %s: %s", job_id[:16], reason)
-        self.rt.audit("job_failed", job_id=job_id, reason=reason)
-        with self._lock:
-            self.finished.add(job_id)
-        self._report(job_id, "failed", reason)
+    def _fail(self, job_id: str, reason: Reason, detail: str) -> None:
+        """Fail a job: `detail` goes to this node's own log and audit, only `reason` leaves."""
+        log.warning("job %s: %s", job_id[:16], detail)
+        self.rt.audit("job_failed", job_id=job_id, reason=reason.text(), detail=detail)
+        self._report(job_id, "failed", reason.text())
 
     def _report(self, job_id: str, event: str, detail: str) -> None:
         rt = self.rt

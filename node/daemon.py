@@ -29,7 +29,9 @@ log = logging.getLogger("teenet.node")
 
 MIN_POLL_GAP = 0.02  # seconds between the starts of two polls, at least
 RESTART_REASON = "compute node {node} restarted; its per-job keys died with it (resubmit the job)"
-_OPEN_STATES = frozenset({"negotiating_keys", "running"})
+# A job still `approved` is failed too: its keys may have been made, and the enclave never
+# makes keys for one digest twice (ComputeRole.on_compute).
+_OPEN_STATES = frozenset({"approved", "negotiating_keys", "running"})
 
 
 class NodeDaemon:
@@ -74,8 +76,8 @@ class NodeDaemon:
     def settle_orphans(self) -> None:
         """Fail each job a previous run of this compute node left open (its keys are gone).
 
-        Runs before the first poll, so no job of this run is mistaken for one. A job still
-        `approved` is left to the poll (a fresh offer); an ended or unknown one is closed.
+        Runs before the first poll, so no job of this run is mistaken for one. An open job is
+        failed (this enclave never takes its digest again); an ended or unknown one is closed.
         Raises grpc.RpcError while the coordinator is unreachable (the caller retries).
         """
         rt = self.rt
@@ -110,6 +112,8 @@ class NodeDaemon:
         coordinator holds it until something changes (a long poll). Stop() cancels it."""
         if self._orphans:
             self.settle_orphans()
+        if self.data is not None:
+            self.data.send_revocations()
         call = self.rt.coordinator.stub.Poll.future(
             pb.PollRequest(node=self.rt.name, since=since, wait_ms=int(wait * 1000)), timeout=10 + wait)
         self._poll_call = call  # read by stop() and the signal handler, to cancel it

@@ -18,10 +18,12 @@ from typing import Iterator
 import grpc
 
 from teenet.approval import Decision, sign_decision
-from teenet.errors import TeenetError
+from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
+from teenet.reasons import Reason, check_named_in, transport_check
+from teenet.revocation import ApprovalRevocation, decision_digest, sign_revocation
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.sealing import StreamBinding, TableKey, seal_table
@@ -49,6 +51,7 @@ class DataRole:
         self._uploading: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
+        self._withheld: set[str] = set()  # withdrawn jobs whose upload was refused (audited once)
         self._lock = threading.Lock()
 
     # decisions ----------------------------------------------------------------------------
@@ -61,9 +64,13 @@ class DataRole:
             log.warning("job %s refused: %s", item.job_id[:16], exc)
             rt.audit("job_refused", job_id=item.job_id, reason=str(exc))
             if getattr(exc, "check", "") in AUTHENTIC_BUT_UNFIT and signed.job_id == item.job_id:
-                self._reject_unfit(signed, str(exc))
+                self._reject_unfit(signed, exc)
             return
         job_id = signed.job_id
+        if item.job_id != job_id:  # the coordinator's label; the signed digest is the id
+            rt.audit("job_refused", job_id=item.job_id, reason=f"job.id: the work item's id is not the digest "
+                                                               f"of its signed job ({job_id[:16]})")
+            return
         if rt.store.remember_job(job_id, signed.canonical_spec, signed.analyst, signed.signature,
                                  spec.name, spec.function):
             rt.audit("job_received", job_id=job_id, analyst=spec.analyst, function=spec.function, name=spec.name)
@@ -72,12 +79,14 @@ class DataRole:
             existing = self._decide(job_id, spec)
         if existing is None:
             return  # waiting for an operator
+        if rt.store.revoked(job_id):
+            return  # withdrawn before it was even sent; the revocation goes out instead
         call_with_retry(lambda: rt.coordinator.stub.SubmitDecision(pb.SignedDecision(
             job_id=existing.job_id, party=existing.party, decision=existing.decision,
             signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
         rt.store.mark_decision_sent(job_id)
 
-    def _reject_unfit(self, signed: SignedJob, reason: str) -> None:
+    def _reject_unfit(self, signed: SignedJob, exc: TeenetError) -> None:
         """An analyst's genuine job that does not fit this node's view of the consortium (a
         table, column or member it does not know): reject it with the reason, once, so the
         job fails visibly instead of waiting for a decision that never comes."""
@@ -91,10 +100,11 @@ class DataRole:
             except (ValueError, AttributeError):
                 name, function = "?", "?"
             rt.store.remember_job(job_id, signed.canonical_spec, signed.analyst, signed.signature, name, function)
+            # The signed reason leaves the node: the check and the field, not the job's text.
             decision = Decision(job_id=job_id, party=rt.name, decision="reject",
-                                reason=f"{rt.name} cannot check this job: {reason}", function=function)
+                                reason=Reason.of("job.uncheckable", exc, party=rt.name).text(), function=function)
             existing = rt.store.store_decision(sign_decision(decision, rt.keys.signing), "rejected", decision.reason)
-            rt.audit("rejected", job_id=job_id, reason=decision.reason, decided_by="policy")
+            rt.audit("rejected", job_id=job_id, reason=decision.reason, detail=str(exc), decided_by="policy")
         call_with_retry(lambda: rt.coordinator.stub.SubmitDecision(pb.SignedDecision(
             job_id=existing.job_id, party=existing.party, decision=existing.decision,
             signature=existing.signature), timeout=10), what="submit decision", stop=rt.stopping)
@@ -146,6 +156,8 @@ class DataRole:
             due = [at - now for at in self._retry_at.values() if at > now]
         if self.rt.store.jobs("pending"):
             due.append(interval)
+        if self.rt.store.revocations_to_sign() or self.rt.store.unsent_revocations():
+            due.append(interval)
         return max(0.05, min(due)) if due else None
 
     # uploads ------------------------------------------------------------------------------
@@ -165,9 +177,11 @@ class DataRole:
         rt = self.rt
         job_id = item.job_id
         record = rt.store.job(job_id)
-        if record is None or record.status not in ("approved", "uploaded"):
+        if record is None or record.status not in ("approved", "uploaded", "revoked"):
             return  # never approved here: ship nothing
         signed = SignedJob(record.canonical_spec, record.analyst, record.signature)
+        if signed.job_id != job_id:  # the record is keyed by the digest it was stored under
+            raise TeenetError(f"job.id: stored job {job_id[:16]} does not hash to its id")
         spec = verify_signed_job(signed, rt.consortium)
         mine = [inp for inp in spec.inputs if inp.party == rt.name]
         done = rt.store.uploads(job_id)
@@ -181,15 +195,29 @@ class DataRole:
         try:
             offer = ComputeOffer(o.job_id, o.compute, HpkeSuite.parse(o.hpke_suite), o.hpke_public_key,
                                  o.signing_public_key, o.evidence, o.endpoint)
+            if offer.job_id != job_id:  # the offer must be for the very record this node ships for
+                raise VerificationError("offer.job", "the compute offer is for another job",
+                                        expected=job_id[:16], found=offer.job_id[:16])
             if offer.compute != spec.compute:
-                raise TeenetError(f"offer comes from '{offer.compute}', the job names '{spec.compute}'")
+                raise VerificationError("offer.compute", "the offer comes from another compute node",
+                                        expected=spec.compute, found=offer.compute)
             verified = verify_compute_offer(offer, bytes.fromhex(job_id), rt.compute_policy, rt.enclave.roots)
         except TeenetError as exc:
-            reason = f"{rt.name} refused the compute enclave: {exc}"
-            log.warning("job %s: %s", job_id[:16], reason)
-            rt.store.set_status(job_id, "failed", reason)
+            reason = Reason.of("compute.refused", exc, party=rt.name).text()
+            log.warning("job %s: %s: %s", job_id[:16], reason, exc)
+            rt.store.set_status(job_id, "failed", f"{rt.name} refused the compute enclave: {exc}")
             rt.audit("compute_refused", job_id=job_id, reason=str(exc))
             self._report(job_id, "failed", reason)
+            return
+        if not rt.store.begin_sealing(job_id):
+            # The owner withdrew its approval: no key of this job is ever sealed, whatever the
+            # coordinator relays or hides (the same transaction as `teenet approvals revoke`).
+            with self._lock:
+                first = job_id not in self._withheld
+                self._withheld.add(job_id)
+            if first:
+                rt.audit("upload_withheld", job_id=job_id, reason="approval.revoked: the owner withdrew its approval")
+                log.info("job %s: approval withdrawn; nothing is sealed or shipped", job_id[:16])
             return
         endpoint = rt.consortium.member(spec.compute).endpoint  # from the consortium file, not the coordinator
         session = DataEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester)
@@ -228,10 +256,13 @@ class DataRole:
                 def failed_to_read() -> bool:
                     if not read_error:
                         return False
-                    reason = f"{rt.name} could not read {inp.table}: {read_error[0]}"
-                    log.warning("job %s: %s", job_id[:16], reason)
-                    rt.store.set_status(job_id, "failed", reason)
-                    rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason)
+                    # The reader's text may quote the bad cell: it stays in this owner's own
+                    # audit and log; the reason that leaves names the table and column only.
+                    reason = Reason.of("input.unreadable", read_error[0], party=rt.name, table=inp.table).text()
+                    detail = f"{rt.name} could not read {inp.table}: {read_error[0]}"
+                    log.warning("job %s: %s", job_id[:16], detail)
+                    rt.store.set_status(job_id, "failed", detail)
+                    rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason, detail=detail)
                     self._report(job_id, "failed", reason)
                     return True
 
@@ -250,14 +281,17 @@ class DataRole:
                                      MAX_UPLOAD_ATTEMPTS)
                             return
                         detail = " ".join((exc.details() or "").split())[:200]
-                        reason = (f"{rt.name} could not ship {inp.table} to {spec.compute}: the connection "
-                                  f"failed {attempts} times ({exc.code().name}: {detail})")
-                        rt.store.set_status(job_id, "failed", reason)
-                        rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason)
+                        reason = Reason("input.unshippable", transport_check(exc.code().name, detail),
+                                        party=rt.name, table=inp.table, field=spec.compute).text()
+                        full = (f"{rt.name} could not ship {inp.table} to {spec.compute}: the connection "
+                                f"failed {attempts} times ({exc.code().name}: {detail})")
+                        rt.store.set_status(job_id, "failed", full)
+                        rt.audit("upload_failed", job_id=job_id, table=inp.table, reason=reason, detail=full)
                         self._report(job_id, "failed", reason)
                         return
-                    reason = f"compute node refused {rt.name}/{inp.table}: {exc.details()}"
-                    rt.store.set_status(job_id, "failed", reason)
+                    reason = Reason("upload.refused", check_named_in(exc.details() or ""), party=rt.name,
+                                    table=inp.table).text()
+                    rt.store.set_status(job_id, "failed", f"compute node refused {rt.name}/{inp.table}: {exc.details()}")
                     rt.audit("upload_refused", job_id=job_id, table=inp.table, reason=exc.details() or "")
                     self._report(job_id, "failed", reason)
                     return
@@ -283,8 +317,34 @@ class DataRole:
         if event == "uploaded":
             rt.store.mark_upload_reported(job_id, detail)
 
+    # revocations --------------------------------------------------------------------------
+    def send_revocations(self) -> None:
+        """Sign each withdrawal an operator recorded (`teenet approvals revoke`), audit it, and
+        send it to the coordinator; retried on every poll until the coordinator takes it."""
+        rt = self.rt
+        for job_id, operator, reason in rt.store.revocations_to_sign():
+            decision = rt.store.decision(job_id, rt.name)
+            body = ApprovalRevocation(job_id=job_id, party=rt.name,
+                                      decision_sha256=decision_digest(decision.decision if decision else b""),
+                                      revoked_at=int(time.time()), reason=reason[:512])
+            signed = sign_revocation(body, rt.keys.signing)
+            rt.store.store_signed_revocation(job_id, signed.revocation, signed.signature)
+            rt.audit("approval_revoked", job_id=job_id, operator=operator, reason=reason)
+            log.info("job %s: approval withdrawn by operator:%s", job_id[:16], operator)
+        for job_id, revocation, signature in rt.store.unsent_revocations():
+            try:
+                rt.coordinator.stub.WithdrawApproval(pb.SignedApprovalRevocation(
+                    job_id=job_id, party=rt.name, revocation=revocation, signature=signature), timeout=10)
+            except grpc.RpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    log.info("job %s: revocation not delivered yet (%s)", job_id[:16], exc.code().name)
+                    continue
+                log.warning("job %s: coordinator refused the revocation: %s %s", job_id[:16], exc.code().name,
+                            exc.details())
+            rt.store.mark_revocation_sent(job_id)
+
     def on_stop(self, item: pb.WorkItem) -> None:
         record = self.rt.store.job(item.job_id)
-        if record is not None and record.status not in ("stopped", "failed", "rejected"):
+        if record is not None and record.status not in ("stopped", "failed", "rejected", "revoked"):
             self.rt.store.set_status(item.job_id, "stopped", item.reason)
             self.rt.audit("job_stopped", job_id=item.job_id, reason=item.reason)

@@ -8,6 +8,7 @@ auto-approve rule covers it and otherwise waits for `teenet approvals approve`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -64,8 +65,9 @@ def evaluate(spec, policy, party: str, table_columns: dict[str, Sequence[str]]) 
 
 
 def decision_for(spec, job_id: str, party: str, policy, compute_measurements: Sequence[str], *,
-                 approve: bool, reason: str, decided_by: str) -> Decision:
-    """The signed-to-be decision: for an approval, exactly the terms this owner agrees to."""
+                 approve: bool, reason: str, decided_by: str, now: float | None = None) -> Decision:
+    """The signed-to-be decision: for an approval, exactly the terms this owner agrees to,
+    until `now` + the policy's approval_validity."""
     if not approve:
         return Decision(job_id=job_id, party=party, decision="reject", reason=reason, function=spec.function,
                         compute=spec.compute, decided_by=decided_by)
@@ -78,4 +80,5 @@ def decision_for(spec, job_id: str, party: str, policy, compute_measurements: Se
         compute_measurements=tuple(m.lower() for m in compute_measurements),
         min_group_size=int(policy.min_group_size), id_recipients=tuple(policy.id_recipients),
         decided_by=decided_by,
+        not_after=int(time.time() if now is None else now) + int(policy.approval_validity),
     )

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from teenet.approval import SignedDecision
+from teenet.approval import Decision, SignedDecision
+from teenet.errors import InputError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     signature BLOB NOT NULL,
     name TEXT NOT NULL,
     function TEXT NOT NULL,
-    status TEXT NOT NULL,         -- pending | approved | rejected | uploaded | failed | stopped
+    status TEXT NOT NULL,         -- pending | approved | rejected | uploaded | failed | stopped | revoked
     reason TEXT NOT NULL DEFAULT '',
     received_at REAL NOT NULL,
     updated_at REAL NOT NULL
@@ -58,6 +59,29 @@ CREATE TABLE IF NOT EXISTS compute_jobs (
     job_id TEXT PRIMARY KEY,
     accepted_at REAL NOT NULL,
     ended_at REAL
+);
+-- An operator's withdrawal of this node's approval (`teenet approvals revoke`), and its
+-- signed form once the daemon made it. Never after a table key of the job was sealed.
+CREATE TABLE IF NOT EXISTS revocations (
+    job_id TEXT PRIMARY KEY REFERENCES jobs(job_id),
+    operator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    revocation BLOB,
+    signature BLOB,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+-- The first time a table key of a job is about to be sealed: from then on the approval
+-- cannot be withdrawn (the enclave may already hold the key).
+CREATE TABLE IF NOT EXISTS sealing (
+    job_id TEXT PRIMARY KEY REFERENCES jobs(job_id),
+    at REAL NOT NULL
+);
+-- Jobs a compute enclave refused (a bad signature, approval or id): never taken later.
+-- With compute_jobs, the durable "seen" set: no restart runs or re-keys a digest twice.
+CREATE TABLE IF NOT EXISTS compute_refused (
+    job_id TEXT PRIMARY KEY,
+    refused_at REAL NOT NULL
 );
 """
 SCHEMA_VERSION = "1"
@@ -176,6 +200,66 @@ class NodeStore:
                                      (job_id,)).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
+    # revocations -------------------------------------------------------------------------
+    def revoke(self, job_id: str, operator: str, reason: str) -> None:
+        """Withdraw this node's approval of `job_id`, atomically with the check that no table
+        key of it was sealed (`begin_sealing` takes the same lock): InputError otherwise."""
+        with self._tx() as c:
+            row = c.execute("SELECT status FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            decision = c.execute("SELECT decision FROM decisions WHERE job_id=?", (job_id,)).fetchone()
+            if decision is None or not Decision.from_canonical(bytes(decision[0])).approved:
+                raise InputError(f"job {job_id[:12]} was not approved by this node; there is nothing to withdraw")
+            sealed = c.execute("SELECT at FROM sealing WHERE job_id=?", (job_id,)).fetchone()
+            if sealed is not None:
+                raise InputError(f"job {job_id[:12]}: a table key was already sealed to the compute enclave "
+                                 f"at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(sealed[0]))}; "
+                                 "an approval can be withdrawn only before that")
+            if c.execute("SELECT 1 FROM revocations WHERE job_id=?", (job_id,)).fetchone():
+                raise InputError(f"job {job_id[:12]}: the approval was already withdrawn")
+            c.execute("INSERT INTO revocations (job_id, operator, reason, at) VALUES (?,?,?,?)",
+                      (job_id, operator, reason, time.time()))
+            c.execute("UPDATE jobs SET status='revoked', reason=?, updated_at=? WHERE job_id=?",
+                      (f"approval withdrawn by operator:{operator}", time.time(), job_id))
+
+    def revoked(self, job_id: str) -> bool:
+        with self._lock:
+            return bool(self._conn.execute("SELECT 1 FROM revocations WHERE job_id=?", (job_id,)).fetchone())
+
+    def revocations_to_sign(self) -> list[tuple[str, str, str]]:
+        """(job_id, operator, reason) of withdrawals the daemon has not signed yet."""
+        with self._lock:
+            rows = self._conn.execute("SELECT job_id, operator, reason FROM revocations WHERE revocation IS NULL")
+            return [(r[0], r[1], r[2]) for r in rows.fetchall()]
+
+    def store_signed_revocation(self, job_id: str, revocation: bytes, signature: bytes) -> tuple[bytes, bytes]:
+        """Keep the first signed form (durably) and return whichever is kept."""
+        with self._tx() as c:
+            c.execute("UPDATE revocations SET revocation=?, signature=? WHERE job_id=? AND revocation IS NULL",
+                      (revocation, signature, job_id))
+            row = c.execute("SELECT revocation, signature FROM revocations WHERE job_id=?", (job_id,)).fetchone()
+        return bytes(row[0]), bytes(row[1])
+
+    def unsent_revocations(self) -> list[tuple[str, bytes, bytes]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT job_id, revocation, signature FROM revocations "
+                                      "WHERE revocation IS NOT NULL AND sent=0")
+            return [(r[0], bytes(r[1]), bytes(r[2])) for r in rows.fetchall()]
+
+    def mark_revocation_sent(self, job_id: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE revocations SET sent=1 WHERE job_id=?", (job_id,))
+
+    def begin_sealing(self, job_id: str) -> bool:
+        """Note, durably, that a table key of `job_id` is about to be sealed; False (and
+        nothing noted) if the approval was withdrawn. From here on it cannot be."""
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM revocations WHERE job_id=?", (job_id,)).fetchone():
+                return False
+            c.execute("INSERT OR IGNORE INTO sealing VALUES (?,?)", (job_id, time.time()))
+            return True
+
     # uploads ------------------------------------------------------------------------------
     def record_upload(self, job_id: str, party_table: str, rows: int) -> None:
         with self._tx() as c:
@@ -192,10 +276,27 @@ class NodeStore:
             c.execute("UPDATE uploads SET reported=1 WHERE job_id=? AND party_table=?", (job_id, party_table))
 
     # compute jobs -------------------------------------------------------------------------
-    def remember_compute_job(self, job_id: str) -> None:
-        """Durably note that this compute node holds keys for `job_id` (before it offers them)."""
+    def remember_compute_job(self, job_id: str) -> bool:
+        """Durably note that this compute node makes keys for `job_id` (before it makes or
+        offers them). False if the digest was ever taken or refused before: it is not taken again."""
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO compute_jobs (job_id, accepted_at) VALUES (?,?)", (job_id, time.time()))
+            if c.execute("SELECT 1 FROM compute_refused WHERE job_id=?", (job_id,)).fetchone():
+                return False
+            cur = c.execute("INSERT OR IGNORE INTO compute_jobs (job_id, accepted_at) VALUES (?,?)",
+                            (job_id, time.time()))
+            return cur.rowcount == 1
+
+    def refuse_compute_job(self, job_id: str) -> None:
+        """Durably note that this compute node refused `job_id`; it is never taken later."""
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO compute_refused VALUES (?,?)", (job_id, time.time()))
+
+    def compute_job_seen(self, job_id: str) -> bool:
+        """Whether this compute node ever took (made keys for) or refused `job_id`."""
+        with self._lock:
+            return bool(self._conn.execute(
+                "SELECT 1 FROM compute_jobs WHERE job_id=? UNION SELECT 1 FROM compute_refused WHERE job_id=?",
+                (job_id, job_id)).fetchone())
 
     def end_compute_job(self, job_id: str) -> None:
         with self._tx() as c:

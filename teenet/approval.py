@@ -37,6 +37,9 @@ class Decision:
     min_group_size: int = 1
     id_recipients: tuple[str, ...] = ()
     decided_by: str = "policy"  # policy | operator:<name>
+    # Unix seconds after which the approval no longer holds (the owner's policy sets it;
+    # teenet.revocation checks it). None only on a rejection.
+    not_after: int | None = None
 
     @property
     def approved(self) -> bool:
@@ -51,6 +54,7 @@ class Decision:
             "compute_measurements": list(self.compute_measurements),
             "min_group_size": self.min_group_size, "id_recipients": list(self.id_recipients),
             "decided_by": self.decided_by,
+            **({"not_after": self.not_after} if self.not_after is not None else {}),
         }
 
     def canonical(self) -> bytes:
@@ -73,6 +77,7 @@ class Decision:
                 min_group_size=int(data["min_group_size"]),
                 id_recipients=tuple(str(x) for x in data["id_recipients"]),
                 decided_by=str(data["decided_by"]),
+                not_after=int(data["not_after"]) if "not_after" in data else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise InputError("decision does not follow the teenet/decision/v1 schema") from None

@@ -229,6 +229,7 @@ class OwnerPolicy:
     recipients: tuple[str, ...] = ()
     id_recipients: tuple[str, ...] = ()
     auto_approve: tuple[AutoApproveRule, ...] = ()
+    approval_validity: int = 86_400  # seconds an approval holds (its not_after)
     compute_attestation: Mapping[str, Any] | None = None
     data_attestation: Mapping[str, Any] | None = None
 
@@ -414,7 +415,7 @@ def _table_sources(node: Located, base: Path) -> Mapping[str, TableSource]:
 def _owner_policy(node: Located, consortium: Consortium, member: Member,
                   sources: Mapping[str, TableSource]) -> OwnerPolicy:
     f = node.mapping(required=("analysts", "functions", "tables", "recipients", "compute_attestation"),
-                     optional=("min_group_size", "id_recipients", "auto_approve"),
+                     optional=("min_group_size", "id_recipients", "auto_approve", "approval_validity"),
                      what="an owner policy mapping")
     analysts = _members(f["analysts"], consortium, role="analyst")
     functions = _functions(f["functions"], FUNCTIONS)
@@ -453,6 +454,8 @@ def _owner_policy(node: Located, consortium: Consortium, member: Member,
         min_group_size=(f["min_group_size"].integer(minimum=1, maximum=1_000_000)
                         if "min_group_size" in f else 10),
         recipients=recipients, id_recipients=id_recipients, auto_approve=tuple(rules),
+        approval_validity=(f["approval_validity"].integer(minimum=1, maximum=366 * 86_400)
+                           if "approval_validity" in f else 86_400),
         compute_attestation=attestation_section(f["compute_attestation"]))
 
 

@@ -141,20 +141,22 @@ class PollRequest(_message.Message):
     def __init__(self, node: _Optional[str] = ..., since: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
 
 class WorkItem(_message.Message):
-    __slots__ = ("kind", "job_id", "job", "decisions", "offer", "reason")
+    __slots__ = ("kind", "job_id", "job", "decisions", "offer", "reason", "revocations")
     KIND_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     job_id: str
     job: SignedJob
     decisions: _containers.RepeatedCompositeFieldContainer[SignedDecision]
     offer: ComputeOffer
     reason: str
-    def __init__(self, kind: _Optional[str] = ..., job_id: _Optional[str] = ..., job: _Optional[_Union[SignedJob, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[SignedDecision, _Mapping]]] = ..., offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    revocations: _containers.RepeatedCompositeFieldContainer[SignedApprovalRevocation]
+    def __init__(self, kind: _Optional[str] = ..., job_id: _Optional[str] = ..., job: _Optional[_Union[SignedJob, _Mapping]] = ..., decisions: _Optional[_Iterable[_Union[SignedDecision, _Mapping]]] = ..., offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., reason: _Optional[str] = ..., revocations: _Optional[_Iterable[_Union[SignedApprovalRevocation, _Mapping]]] = ...) -> None: ...
 
 class PollReply(_message.Message):
     __slots__ = ("items", "generation")
@@ -265,6 +267,18 @@ class Ack(_message.Message):
     ok: bool
     detail: str
     def __init__(self, ok: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class SignedApprovalRevocation(_message.Message):
+    __slots__ = ("job_id", "party", "revocation", "signature")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    party: str
+    revocation: bytes
+    signature: bytes
+    def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., revocation: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class KeyEnvelope(_message.Message):
     __slots__ = ("job_id", "party", "table", "sealed_key", "evidence", "signing_public_key", "signature")

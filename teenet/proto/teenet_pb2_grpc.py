@@ -89,6 +89,11 @@ class CoordinatorStub:
                 request_serializer=teenet__pb2.AuditRequest.SerializeToString,
                 response_deserializer=teenet__pb2.AuditReply.FromString,
                 _registered_method=True)
+        self.WithdrawApproval = channel.unary_unary(
+                '/teenet.v1.Coordinator/WithdrawApproval',
+                request_serializer=teenet__pb2.SignedApprovalRevocation.SerializeToString,
+                response_deserializer=teenet__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -160,6 +165,12 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WithdrawApproval(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +228,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetAudit,
                     request_deserializer=teenet__pb2.AuditRequest.FromString,
                     response_serializer=teenet__pb2.AuditReply.SerializeToString,
+            ),
+            'WithdrawApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawApproval,
+                    request_deserializer=teenet__pb2.SignedApprovalRevocation.FromString,
+                    response_serializer=teenet__pb2.Ack.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +532,33 @@ class Coordinator:
             '/teenet.v1.Coordinator/GetAudit',
             teenet__pb2.AuditRequest.SerializeToString,
             teenet__pb2.AuditReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/teenet.v1.Coordinator/WithdrawApproval',
+            teenet__pb2.SignedApprovalRevocation.SerializeToString,
+            teenet__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,

@@ -128,17 +128,50 @@ def start_node(directory: Path, name: str, *, pythonpath: Path | None = None, ti
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     args = ["node", "serve", "--config", f"{name}.yaml"]
+    offset = log.stat().st_size if log.exists() else 0  # a restart appends: wait for the new start
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "teenet.cli.main", "--verbose", *args], cwd=directory,
                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
-    p = {"name": name, "pid": proc.pid, "log": str(log), "args": args, "log_offset": 0}
+    p = {"name": name, "pid": proc.pid, "log": str(log), "args": args, "log_offset": offset}
     pf = directory / PROCESS_FILE
     procs = json.loads(pf.read_text()) if pf.exists() else []
     pf.parent.mkdir(parents=True, exist_ok=True)
     pf.write_text(json.dumps(procs + [p], indent=2))
     _wait_ready(p, " up; enclave ", timeout)
     return p
+
+
+def restart_node(directory: Path, name: str, timeout: float = 30.0) -> dict:
+    """Stop the running `name` daemon of this sandbox (SIGTERM, by its pid in the process
+    file, which this test run started) and start it again with the same state."""
+    import signal
+
+    from teenet.cli.sandbox import PROCESS_FILE
+
+    pf = directory / PROCESS_FILE
+    procs = json.loads(pf.read_text())
+    mine = [p for p in procs if p["name"] == name]
+    for p in mine:
+        try:
+            os.kill(p["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:  # a child of this test process stays a zombie until reaped
+                if os.waitpid(p["pid"], os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                try:
+                    os.kill(p["pid"], 0)
+                except ProcessLookupError:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"{name} (pid {p['pid']}) did not stop within {timeout:.0f}s")
+    pf.write_text(json.dumps([p for p in procs if p["name"] != name], indent=2))
+    return start_node(directory, name)
 
 
 def one_byte_copy(dest: Path) -> tuple[Path, str]:
@@ -213,6 +246,14 @@ class Analyst:
             time.sleep(0.1)
             st = self.status(job_id)
         return st
+
+    def cancel(self, job_id: str, reason: str) -> pb.JobStatus:
+        from teenet.canonical import domain_message
+
+        signature = self.keys.signing.sign(domain_message("teenet/cancel/v1", bytes.fromhex(job_id),
+                                                          reason.encode("utf-8")))
+        return self.stub.CancelJob(pb.CancelRequest(job_id=job_id, analyst=self.name, reason=reason,
+                                                    signature=signature), timeout=10)
 
     def result(self, job_id: str):
         """What `teenet job result` does: fetch, verify offline, open."""

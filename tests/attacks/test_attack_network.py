@@ -246,6 +246,9 @@ def test_mitm_terminating_tls_as_compute_1_is_refused(net, analyst, tmp_path, wh
         server.stop(0)
     assert st.state == "failed" and "could not ship" in st.reason, st.reason
     net.extra.setdefault("impostor_reasons", {})[who] = st.reason
+    party = st.reason.split()[0]
+    net.extra.setdefault("impostor_details", {})[who] = " ".join(
+        e.get("detail", "") for e in net.audit_for(party, job_id, "upload_failed"))
     assert servicer.calls == 0  # the data nodes never sent the impostor a single upload
     _no_table_reached_compute(net, job_id)
     logs = "".join(net.log_text(p) for p, _ in PARTIES)
@@ -255,9 +258,13 @@ def test_mitm_terminating_tls_as_compute_1_is_refused(net, analyst, tmp_path, wh
 def test_the_impostor_refusal_names_the_tls_check_that_failed(net):
     reasons = net.extra.get("impostor_reasons", {})
     assert len(reasons) == 2
-    assert "Tls handshake failed" in reasons["another CA's compute-1"]
-    assert "BAD_SIGNATURE" in reasons["another CA's compute-1"]
-    assert "Hostname Verification" in reasons["telco's consortium cert"]
+    # The reason outside names the TLS check; gRPC's own words stay in the owner's audit.
+    assert reasons["another CA's compute-1"].endswith("to compute-1: tls.handshake"), reasons
+    assert reasons["telco's consortium cert"].endswith("to compute-1: tls.hostname"), reasons
+    details = net.extra["impostor_details"]
+    assert "Tls handshake failed" in details["another CA's compute-1"]
+    assert "BAD_SIGNATURE" in details["another CA's compute-1"]
+    assert "Hostname Verification" in details["telco's consortium cert"]
 
 
 # --- B. an insider with a valid consortium TLS identity calls the Compute service ------------
@@ -428,8 +435,9 @@ def test_a_compute_enclave_whose_code_differs_by_one_byte_gets_nothing(net, anal
     job_id = analyst.submit(psi("compute-2"))
     st = analyst.wait(job_id)
     assert st.state == "failed"
-    assert "approval.measurement" in st.reason and altered in st.reason and original in st.reason, st.reason
-    assert net.audit_for("compute-2", job_id, "job_failed")
+    assert st.reason == "compute enclave refused the job: approval.measurement", st.reason
+    failed = net.audit_for("compute-2", job_id, "job_failed")  # the detail stays in the node's own audit
+    assert failed and altered in failed[0]["detail"] and original in failed[0]["detail"], failed
     assert net.audit_for("compute-2", job_id, "job_accepted") == []  # no keys, no offer
     assert list(st.uploaded) == []
     _no_table_reached_compute(net, job_id, "compute-2")

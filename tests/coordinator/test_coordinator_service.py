@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coordinator_testkit import World, offer_fields, serve_coordinator
-from teenet.audit import AuditCheckpoint, AuditEntry, verify_chain
+from teenet.audit import AuditCheckpoint, AuditEntry, entry_hash_of, verify_chain
 from teenet.pki import DevPki, TlsFiles, secure_channel
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
@@ -90,16 +90,22 @@ def test_the_whole_flow_over_grpc(world, network):
     assert job_id in [j.job_id for j in listed]
     assert job_id not in [j.job_id for j in stub("eve").ListJobs(pb.ListJobsRequest(), timeout=10).jobs]
 
-    # the audit chain, fetched over the wire, verifies against the coordinator's key
-    audit = stub("eve").GetAudit(pb.AuditRequest(after_seq=0, limit=1000), timeout=10)
+    # the audit, fetched over the wire: a member of the job reads its entries, each link's hash
+    # verifies; the whole chain verifies against the coordinator's key where it is kept
+    audit = stub("alice").GetAudit(pb.AuditRequest(after_seq=0, limit=1000), timeout=10)
     entries = [AuditEntry(e.seq, bytes.fromhex(e.prev_hash), bytes.fromhex(e.entry_hash), e.payload.encode())
                for e in audit.entries]
+    assert entries and all(e.entry_hash == entry_hash_of(e.seq, e.prev_hash, e.payload) for e in entries)
+    assert any(e.event.get("to") == "succeeded" and e.event.get("job_id") == job_id for e in entries)
     cp = audit.checkpoint
     checkpoints = [AuditCheckpoint(cp.seq, bytes.fromhex(cp.entry_hash), cp.signature,
                                    base64.b64decode(cp.signer_public_key))] if cp.seq else []
-    report = verify_chain(entries, checkpoints, running.coordinator.audit.public_key)
+    whole = running.coordinator.audit.entries(after=0, limit=10000)
+    report = verify_chain(whole, checkpoints, running.coordinator.audit.public_key)
     assert report.ok and report.checkpoints == 1
-    assert any(e.event.get("to") == "succeeded" and e.event.get("job_id") == job_id for e in entries)
+    # a member with no part in the job reads none of its entries
+    outside = stub("eve").GetAudit(pb.AuditRequest(after_seq=0, limit=1000), timeout=10).entries
+    assert [e for e in outside if job_id in e.payload] == []
 
 
 def test_duplicate_submission_over_grpc(world, network):

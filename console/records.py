@@ -26,7 +26,8 @@ PHASES: Mapping[str, str] = {
     "rejected": "rejected", "released_table": "uploaded", "compute_refused": "attestation refused",
     "upload_failed": "failed", "upload_refused": "failed", "job_failed": "failed", "job_stopped": "stopped",
     "job_accepted": "accepted", "table_received": "table received", "released_results": "released",
-    "job_dropped": "stopped", "job_refused": "refused",
+    "job_dropped": "stopped", "job_refused": "refused", "approval_revoked": "approval revoked",
+    "upload_withheld": "withheld (approval revoked)", "upload_broken": "upload broken",
 }
 
 

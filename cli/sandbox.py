@@ -1,9 +1,11 @@
-"""`teenet sandbox init|up|down`: a whole consortium on one machine, on loopback.
+"""`teenet sandbox init|up|status|down`: a whole consortium on one machine, on loopback.
 
 `init` writes a development PKI, member keys, a simulated TEE platform, a consortium file,
 configs for three data nodes (bank, telco, insurer), one compute node and a coordinator,
-synthetic tables with overlapping customers (or the parties' own CSV/Parquet files), and
-example jobs. `up` starts every daemon as its own process; `down` stops them.
+synthetic tables with overlapping customers (or only the parties' own CSV/Parquet files,
+with jobs made from their columns: cli/sandbox_jobs.py), and example jobs. `up` starts
+each daemon that is not running as its own process, `status` says which are up, `down`
+stops them.
 """
 
 from __future__ import annotations
@@ -68,32 +70,67 @@ def _own_tables(specs: list[str]) -> dict[str, dict[str, Path]]:
 
 
 def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str, Path]] | None = None,
-                 force: bool = False, computes: int = 1) -> dict:
-    """Create a sandbox consortium in `directory`; returns a summary."""
+                 force: bool = False, computes: int = 1, jobs_from_data: bool = True) -> dict:
+    """Create a sandbox consortium in `directory`; returns a summary.
+
+    With `own` tables, the consortium's data parties are the parties that gave files and
+    nothing synthetic is written; the jobs are made from the files' own columns
+    (cli/sandbox_jobs.py). A failure leaves no half-made folder behind: a folder this
+    call created is removed again. `jobs_from_data=False` (the benchmark, which writes its
+    own jobs) skips reading the files and writes no example jobs for them.
+    """
+    directory = directory.resolve()
+    if (directory / "consortium.yaml").exists() and not force:
+        raise InputError(f"{directory} already holds a sandbox; use --force to replace it")
+    if directory.exists() and not directory.is_dir():
+        raise InputError("exists and is not a folder", source=str(directory))
+    if not 1 <= computes <= 16:
+        raise InputError(f"--computes must be 1..16, got {computes}")
+    plan = None
+    if own and not jobs_from_data:
+        from teenet.cli.sandbox_jobs import JobPlan
+
+        plan = JobPlan({}, [])
+    elif own:
+        from teenet.cli.sandbox_jobs import inspect_table, plan_jobs
+
+        described = [inspect_table(party, table, path) for party in DATA_PARTIES
+                     for table, path in own.get(party, {}).items()]
+        plan = plan_jobs(described, ANALYST, compute_names(computes)[0])
+    created = not directory.exists()
+    try:
+        return _init_sandbox(directory, rows=rows, own=own or {}, plan=plan, computes=computes)
+    except BaseException:
+        if created:
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]], plan, computes: int) -> dict:
     from teenet.attestation.measure import enclave_manifest
     from teenet.attestation.sim import SimulatedPlatform
     from teenet.identity import MemberKeys
     from teenet.pki import DevPki
-    from teenet.cli.sandbox_data import generate
     from teenet.node.catalog import Catalog, CatalogTable
 
-    directory = directory.resolve()
-    if (directory / "consortium.yaml").exists() and not force:
-        raise InputError(f"{directory} already holds a sandbox; use --force to replace it")
     directory.mkdir(parents=True, exist_ok=True)
     pki = DevPki.create(directory / "pki")
     SimulatedPlatform.load_or_create(directory / "sim-platform")
     measurement = enclave_manifest().measurement().hex()
-    tables = generate(directory / "data", rows=rows)
-    for party, extra in (own or {}).items():
-        tables[party] = dict(extra)  # the party's own files replace its synthetic ones
+    if own:  # the parties' own files only: no synthetic table nobody's job reads
+        tables = {party: dict(own[party]) for party in DATA_PARTIES if party in own}
+    else:
+        from teenet.cli.sandbox_data import generate
+
+        tables = generate(directory / "data", rows=rows)
+    parties = tuple(tables)
 
     members: dict[str, dict] = {}
     keys: dict[str, MemberKeys] = {}
-    if not 1 <= computes <= 16:
-        raise InputError(f"--computes must be 1..16, got {computes}")
     compute_nodes = compute_names(computes)
-    for name in (*DATA_PARTIES, *compute_nodes, ANALYST):
+    for name in (*parties, *compute_nodes, ANALYST):
         k = MemberKeys.generate()
         k.save(directory / "members" / name / "keys")
         keys[name] = k
@@ -102,11 +139,11 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
     coordinator_port = _free_port()
     compute_ports = {name: _free_port() for name in compute_nodes}
     # Every daemon's web console, on loopback (its operator token: console.token by its keys).
-    consoles = {name: {"listen": f"127.0.0.1:{_free_port()}"} for name in (*DATA_PARTIES, *compute_nodes)}
+    consoles = {name: {"listen": f"127.0.0.1:{_free_port()}"} for name in (*parties, *compute_nodes)}
     consoles[COORDINATOR] = {"listen": f"127.0.0.1:{_free_port()}", "token_file": "state/coordinator/console.token"}
     sim_attestation = {"allow_simulated": True, "measurements": [measurement]}
 
-    for party in DATA_PARTIES:
+    for party in parties:
         catalog = Catalog({t: CatalogTable(t, p.suffix.lstrip(".").lower(), p, None, None)
                            for t, p in tables[party].items()})
         members[party] = {"role": "data", **keys[party].public().to_config(),
@@ -125,8 +162,8 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
     def tls(name: str) -> dict:
         return {"ca": "pki/ca.pem", "cert": f"pki/{name}.pem", "key": f"pki/{name}.key"}
 
-    everyone = [*DATA_PARTIES, ANALYST]
-    for party in DATA_PARTIES:
+    everyone = [*parties, ANALYST]
+    for party in parties:
         cols = members[party]["tables"]
         _dump(directory / f"{party}.yaml", {
             "node": party, "role": "data", "consortium": "consortium.yaml",
@@ -161,11 +198,19 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
         "analyst": ANALYST, "consortium": "consortium.yaml", "keys": f"members/{ANALYST}/keys",
         "tls": tls(ANALYST), "sim_dir": "sim-platform",
     })
-    _write_jobs(directory / "jobs", tables)
-    (directory / MANIFEST_FILE).write_text(json.dumps({"parties": list(DATA_PARTIES), "computes": compute_nodes}))
+    if plan is None:
+        _write_jobs(directory / "jobs", tables)
+        jobs, notes = ["psi-overlap", "spend-by-region", "default-risk"], []
+    else:
+        (directory / "jobs").mkdir(parents=True, exist_ok=True)
+        for name, text in plan.files.items():
+            (directory / "jobs" / f"{name}.yaml").write_text(text)
+        jobs, notes = list(plan.files), plan.notes
+    (directory / MANIFEST_FILE).write_text(json.dumps({"parties": list(parties), "computes": compute_nodes}))
     return {"directory": str(directory), "measurement": measurement, "coordinator": f"127.0.0.1:{coordinator_port}",
-            "computes": {n: f"127.0.0.1:{p}" for n, p in compute_ports.items()}, "parties": list(DATA_PARTIES),
-            "tables": {p: {t: str(x) for t, x in ts.items()} for p, ts in tables.items()}}
+            "computes": {n: f"127.0.0.1:{p}" for n, p in compute_ports.items()}, "parties": list(parties),
+            "tables": {p: {t: str(x) for t, x in ts.items()} for p, ts in tables.items()},
+            "jobs": [f"jobs/{j}.yaml" for j in jobs], "notes": notes}
 
 
 def _write_jobs(d: Path, tables: dict[str, dict[str, Path]]) -> None:
@@ -212,6 +257,9 @@ def init(directory: Path = typer.Argument(..., help="Folder for the sandbox."),
         c.print(f"sandbox in {summary['directory']}")
         c.print(f"  enclave measurement pinned by every owner: {summary['measurement']}")
         c.print("  [yellow]attestation is SIMULATED (allow_simulated: true): development only[/yellow]")
+        c.print(f"  jobs: {', '.join(summary['jobs']) or 'none'}")
+        for note in summary["notes"]:
+            c.print(f"  [yellow]not written[/yellow]: {note}")
         c.print(f"  next: teenet sandbox up {directory}")
 
     emit(summary, as_json, render)
@@ -260,40 +308,90 @@ def _wait_ready(p: dict, marker: str, timeout: float) -> None:
     raise TeenetError(f"{p['name']} did not become ready within {timeout:.0f}s (log: {log})")
 
 
+def _expected(directory: Path) -> list[tuple[str, list[str], str]]:
+    """Every process of the sandbox: (name, command line, the log line that says it is ready)."""
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    return [(COORDINATOR, ["coordinator", "serve", "--config", "coordinator.yaml"], "listening"),
+            *((name, ["node", "serve", "--config", f"{name}.yaml"], " up; enclave ")
+              for name in (*manifest["computes"], *manifest["parties"]))]
+
+
+def _sandbox(directory: Path) -> Path:
+    directory = directory.resolve()
+    if not (directory / "consortium.yaml").exists() or not (directory / MANIFEST_FILE).exists():
+        raise InputError(f"{directory} holds no sandbox; run `teenet sandbox init {directory}` first")
+    return directory
+
+
+def _running(p: dict) -> bool:
+    """The recorded process is alive and still ours (a pid can be reused after a reboot)."""
+    if not _alive(p["pid"]):
+        return False
+    try:
+        cmdline = Path(f"/proc/{p['pid']}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return p["args"][-1].encode() in cmdline
+
+
+def status_sandbox(directory: Path) -> list[dict]:
+    """Each process of the sandbox, up or down, in start order."""
+    directory = _sandbox(directory)
+    recorded = {p["name"]: p for p in _processes(directory)}
+    out = []
+    for name, _, _ in _expected(directory):
+        p = recorded.get(name)
+        up = p is not None and _running(p)
+        out.append({"name": name, "state": "up" if up else "down", "pid": p["pid"] if up else None,
+                    "log": str(directory / "logs" / f"{name}.log")})
+    return out
+
+
 def up_sandbox(directory: Path, timeout: float = 60.0) -> list[dict]:
+    """Start every process of the sandbox that is not running (all of them the first time).
+
+    Returns one entry per process with `started` true for those this call started. If one
+    fails to start, the ones this call started are stopped again; the others keep running.
+    """
     from teenet.attestation.measure import enclave_manifest
 
-    directory = directory.resolve()
-    if not (directory / "consortium.yaml").exists():
-        raise InputError(f"{directory} holds no sandbox; run `teenet sandbox init {directory}` first")
-    running = [p for p in _processes(directory) if _alive(p["pid"])]
-    if running:
-        raise TeenetError(f"the sandbox is already up ({len(running)} processes); `teenet sandbox down {directory}` first")
-    pinned = yaml.safe_load((directory / "consortium.yaml").read_text())["attestation"]["measurements"]
-    current = enclave_manifest().measurement().hex()
-    if current not in pinned:
-        raise TeenetError(f"the enclave code changed since `sandbox init` (measurement {current[:16]}... is not "
-                          f"pinned by the owners); re-run `teenet sandbox init --force {directory}`")
-    procs: list[dict] = []
+    directory = _sandbox(directory)
+    recorded = {p["name"]: p for p in _processes(directory) if _running(p)}
+    missing = [(n, a, m) for n, a, m in _expected(directory) if n not in recorded]
+    if missing:
+        pinned = yaml.safe_load((directory / "consortium.yaml").read_text())["attestation"]["measurements"]
+        current = enclave_manifest().measurement().hex()
+        if current not in pinned:
+            raise TeenetError(f"the enclave code changed since `sandbox init` (measurement {current[:16]}... is not "
+                              f"pinned by the owners); re-run `teenet sandbox init --force {directory}`")
     (directory / "run").mkdir(exist_ok=True)
+    procs = dict(recorded)
+    started: list[dict] = []
 
     def record() -> None:
-        (directory / PROCESS_FILE).write_text(json.dumps(procs, indent=2))
+        (directory / PROCESS_FILE).write_text(json.dumps(list(procs.values()), indent=2))
 
     try:
-        procs.append(start_process(directory, COORDINATOR, ["coordinator", "serve", "--config", "coordinator.yaml"]))
-        record()
-        _wait_ready(procs[-1], "listening", timeout)
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
-        for name in (*manifest["computes"], *manifest["parties"]):
-            procs.append(start_process(directory, name, ["node", "serve", "--config", f"{name}.yaml"]))
+        for name, args, marker in missing:
+            p = start_process(directory, name, args)
+            procs[name] = p
+            started.append(p)
             record()
-        for p in procs[1:]:
-            _wait_ready(p, " up; enclave ", timeout)
+            if name == COORDINATOR:  # the nodes connect to it at once
+                _wait_ready(p, marker, timeout)
+        markers = {n: m for n, _, m in missing}
+        for p in started:
+            if p["name"] != COORDINATOR:
+                _wait_ready(p, markers[p["name"]], timeout)
     except BaseException:
-        down_sandbox(directory)
+        _stop(started)
+        for p in started:
+            procs.pop(p["name"], None)
+        record()
         raise
-    return procs
+    record()
+    names = {p["name"] for p in started}
+    return [procs[n] | {"started": n in names} for n, _, _ in _expected(directory)]
 
 
 def console_urls(directory: Path) -> dict[str, dict[str, str]]:
@@ -309,12 +407,9 @@ def console_urls(directory: Path) -> dict[str, dict[str, str]]:
     return {name: {"url": c.url, "token_file": str(c.token_file)} for name, c in found.items() if c is not None}
 
 
-def down_sandbox(directory: Path, timeout: float = 15.0) -> list[str]:
-    directory = directory.resolve()
-    procs = _processes(directory)
-    stopped = []
+def _stop(procs: list[dict], timeout: float = 15.0) -> None:
     for p in procs:
-        if _alive(p["pid"]):
+        if _running(p):
             try:
                 os.kill(p["pid"], signal.SIGTERM)
             except OSError:
@@ -328,17 +423,24 @@ def down_sandbox(directory: Path, timeout: float = 15.0) -> list[str]:
                 os.kill(p["pid"], signal.SIGKILL)
             except OSError:
                 pass
-        stopped.append(p["name"])
+
+
+def down_sandbox(directory: Path, timeout: float = 15.0) -> list[str]:
+    """Stop every recorded process of the sandbox; returns the names of those that were up."""
+    directory = directory.resolve()
+    procs = _processes(directory)
+    was_up = [p["name"] for p in procs if _running(p)]
+    _stop(procs, timeout)
     f = directory / PROCESS_FILE
     if f.exists():
         f.unlink()
-    return stopped
+    return was_up
 
 
 @app.command("up")
 def up(directory: Path = typer.Argument(..., help="A folder made by `teenet sandbox init`."),
        as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """Start the coordinator, the compute node and the three data nodes as processes."""
+    """Start the sandbox's processes that are not running: coordinator, compute nodes, data nodes."""
     procs = up_sandbox(directory)
     consoles = console_urls(directory)
     for p in procs:
@@ -346,17 +448,40 @@ def up(directory: Path = typer.Argument(..., help="A folder made by `teenet sand
 
     def render(c) -> None:
         for p in procs:
-            c.print(f"  {p['name']:<12} pid {p['pid']:<7} log {p['log']}")
+            what = "started" if p["started"] else "already up"
+            c.print(f"  {p['name']:<12} {what:<10} pid {p['pid']:<7} log {p['log']}")
+        started = [p["name"] for p in procs if p["started"]]
+        c.print(f"started {', '.join(started)}" if started else "every process was already up")
         for name, where in consoles.items():
             c.print(f"  console {name:<12} {where['url']}  (operator token in {where['token_file']})")
-        c.print(f"up. Try: teenet job submit --config {directory}/analyst.yaml {directory}/jobs/psi-overlap.yaml --wait")
+        c.print(f"Try: teenet job submit --config {directory}/analyst.yaml {directory}/jobs/psi-overlap.yaml --wait")
 
     emit(procs, as_json, render)
+
+
+@app.command("status")
+def status(directory: Path = typer.Argument(..., help="A sandbox folder."),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Each process of the sandbox, up or down. Exits 1 when any is down."""
+    procs = status_sandbox(directory)
+
+    def render(c) -> None:
+        for p in procs:
+            state = "[green]up[/green]  " if p["state"] == "up" else "[red]down[/red]"
+            c.print(f"  {p['name']:<12} {state} " + (f"pid {p['pid']:<7} " if p["pid"] else " " * 12)
+                    + f"log {p['log']}")
+
+    emit(procs, as_json, render)
+    down = [p["name"] for p in procs if p["state"] == "down"]
+    if down:
+        raise TeenetError(f"{len(down)} of {len(procs)} processes are down: {', '.join(down)} "
+                          f"(`teenet sandbox up {directory}` starts only those)")
 
 
 @app.command("down")
 def down(directory: Path = typer.Argument(..., help="A sandbox folder."),
          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Stop every process of the sandbox."""
-    stopped = down_sandbox(directory)
-    emit({"stopped": stopped}, as_json, lambda c: c.print(f"stopped {len(stopped)} processes"))
+    stopped = down_sandbox(_sandbox(directory))
+    emit({"stopped": stopped}, as_json, lambda c: c.print(
+        f"stopped {', '.join(stopped)}" if stopped else "no process of this sandbox was running"))

@@ -3,7 +3,12 @@
 Export: one ONNX input per feature ([n, 1], float for numbers, string for categories), so
 a model names the columns it needs; classifiers output `label` and a `probabilities`
 tensor; regressors `variable`. Metadata (`teenet.*`) records the task, classes and
-features. ONNX computes in float32, so scores match scikit-learn's float64 to about 1e-6.
+features. ONNX computes in float32: a linear model's scores match scikit-learn's float64 to
+about 1e-6, but a tree ensemble compares float32 inputs with float32 thresholds, so a value
+within float32 rounding of a split threshold takes the other branch and its probability can
+differ by far more (2.7e-2 measured for gradient boosting at 20k rows; docs/performance.md).
+onnxruntime's TreeEnsembleClassifier has no float64 form: exact trees would need float64
+tree scores in ONNX and float64 feeds in predict.
 
 Loading refuses what a released teenet model never contains and an enclave must not
 follow: tensors stored outside the file (a path to read), and operator domains other than

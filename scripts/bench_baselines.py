@@ -110,6 +110,33 @@ def plaintext_training(paths: dict[str, Path], features: list[str], label: str, 
     return PlaintextModel(time.perf_counter() - start, pipeline, x_test, y_test, len(y), auc)
 
 
+def user_script_training(paths: dict[str, Path], features: list[str], label: str, key: str,
+                         model: str) -> float:
+    """The plain script a user writes with the files on one machine: read, join, fit on every
+    row with scikit-learn's defaults (mean imputation where the model needs it), no split,
+    no metrics, no export. Returns its seconds."""
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    start = time.perf_counter()
+    frames = [pd.read_parquet(path) for path in paths.values()]
+    joined = frames[0]
+    for frame in frames[1:]:
+        joined = joined.merge(frame, on=key, how="inner")
+    x, y = joined[features], joined[label]
+    if model == "logistic_regression":
+        estimator = make_pipeline(SimpleImputer(), LogisticRegression())
+    elif model == "hist_gradient_boosting":
+        estimator = HistGradientBoostingClassifier()
+    else:
+        raise ValueError(f"no plaintext baseline for {model}")
+    estimator.fit(x, y)
+    return time.perf_counter() - start
+
+
 def compare_released_model(onnx_bytes: bytes, baseline: PlaintextModel, rows: int = 20_000) -> dict[str, Any]:
     """Score the baseline's held-out rows with teenet's released ONNX model and with the
     plaintext pipeline; the largest difference in probability says whether they are the

@@ -11,6 +11,7 @@ from /proc/<pid>/status (VmHWM) and can be reset between cases (clear_refs 5).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class BenchNetwork:
         from teenet.cli.sandbox import init_sandbox
 
         self.directory = directory.resolve()
-        init_sandbox(self.directory, rows=synthetic_rows, own=own, force=True)
+        init_sandbox(self.directory, rows=synthetic_rows, own=own, force=True, jobs_from_data=False)
         self._let_insurer_train()
         self.up = False
         self.analyst = None
@@ -49,6 +50,8 @@ class BenchNetwork:
     def _let_insurer_train(self) -> None:
         """The sandbox insurer auto-approves psi and aggregate only; this owner also allows train."""
         path = self.directory / "insurer.yaml"
+        if not path.exists():  # the insurer holds no table in this run
+            return
         config = yaml.safe_load(path.read_text())
         for rule in config["policy"]["auto_approve"]:
             if "train" not in rule["functions"]:
@@ -140,6 +143,41 @@ class BenchNetwork:
         seconds = time.perf_counter() - start
         return JobRun(name, job_id, status.state, "", seconds, self.hops(job_id), opened, claims)
 
+    def run_job_shell(self, name: str, text: str, timeout: float = 600.0) -> "ShellRun":
+        """The same job as a user runs it from a shell: `teenet job submit --wait` and then
+        `teenet job result`, each a new process, timed from the first's start to the second's
+        end. The spec is validated first, outside the clock, as the README's own-data path
+        does (`teenet job validate` records the pass, so submit does not import the models)."""
+        import subprocess
+        import sys
+
+        teenet = Path(sys.executable).with_name("teenet")
+        config = self.directory / "analyst.yaml"
+        spec = self.write_job(name, text)
+        env = dict(os.environ, TEENET_CACHE_DIR=str(self.directory / "cli-cache"))
+        env.pop("TEENET_CONFIG", None)
+
+        def run(*args: object) -> tuple[subprocess.CompletedProcess, float]:
+            start = time.perf_counter()
+            done = subprocess.run([str(teenet), *map(str, args)], capture_output=True, text=True, env=env,
+                                  timeout=timeout)
+            return done, time.perf_counter() - start
+
+        checked, _ = run("job", "validate", spec, "--config", config)
+        if checked.returncode != 0:
+            raise SystemExit(f"bench: job {name} does not validate: {checked.stderr.strip()}")
+        submitted, submit_s = run("job", "submit", spec, "--config", config, "--wait", "--json",
+                                  "--timeout", str(timeout))
+        if submitted.returncode != 0:
+            return ShellRun(name, "", "failed", submitted.stderr.strip() or submitted.stdout[-300:], submit_s, 0.0)
+        job_id = json.loads(submitted.stdout)["job_id"]
+        fetched, result_s = run("job", "result", job_id, "--config", config, "--out",
+                                self.directory / "shell-results" / name, "--json")
+        if fetched.returncode != 0:
+            return ShellRun(name, job_id, "failed", fetched.stderr.strip(), submit_s, result_s)
+        files = [Path(f) for f in json.loads(fetched.stdout)["files"]]
+        return ShellRun(name, job_id, "succeeded", "", submit_s, result_s, files, self.hops(job_id))
+
     def hops(self, job_id: str) -> dict[str, float]:
         """Seconds from submission to each step, from the coordinator's records (read-only)."""
         db = self.directory / "state" / "coordinator" / "coordinator.db"
@@ -160,6 +198,24 @@ class BenchNetwork:
                  "first_upload_reported": uploads[0], "last_upload_reported": uploads[1],
                  "running_reported": running, "results_posted": posted, "terminal": ended}
         return {k: round(v - created, 3) for k, v in marks.items() if v is not None}
+
+
+@dataclass
+class ShellRun:
+    """A job run from the shell: `teenet job submit --wait`, then `teenet job result`."""
+
+    name: str
+    job_id: str
+    state: str
+    reason: str
+    submit_wait_s: float                 # the `job submit --wait` process, start to exit
+    result_s: float                      # the `job result` process (fetch, verify, decrypt, write)
+    files: list[Path] = field(default_factory=list)
+    hops: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.submit_wait_s + self.result_s
 
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

@@ -281,13 +281,19 @@ def check_against_consortium(spec: JobSpec, consortium: "Consortium", source: st
     if source is not None and source != doc.source:
         doc = LocatedDocument(source, doc.data, doc.lines)
     members = consortium.members
+
+    def listed(role: str | None = None) -> str:
+        names = sorted(n for n, m in members.items() if role is None or m.role == role)
+        return ", ".join(names) or "none"
+
     for i, inp in enumerate(spec.inputs):
         member = members.get(inp.party)
         if member is None:
             raise doc.error(("inputs", i, "party"), f"'{inp.party}' is not a member of consortium "
-                                                    f"'{consortium.name}'")
+                                                    f"'{consortium.name}' (data members: {listed('data')})")
         if member.role != "data":
-            raise doc.error(("inputs", i, "party"), f"'{inp.party}' is a {member.role} member, not a data member")
+            raise doc.error(("inputs", i, "party"), f"'{inp.party}' is a {member.role} member, not a data member "
+                                                    f"(data members: {listed('data')})")
         catalog = member.tables.get(inp.table)
         if catalog is None:
             published = ", ".join(sorted(member.tables)) or "none"
@@ -305,12 +311,12 @@ def check_against_consortium(spec: JobSpec, consortium: "Consortium", source: st
     if compute is None or compute.role != "compute":
         found = "not a member" if compute is None else f"a {compute.role} member"
         raise doc.error(("compute",), f"'{spec.compute}' is not a compute member of consortium "
-                                      f"'{consortium.name}' ({found})")
+                                      f"'{consortium.name}' ({found}; compute members: {listed('compute')})")
     for i, rel in enumerate(spec.release):
         for j, recipient in enumerate(rel.to):
             if recipient not in members:
                 raise doc.error(("release", i, "to", j), f"recipient '{recipient}' is not a member of consortium "
-                                                         f"'{consortium.name}'")
+                                                         f"'{consortium.name}' (members: {listed()})")
 
 
 def _key_path(doc: LocatedDocument, i: int, j: int) -> tuple[str | int, ...]:

@@ -12,12 +12,7 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from teenet.errors import InputError
 from teenet.keyfiles import NO_PROTECTION, KeyProtection, ensure_key_folder, read_private_key, write_private_key
@@ -73,6 +68,8 @@ class TlsFiles:
                 out.append(path.read_bytes())
             except OSError as exc:
                 raise InputError(f"cannot read TLS {name}: {exc.strerror}", source=str(path)) from None
+        from cryptography.hazmat.primitives import serialization
+
         key = read_private_key(self.key, self.protection)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
@@ -87,6 +84,11 @@ class DevPki:
 
     @classmethod
     def create(cls, directory: Path) -> "DevPki":
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
         ensure_key_folder(directory)  # it holds the CA's and the members' TLS keys
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "teenet development"),
@@ -108,6 +110,12 @@ class DevPki:
 
     def issue(self, member: str, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
         """Issue `member`'s certificate (client and server use) with loopback SANs."""
+        # Imported here: a CLI command that only connects must not pay for x509 (docs/cli.md).
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
         ca_key = read_private_key(self.directory / "ca.key")
         ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())

@@ -13,11 +13,12 @@ import enum
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any, Mapping
 
 from teenet.errors import InputError
+
+if TYPE_CHECKING:  # certificates appear in annotations only; x509 costs a CLI command ~50 ms
+    from cryptography import x509
 
 REPORT_DATA_SIZE = 64
 

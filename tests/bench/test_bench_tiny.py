@@ -36,6 +36,9 @@ def test_bench_runs_every_case_at_a_tiny_size(tmp_path: Path) -> None:
     assert psi["hops_of_best"]["approved"] <= psi["hops_of_best"]["results_posted"] <= psi["best_s"]
     for process in ("coordinator", "compute-1", "bank", "telco", "insurer"):
         assert psi["peak_memory_mib"][process]["peak_mib"] > 10, process
+    shell = psi["shell"]                                             # the same job as `teenet` processes
+    assert 0 < shell["submit_wait_s"] <= shell["best_s"] and shell["result_s"] > 0
+    assert shell["best_s"] > psi["best_s"] * 0.5
     baseline = psi["baseline"]
     if "missing" not in baseline:                                     # openmined.psi installed
         assert baseline["intersection_size"] == 1_000 and baseline["seconds"] > 0
@@ -43,9 +46,11 @@ def test_bench_runs_every_case_at_a_tiny_size(tmp_path: Path) -> None:
     train = cases["train"]
     assert train["same_model"], train["comparison"]                 # released ONNX == plaintext pipeline
     assert train["comparison"]["rows_teenet"] == train["comparison"]["rows_plaintext"] == 2_000
-    assert train["seconds"] > 0 and train["baseline"]["seconds"] > 0
-    # The second baseline does the enclave's arithmetic: the same model to the last digit of the AUC.
-    assert train["baseline_column_median"]["same_auc_as_baseline"], train["baseline_column_median"]
+    assert train["seconds"] > 0 and train["baseline"]["seconds"] > 0 and train["shell"]["seconds"] > 0
+    # Two plaintext baselines in the same run: the user's plain script, the enclave's exact pipeline.
+    assert "user writes" in train["baseline"]["name"]
+    assert train["baseline_exact_pipeline"]["seconds"] > 0 and train["baseline_exact_pipeline"]["ratio"] > 0
+    assert train["ratio_to_baseline"] == train["shell"]["seconds"] / train["baseline"]["seconds"]
 
     assert cases["control"]["median_s"] > 0 and len(cases["control"]["seconds"]) == 1
     assert set(cases["memory"]["peaks"]) == {"2000", "20000"}
@@ -56,7 +61,7 @@ def test_bench_runs_every_case_at_a_tiny_size(tmp_path: Path) -> None:
         assert png.startswith(b"\x89PNG") and len(png) > 5_000, name
     table = (out / "table.md").read_text()
     assert "| case | teenet | baseline in the same run | ratio | target | verdict |" in table
-    assert table.count("\n| ") >= 7
+    assert table.count("\n| ") >= 9 and "from the shell" in table
     assert not (tmp_path / "work" / "net" / "run" / "processes.json").exists()  # the network was stopped
 
 

@@ -1,0 +1,88 @@
+"""What `teenet job validate` says about a mistake: the file, the line and the YAML's own field."""
+
+from __future__ import annotations
+
+import pytest
+
+from teenet.cli.main import main
+
+JOB = """name: x
+function: psi
+compute: compute-1
+inputs:
+  - {party: bank, table: customers, key: customer_id}
+  - {party: telco, table: usage, key: customer_id}
+release:
+  - {kind: size, to: [analyst]}
+  - {kind: model, to: [analyst]}
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_cache(monkeypatch):
+    monkeypatch.setenv("TEENET_NO_CACHE", "1")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    from teenet.cli.sandbox import init_sandbox
+
+    d = tmp_path_factory.mktemp("net")
+    init_sandbox(d, rows=200)
+    return d
+
+
+def validate(capsys, tmp_path, text: str, *extra: str) -> tuple[int, str]:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(text)
+    capsys.readouterr()
+    code = main(["job", "validate", str(spec), *extra])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_a_release_kind_the_function_never_releases_names_file_line_and_release_index(capsys, tmp_path):
+    code, err = validate(capsys, tmp_path, JOB)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert f"{tmp_path / 'job.yaml'}:9" in err
+    assert "release[1].kind" in err and "requests[" not in err
+    assert "ids, size, sums" in err
+
+
+def test_an_unknown_party_lists_the_consortiums_data_members(capsys, tmp_path, net):
+    code, err = validate(capsys, tmp_path, JOB.replace("party: telco", "party: telcox").replace(
+        "  - {kind: model, to: [analyst]}\n", ""), "--config", str(net / "analyst.yaml"))
+    assert code == 1
+    assert ":6, field 'inputs[1].party'" in err
+    assert "(data members: bank, insurer, telco)" in err
+    code, err = validate(capsys, tmp_path, JOB.replace("to: [analyst]}\n  - {kind: model, to: [analyst]}",
+                                                       "to: [analyst, eve]}"), "--config",
+                         str(net / "analyst.yaml"))
+    assert code == 1 and "recipient 'eve'" in err and "analyst, bank, compute-1, insurer, telco" in err
+
+
+def test_a_validated_spec_is_remembered_only_for_the_same_spec_and_code(tmp_path, monkeypatch):
+    from teenet.cli import validation_cache
+    from teenet.jobspec import parse_job_spec
+
+    monkeypatch.delenv("TEENET_NO_CACHE")
+    monkeypatch.setenv("TEENET_CACHE_DIR", str(tmp_path / "cache"))
+    good = JOB.replace("  - {kind: model, to: [analyst]}\n", "")
+    spec = parse_job_spec(good)
+    assert not validation_cache.passed_before(spec)
+    validation_cache.record_pass(spec)
+    assert validation_cache.passed_before(spec)
+    assert validation_cache.passed_before(parse_job_spec("# a comment changes nothing checked\n" + good))
+    assert not validation_cache.passed_before(parse_job_spec(good.replace("[analyst]", "[analyst, bank]")))
+    assert not validation_cache.passed_before(parse_job_spec(good + "params: {normalise: {trim: true}}\n"))
+    monkeypatch.setattr(validation_cache, "_models_code", lambda: b"other code")
+    assert not validation_cache.passed_before(spec)
+
+
+def test_a_remembered_spec_is_still_checked_against_the_consortium(capsys, tmp_path, monkeypatch, net):
+    monkeypatch.delenv("TEENET_NO_CACHE")
+    monkeypatch.setenv("TEENET_CACHE_DIR", str(tmp_path / "cache"))
+    good = JOB.replace("  - {kind: model, to: [analyst]}\n", "")
+    assert validate(capsys, tmp_path, good)[0] == 0
+    code, err = validate(capsys, tmp_path, good.replace("table: usage", "table: calls"), "--config",
+                         str(net / "analyst.yaml"))
+    assert code == 1 and "table 'calls'" in err

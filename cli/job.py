@@ -38,12 +38,14 @@ class _Analyst:
 
         self.path = config_path(config)
         data = load_yaml(self.path).data
+        self.node_state: Path | None = None  # a node's node.db when acting as that party
         if isinstance(data, dict) and "node" in data:
             node = load_node_config(self.path)
             protection = node.key_protection.resolve()  # 'enclave' keys open only inside the node
             self.name, self.consortium, keys_dir = node.node, node.consortium, node.keys_dir
             self.tls = replace(node.tls, protection=protection)
             coordinator, self.sim_dir = node.coordinator, node.enclave.sim_dir
+            self.node_state = node.state_dir / "node.db"
         else:
             cfg = load_analyst_config(self.path)
             protection = NO_PROTECTION
@@ -185,10 +187,20 @@ def wait_for(analyst: _Analyst, job_id: str, timeout: float, quiet: bool = False
                 return st
         if time.monotonic() > deadline:
             raise TeenetError(f"job {job_id[:12]} did not finish within {timeout:.0f}s "
-                              f"(last state: {st.state if st else 'unknown'})")
+                              f"(last state: {st.state if st else 'unknown'})" + _waiting_hint(st))
         if not changed:  # the coordinator did not wait (restarting, busy, or older): poll gently
             time.sleep(delay)
             delay = min(0.5, delay * 1.5)
+
+
+def _waiting_hint(st: pb.JobStatus | None) -> str:
+    """Whom a job waits for: each owner that has not decided, with the reason its node gave."""
+    if st is None or st.state != "awaiting_approvals":
+        return ""
+    waiting = [f"{d.party}: {d.reason}" if d.reason else f"{d.party}: no decision yet"
+               for d in st.decisions if d.decision == "pending"]
+    return ("; it waits for " + "; ".join(waiting) + " (the owner's operator decides with "
+            f"`teenet approvals approve {st.job_id[:12]}`)") if waiting else ""
 
 
 @app.command("submit")
@@ -202,7 +214,11 @@ def submit(spec: Path = typer.Argument(..., help="The job spec (YAML)."),
 
     analyst = _Analyst(config)
     s = _validate(spec, analyst)
+    from teenet.cli.submissions import record_submission
+
     signed = sign_job(s, analyst.name, analyst.consortium.name, analyst.keys.signing)
+    if analyst.node_state is None:  # on disk before it leaves: `job result` opens only recorded jobs
+        record_submission(analyst.path, signed.job_id, s.name)
     reply = _rpc(lambda: analyst.stub.SubmitJob(signed.to_proto(), timeout=10))
     if not as_json:
         # Plain print: rich costs a submission ~0.1 s to import, and scripts read this line.
@@ -277,8 +293,16 @@ def result(job: str = typer.Argument(..., help="Job id or unique prefix."), conf
     """Verify the enclave's evidence and signature, then decrypt and write this analyst's results."""
     from teenet.node.results import fetch_and_open, write_results
 
+    from teenet.cli.submissions import check_analyst_submitted, check_owner_approved
+
     analyst = _Analyst(config)
     job_id = analyst.job_id(job)
+    # The job's spec digest is what every result's signed statement names: open only a job this
+    # analyst submitted, or, with a node's config, one that node approved.
+    if analyst.node_state is None:
+        check_analyst_submitted(analyst.path, job_id)
+    else:
+        check_owner_approved(analyst.node_state, analyst.name, job_id)
     opened, claims = fetch_and_open(analyst.stub, job_id, analyst.name, analyst.keys, analyst.consortium,
                                     sim_dir=analyst.sim_dir)
     files = write_results(opened, out)

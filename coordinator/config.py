@@ -8,6 +8,9 @@
     audit_key: audit.key          # optional, default: <state_dir>/audit.key (made if absent); its
                                   # folder must be mode 0700 and the key 0600 (teenet.keyfiles)
     checkpoint_every: 64          # optional: sign the audit chain every N entries
+    max_result_bytes: 4294967296  # optional: sealed results one job may store (default 4 GiB)
+    compute_silence: 60           # optional: seconds a compute node may go without polling
+                                  # before its negotiating/running jobs fail (default 60)
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
     console: {listen: 127.0.0.1:8700}  # optional web console (job states and counts), /metrics
     log_format: json              # optional: text (default) or json, one object per line
@@ -31,6 +34,10 @@ from teenet.yamlload import load_yaml
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(?P<port>[0-9]{1,5})")
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+DEFAULT_MAX_RESULT_BYTES = 4 << 30
+# A live compute node polls at least every 20 s (the longest long poll) plus its interval;
+# 60 s of silence is three such polls missed.
+DEFAULT_COMPUTE_SILENCE = 60.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class CoordinatorConfig:
     audit_key: Path
     tls: TlsFiles
     checkpoint_every: int = 64
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    compute_silence: float = DEFAULT_COMPUTE_SILENCE
     source: str = ""
     console: ConsoleConfig | None = None  # off unless configured; token file in state_dir
     log_format: str = "text"
@@ -55,7 +64,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     base = Path(path).resolve().parent
     f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
                            optional=("state_dir", "database", "audit_key", "checkpoint_every", "key_protection",
-                                     "console", "log_format"),
+                                     "max_result_bytes", "compute_silence", "console", "log_format"),
                            what="a coordinator config mapping")
     listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
     match = _LISTEN.fullmatch(listen)
@@ -72,6 +81,10 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         tls=tls_files(f["tls"], base),
         checkpoint_every=(f["checkpoint_every"].integer(minimum=1, maximum=1_000_000)
                           if "checkpoint_every" in f else 64),
+        max_result_bytes=(f["max_result_bytes"].integer(minimum=1 << 20, maximum=1 << 40)
+                          if "max_result_bytes" in f else DEFAULT_MAX_RESULT_BYTES),
+        compute_silence=(f["compute_silence"].number(minimum=1, maximum=86400)
+                         if "compute_silence" in f else DEFAULT_COMPUTE_SILENCE),
         source=doc.source,
         console=(console_section(f["console"], base, state_dir / "console.token") if "console" in f else None),
         log_format=log_format_field(f.get("log_format")),

@@ -44,14 +44,18 @@ class RunningCoordinator:
     port: int
     coordinator: Coordinator
     health: health.HealthServicer
+    sweeper: threading.Thread | None = None
     console: Any = None  # the web console (teenet.console), when the config has one
     _stopped: bool = False
+    _stop_sweeping: threading.Event | None = None
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let running ones finish for `grace` seconds, checkpoint, close."""
         if self._stopped:
             return
         self._stopped = True
+        if self._stop_sweeping is not None:
+            self._stop_sweeping.set()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.coordinator.store.stop_waiting()  # long polls answer now instead of holding the stop
@@ -90,7 +94,8 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
     store = CoordinatorStore(config.database)
     try:
         audit = AuditLog(store.conn, audit_key, checkpoint_every=config.checkpoint_every, lock=store.lock)
-        coordinator = Coordinator(store, audit, consortium)
+        coordinator = Coordinator(store, audit, consortium, max_result_bytes=config.max_result_bytes,
+                                  compute_silence=config.compute_silence)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="coordinator"),
                              options=COORDINATOR_GRPC_OPTIONS, interceptors=list(interceptors))
         rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
@@ -112,7 +117,11 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
     log.info("coordinator '%s' serving on %s (port %d), database %s, audit key %s", config.name,
              config.listen, port, config.database,
              audit.public_key.public_bytes_raw().hex()[:16] + "…")
-    running = RunningCoordinator(server, port, coordinator, health_servicer)
+    stop_sweeping = threading.Event()
+    sweeper = threading.Thread(target=_sweep_silent_compute, args=(coordinator, stop_sweeping),
+                               name="compute-heartbeat", daemon=True)
+    sweeper.start()
+    running = RunningCoordinator(server, port, coordinator, health_servicer, sweeper, _stop_sweeping=stop_sweeping)
     if config.console is not None:
         from teenet.console.server import start_coordinator_console
 
@@ -122,6 +131,18 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
             running.stop(grace=0)
             raise
     return running
+
+
+def _sweep_silent_compute(coordinator: Coordinator, stop: threading.Event) -> None:
+    """Fail the jobs of compute nodes that stopped polling, checked a few times per bound."""
+    every = max(0.2, min(5.0, coordinator.compute_silence / 4))
+    while not stop.wait(every):
+        try:
+            for job_id in coordinator.fail_silent_compute_jobs():
+                log.warning("job %s failed: its compute node stopped heart-beating", job_id[:16])
+        except Exception as exc:  # a locked or closing store: try again next round
+            if not stop.is_set():
+                log.warning("compute heartbeat check failed (%s: %s); retrying", type(exc).__name__, exc)
 
 
 def run_until_signalled(config: CoordinatorConfig, *, ready: Any = None) -> None:

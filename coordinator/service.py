@@ -15,6 +15,7 @@ import functools
 import logging
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -144,12 +145,21 @@ class CoordinatorService(rpc.CoordinatorServicer):
     @_rpc
     def Poll(self, request: pb.PollRequest, context: grpc.ServicerContext) -> pb.PollReply:
         require_caller(context, request.node, "node")
-        self.coordinator.member(request.node, what="poller")
+        # A compute node's poll is its heartbeat, and so is a long poll it still holds open.
+        compute = self.coordinator.member(request.node, what="poller").role == "compute"
+        if compute:
+            self.coordinator.record_poll(request.node)
         generation = self.coordinator.generation
         if request.wait_ms and request.since == generation:
             with self._long_poll(request.wait_ms) as seconds:
-                if seconds:
-                    generation = self.coordinator.wait_for_change(request.since, seconds)
+                deadline = time.monotonic() + seconds
+                while seconds and context.is_active():
+                    generation = self.coordinator.wait_for_change(request.since, min(1.0, seconds))
+                    if compute:
+                        self.coordinator.record_poll(request.node)
+                    seconds = deadline - time.monotonic()
+                    if generation != request.since or seconds <= 0 or self.coordinator.store.waits_stopped:
+                        break
         # Read after the generation: anything committed meanwhile makes the next poll answer at once.
         return pb.PollReply(items=[work_item(i) for i in self.coordinator.poll(request.node)],
                             generation=generation)
@@ -184,22 +194,56 @@ class CoordinatorService(rpc.CoordinatorServicer):
         return pb.Ack(ok=True, detail=detail)
 
     @_rpc
-    def PostResults(self, request: pb.PostResultsRequest, context: grpc.ServicerContext) -> pb.Ack:
-        results = [SealedResultIn(r.job_id, r.recipient, r.kind, r.envelope, r.signature) for r in request.results]
-        detail = self.coordinator.post_results(request.job_id, caller_of(context), results)
-        return pb.Ack(ok=True, detail=detail)
+    def PostResultStream(self, request_iterator: Iterator[pb.ResultStreamPart],
+                         context: grpc.ServicerContext) -> pb.Ack:
+        compute = caller_of(context)
+        upload = None
+        heads: list[SealedResultIn] = []
+        for part in request_iterator:
+            if upload is None:
+                upload = self.coordinator.begin_result_stream(part.job_id, compute)
+            if part.job_id != upload.job_id:
+                raise InputError("every part of a result stream names the same job", field="job_id")
+            which = part.WhichOneof("part")
+            if which == "head":
+                h = part.head
+                head = SealedResultIn(h.job_id, h.recipient, h.kind, h.key_envelope, h.signature, h.statement)
+                self.coordinator.add_result_head(upload, head)
+                heads.append(head)
+            elif which == "message":
+                if not heads:
+                    raise InputError("a stream message must follow its result's head", field="message")
+                self.coordinator.add_result_message(upload, heads[-1].kind, heads[-1].recipient, part.message)
+            elif which == "end":
+                detail = self.coordinator.post_results(upload.job_id, compute, heads, upload=upload)
+                return pb.Ack(ok=True, detail=detail)
+            else:
+                raise InputError("empty result stream part", field="part")
+        raise InputError("the result stream ended before `end`; nothing was stored", field="end")
 
-    @_rpc
-    def FetchResults(self, request: pb.FetchResultsRequest, context: grpc.ServicerContext) -> pb.FetchResultsReply:
-        require_caller(context, request.recipient, "recipient")
-        found = self.coordinator.fetch_results(request.job_id, request.recipient)
-        reply = pb.FetchResultsReply(job=signed_job(found.job), status=job_status(found.view),
-                                     results=[pb.SealedResult(job_id=r.job_id, recipient=r.recipient, kind=r.kind,
-                                                              envelope=r.envelope, signature=r.signature)
-                                              for r in found.results])
-        if found.offer is not None:
-            reply.offer.CopyFrom(compute_offer(found.offer))
-        return reply
+    def FetchResultStream(self, request: pb.FetchResultsRequest,
+                          context: grpc.ServicerContext) -> Iterator[pb.ResultFetchPart]:
+        # A server stream: errors are mapped like _rpc's, but while iterating.
+        try:
+            require_caller(context, request.recipient, "recipient")
+            found = self.coordinator.fetch_results(request.job_id, request.recipient)
+            opening = pb.ResultFetchOpening(job=signed_job(found.job), status=job_status(found.view))
+            if found.offer is not None:
+                opening.offer.CopyFrom(compute_offer(found.offer))
+            yield pb.ResultFetchPart(opening=opening)
+            for r in found.results:
+                yield pb.ResultFetchPart(head=pb.SealedResultHead(
+                    job_id=r.job_id, recipient=r.recipient, kind=r.kind, key_envelope=r.envelope,
+                    statement=r.statement, signature=r.signature))
+                for data in self.coordinator.result_messages(r):
+                    yield pb.ResultFetchPart(message=data)
+        except TeenetError as exc:
+            code = next(c for t, c in _CODES if isinstance(exc, t))
+            log.info("FetchResultStream refused (%s) for %s: %s", code.name, _clip(peer_name(context)), exc)
+            context.abort(code, str(exc))
+        except sqlite3.OperationalError as exc:
+            log.error("FetchResultStream: database unavailable: %s", exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator store unavailable; retry later")
 
     @_rpc
     def GetAudit(self, request: pb.AuditRequest, context: grpc.ServicerContext) -> pb.AuditReply:

@@ -19,14 +19,15 @@ import hashlib
 import logging
 import re
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from teenet.audit import AuditEntry, AuditLog
 from teenet.canonical import domain_digest, domain_message, parse_canonical_json
 from teenet.errors import InputError, TeenetError, VerificationError
 from teenet.identity import MemberPublicKeys, verify_ed25519
 
+from teenet.coordinator.config import DEFAULT_COMPUTE_SILENCE, DEFAULT_MAX_RESULT_BYTES
 from teenet.coordinator.store import (CoordinatorStore, DecisionRecord, JobRecord, OfferRecord,
                                       ResultRecord, RevocationRecord, StatusEvent)
 
@@ -43,7 +44,8 @@ MAX_SPEC_BYTES = 256 * 1024
 MAX_NAME_CHARS = 128
 MAX_REASON_CHARS = 1024
 MAX_DECISION_BYTES = 64 * 1024
-MAX_RESULTS_BYTES_PER_JOB = 64 * 1024 * 1024
+MAX_RESULT_HEAD_BYTES = 8 * 1024  # key envelope, statement: small by construction
+RESULT_FLUSH_BYTES = 8 << 20
 MAX_EVIDENCE_BYTES = 1024 * 1024
 MAX_HPKE_KEY_BYTES = 4096
 MAX_INPUTS = 64
@@ -251,13 +253,30 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class SealedResultIn:
-    """A sealed result as the compute node posts it (opaque to the coordinator)."""
+    """A sealed result's head as the compute node posts it (opaque to the coordinator); its
+    stream messages arrive separately (`add_result_message`)."""
 
     job_id: str
     recipient: str
     kind: str
-    envelope: bytes
+    envelope: bytes  # the HPKE-sealed result key
     signature: bytes
+    statement: bytes = b""
+
+
+@dataclass
+class ResultUpload:
+    """One PostResultStream in progress: what it has stored so far, against the job's cap."""
+
+    job_id: str
+    compute: str
+    heads: dict[tuple[str, str], SealedResultIn]
+    messages: dict[tuple[str, str], int]
+    stored: int = 0
+    # Messages not yet written: flushed in one transaction per RESULT_FLUSH_BYTES, or with the
+    # commit, so a small result costs no extra fsync and a large one never holds the lock long.
+    pending: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+    pending_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -272,11 +291,19 @@ class Coordinator:
     """The job flow over a store, an audit log and the consortium's members."""
 
     def __init__(self, store: CoordinatorStore, audit: AuditLog, consortium: Consortium, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 compute_silence: float = DEFAULT_COMPUTE_SILENCE) -> None:
         self.store = store
         self.audit = audit
         self.consortium = consortium
         self._clock = clock
+        self.max_result_bytes = max_result_bytes
+        self.compute_silence = compute_silence
+        # When each compute node last polled. In memory on purpose: a poll is the heartbeat, and
+        # an fsync per poll would cost more than the rest of the poll; after a restart every
+        # compute node gets a full `compute_silence` from the restart (never a false failure).
+        self._started = clock()
+        self._last_poll: dict[str, float] = {}
 
     # who is who
 
@@ -536,53 +563,158 @@ class Coordinator:
                 self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
                 self._transition(job, JobState.FAILED, detail or f"failed at {node}", by=node)
                 return "job failed"
+            if event == "waiting":  # an owner's operator must decide: the analyst should see whose, and why
+                if not is_party:
+                    raise PermissionRefused(f"only an input party waits for its operator; '{node}' is not one")
+                self._require_state(job, {JobState.AWAITING_APPROVALS}, "waiting report")
+                self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
+                self.store.touch_job(job_id, now)
+                self.audit.append({"type": "status", "job_id": job_id, "node": node, "event": event,
+                                   "detail": detail})
+                return "waiting recorded"
             if event == "progress":
                 self._refuse_if_ended(job, "progress report")
                 self.store.insert_status_event(StatusEvent(job_id, node, event, detail, now))
                 self.audit.append({"type": "status", "job_id": job_id, "node": node, "event": event,
                                    "detail": detail})
                 return "progress recorded"
-        raise InputError(f"unknown event '{event[:32]}'; expected uploaded, running, failed or progress",
+        raise InputError(f"unknown event '{event[:32]}'; expected uploaded, running, failed, waiting or progress",
                          field="event")
 
-    # 6: results into the mailbox
+    # 6: results into the mailbox, streamed
 
-    def post_results(self, job_id: str, compute: str, results: Sequence[SealedResultIn]) -> str:
+    def begin_result_stream(self, job_id: str, compute: str) -> ResultUpload:
+        """Start taking a job's results; drops the chunks of an earlier post that broke off."""
         job = self._job(job_id)
         if compute != job.compute:
             raise PermissionRefused(f"'{compute}' is not the compute node of job {job_id[:16]}…")
+        with self.store.transaction(notify=False):
+            self._require_state(self._job(job_id), {JobState.RUNNING}, "results")
+            self.store.clear_result_chunks(job_id)
+        return ResultUpload(job_id, compute, {}, {})
+
+    def add_result_head(self, upload: ResultUpload, r: SealedResultIn) -> None:
+        job = self._job(upload.job_id)
         allowed = self.spec_of(job).release_pairs()
-        seen: set[tuple[str, str]] = set()
-        size = 0
-        for i, r in enumerate(results):
-            if r.job_id != job_id:
-                raise InputError("result is for another job", field=f"results[{i}].job_id")
-            pair = (check_name(r.kind, field=f"results[{i}].kind"),
-                    check_name(r.recipient, field=f"results[{i}].recipient"))
-            if pair not in allowed:
-                raise PermissionRefused(f"the job does not release '{pair[0]}' to '{pair[1]}'")
-            if pair in seen:
-                raise InputError(f"two results for '{pair[0]}' to '{pair[1]}'", field=f"results[{i}]")
-            if not r.envelope or len(r.signature) != 64:
-                raise InputError("expected a non-empty envelope and a 64-byte signature", field=f"results[{i}]")
-            seen.add(pair)
-            size += len(r.envelope) + len(r.signature)
+        i = len(upload.heads)
+        if r.job_id != upload.job_id:
+            raise InputError("result is for another job", field=f"results[{i}].job_id")
+        pair = (check_name(r.kind, field=f"results[{i}].kind"),
+                check_name(r.recipient, field=f"results[{i}].recipient"))
+        if pair not in allowed:
+            raise PermissionRefused(f"the job does not release '{pair[0]}' to '{pair[1]}'")
+        if pair in upload.heads:
+            raise InputError(f"two results for '{pair[0]}' to '{pair[1]}'", field=f"results[{i}]")
+        if not r.envelope or len(r.signature) != 64:
+            raise InputError("expected a non-empty key envelope and a 64-byte signature", field=f"results[{i}]")
+        if len(r.envelope) + len(r.statement) > MAX_RESULT_HEAD_BYTES:
+            raise InputError(f"a result head is at most {MAX_RESULT_HEAD_BYTES} bytes", field=f"results[{i}]")
+        upload.heads[pair] = r
+        upload.messages[pair] = 0
+        self._charge(upload, len(r.envelope) + len(r.signature) + len(r.statement))
+
+    def add_result_message(self, upload: ResultUpload, kind: str, recipient: str, data: bytes) -> None:
+        """Store one message of a result's sealed stream durably (invisible until the commit)."""
+        pair = (kind, recipient)
+        if pair not in upload.messages:
+            raise InputError("a stream message must follow its result's head", field="message")
+        if not data:
+            raise InputError("empty stream message", field="message")
+        self._charge(upload, len(data))
+        upload.pending.append((kind, recipient, upload.messages[pair], data))
+        upload.pending_bytes += len(data)
+        upload.messages[pair] += 1
+        if upload.pending_bytes >= RESULT_FLUSH_BYTES:
+            with self.store.transaction(notify=False):
+                self._flush(upload)
+
+    def _flush(self, upload: ResultUpload) -> None:
+        """Write the upload's pending messages inside the caller's transaction."""
+        for kind, recipient, seq, data in upload.pending:
+            self.store.insert_result_chunk(upload.job_id, kind, recipient, seq, data)
+        upload.pending.clear()
+        upload.pending_bytes = 0
+
+    def _charge(self, upload: ResultUpload, size: int) -> None:
+        upload.stored += size
+        if upload.stored > self.max_result_bytes:
+            raise InputError(f"results exceed {self.max_result_bytes} bytes, this coordinator's cap per job "
+                             "(max_result_bytes)", field="results")
+
+    def post_results(self, job_id: str, compute: str, results: Sequence[SealedResultIn], *,
+                     upload: ResultUpload | None = None) -> str:
+        """Commit a job's results: each head with the stream messages stored for it (`upload`:
+        the stream that brought them), the audit entry and the job's success, in one transaction."""
+        job = self._job(job_id)
+        if compute != job.compute:
+            raise PermissionRefused(f"'{compute}' is not the compute node of job {job_id[:16]}…")
+        if upload is None:
+            upload = ResultUpload(job_id, compute, {}, {})
+            for r in results:
+                self.add_result_head(upload, r)
+        elif upload.job_id != job_id or upload.compute != compute or list(upload.heads.values()) != list(results):
+            raise InputError("the results committed are not the ones this stream brought", field="results")
         with self.store.transaction():
             job = self._job(job_id)
             self._require_state(job, {JobState.RUNNING}, "results")
-            total = size + self.store.result_bytes(job_id)
-            if total > MAX_RESULTS_BYTES_PER_JOB:
-                raise InputError(f"results total {total} bytes, at most {MAX_RESULTS_BYTES_PER_JOB} per job",
-                                 field="results")
+            self._flush(upload)
+            stored = self.store.result_chunk_counts(job_id)
+            stray = set(stored) - set(upload.heads)
+            if stray:
+                raise InputError("stream messages for a result without a head", field="results")
+            total = upload.stored + sum(b for _, b in stored.values())
+            if total > self.max_result_bytes:
+                raise InputError(f"results total {total} bytes, at most {self.max_result_bytes} per job "
+                                 "(max_result_bytes)", field="results")
             now = self._clock()
-            for r in results:
-                self.store.insert_result(ResultRecord(job_id, r.kind, r.recipient, r.envelope, r.signature, now))
+            for pair, r in upload.heads.items():
+                count, size = stored.get(pair, (0, 0))
+                self.store.insert_result(ResultRecord(job_id, r.kind, r.recipient, r.envelope, r.signature, now,
+                                                      r.statement, count, size))
             self.audit.append({"type": "results", "job_id": job_id, "compute": compute,
                                "results": [{"kind": r.kind, "recipient": r.recipient,
-                                            "envelope_sha256": hashlib.sha256(r.envelope).hexdigest()}
-                                           for r in results]})
+                                            "key_envelope_sha256": hashlib.sha256(r.envelope).hexdigest(),
+                                            "statement_sha256": hashlib.sha256(r.statement).hexdigest(),
+                                            "messages": stored.get(pair, (0, 0))[0],
+                                            "bytes": stored.get(pair, (0, 0))[1]}
+                                           for pair, r in upload.heads.items()]})
             self._transition(job, JobState.SUCCEEDED, "", by=compute)
         return f"{len(results)} result(s) stored"
+
+    def result_messages(self, result: ResultRecord) -> Iterator[bytes]:
+        """A stored result's stream messages, in order, read one at a time."""
+        for seq in range(result.messages):
+            data = self.store.result_chunk(result.job_id, result.kind, result.recipient, seq)
+            if data is None:  # the store lost a row: say so rather than send a short stream
+                raise TeenetError(f"result {result.kind}->{result.recipient} is incomplete in the store")
+            yield data
+
+    # heartbeat: a compute node's poll
+
+    def record_poll(self, node: str) -> None:
+        self._last_poll[node] = self._clock()
+
+    def fail_silent_compute_jobs(self) -> list[str]:
+        """Fail each negotiating or running job whose compute node has not polled for longer
+        than `compute_silence` seconds: its enclave, and the job's keys, are presumed gone."""
+        now = self._clock()
+        failed = []
+        for state in (JobState.NEGOTIATING_KEYS, JobState.RUNNING):
+            for job in self.store.jobs_in_state(state.value, MAX_WORK_ITEMS):
+                last = max(self._last_poll.get(job.compute, self._started), self._started)
+                silent = now - last
+                if silent <= self.compute_silence:
+                    continue
+                reason = (f"compute node {job.compute} stopped heart-beating: no poll for {silent:.0f} s "
+                          f"(limit {self.compute_silence:.0f} s); the job's keys are presumed lost "
+                          "(resubmit the job)")
+                with self.store.transaction():
+                    current = self.store.get_job(job.job_id)
+                    if current is None or JobState(current.state) is not state:
+                        continue
+                    self._transition(current, JobState.FAILED, reason, by="coordinator")
+                failed.append(job.job_id)
+        return failed
 
     # 7: cancel
 
@@ -630,7 +762,9 @@ class Coordinator:
 
     def poll(self, node: str) -> list[WorkItem]:
         """The work waiting for `node`, at most MAX_WORK_ITEMS items."""
-        self.member(node, what="poller")
+        member = self.member(node, what="poller")
+        if member.role == "compute":
+            self.record_poll(node)
         items: list[WorkItem] = []
         room = MAX_WORK_ITEMS
         for job in self.store.jobs_with_input_party(JobState.AWAITING_APPROVALS.value, node, room):
@@ -659,8 +793,10 @@ class Coordinator:
 
     def _view(self, job: JobRecord, spec: JobSpecView) -> JobView:
         by_party = {d.party: d for d in self.store.decisions(job.job_id)}
+        waiting = {e.node: e.detail for e in self.store.status_events(job.job_id) if e.event == "waiting"} \
+            if len(by_party) < len(spec.parties) else {}
         decisions = tuple(
-            PartyStatus(p, "pending", "") if p not in by_party else
+            PartyStatus(p, "pending", waiting.get(p, "")) if p not in by_party else
             PartyStatus(p, "approved" if by_party[p].decision == "approve" else "rejected", by_party[p].reason)
             for p in spec.parties)
         uploaded = tuple(f"{p}/{t}" for p, t in self.store.uploads(job.job_id))

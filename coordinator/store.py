@@ -104,6 +104,22 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         PRIMARY KEY (job_id, party)
     );
     """),
+    # Version 3: results stream in chunks (docs/format.md, "Sealed results"). `envelope` now
+    # holds the HPKE-sealed result key; the sealed stream's messages are rows of result_chunks,
+    # written as they arrive and visible only once their results row exists.
+    (3, """
+    CREATE TABLE result_chunks (
+        job_id    TEXT NOT NULL REFERENCES jobs (job_id),
+        kind      TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        data      BLOB NOT NULL,
+        PRIMARY KEY (job_id, kind, recipient, seq)
+    );
+    ALTER TABLE results ADD COLUMN statement BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE results ADD COLUMN messages INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE results ADD COLUMN stream_bytes INTEGER NOT NULL DEFAULT 0
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -164,9 +180,12 @@ class ResultRecord:
     job_id: str
     kind: str
     recipient: str
-    envelope: bytes
+    envelope: bytes  # the HPKE-sealed result key
     signature: bytes
     posted_at: float
+    statement: bytes = b""
+    messages: int = 0  # rows of result_chunks, seq 0 .. messages-1
+    stream_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,12 @@ class CoordinatorStore:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    @property
+    def waits_stopped(self) -> bool:
+        """True once stop_waiting ran: a long poll must not wait again."""
+        with self._changed:
+            return self._closed
 
     def close(self) -> None:
         self.stop_waiting()
@@ -251,8 +276,11 @@ class CoordinatorStore:
             return int(self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0])
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic, durable unit of work: committed (fsynced) on exit, rolled back on error."""
+    def transaction(self, *, notify: bool = True) -> Iterator[None]:
+        """One atomic, durable unit of work: committed (fsynced) on exit, rolled back on error.
+
+        `notify=False` for writes no poller can see (a result chunk before its results row):
+        they would only wake every long poll for nothing."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -261,6 +289,8 @@ class CoordinatorStore:
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
+            if not notify:
+                return
             with self._changed:
                 self._counter += 1
                 self._changed.notify_all()
@@ -317,6 +347,12 @@ class CoordinatorStore:
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = ? AND job_id IN "
                 "(SELECT job_id FROM job_inputs WHERE party = ?) ORDER BY created_at, job_id LIMIT ?",
                 (state, party, limit))
+            return [_job(r) for r in rows]
+
+    def jobs_in_state(self, state: str, limit: int) -> list[JobRecord]:
+        with self.lock:
+            rows = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = ? "
+                                     "ORDER BY created_at, job_id LIMIT ?", (state, limit))
             return [_job(r) for r in rows]
 
     def jobs_for_compute(self, state: str, compute: str, limit: int) -> list[JobRecord]:
@@ -407,20 +443,45 @@ class CoordinatorStore:
 
     def insert_result(self, r: ResultRecord) -> None:
         self.conn.execute(
-            "INSERT INTO results (job_id, kind, recipient, envelope, signature, posted_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (r.job_id, r.kind, r.recipient, r.envelope, r.signature, r.posted_at))
+            "INSERT INTO results (job_id, kind, recipient, envelope, signature, posted_at, statement, "
+            "messages, stream_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.job_id, r.kind, r.recipient, r.envelope, r.signature, r.posted_at, r.statement, r.messages,
+             r.stream_bytes))
+
+    def clear_result_chunks(self, job_id: str) -> None:
+        """Drop the chunks of a result post that never finished (the job has no results row)."""
+        self.conn.execute("DELETE FROM result_chunks WHERE job_id = ? AND NOT EXISTS "
+                          "(SELECT 1 FROM results WHERE results.job_id = result_chunks.job_id)", (job_id,))
+
+    def insert_result_chunk(self, job_id: str, kind: str, recipient: str, seq: int, data: bytes) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO result_chunks (job_id, kind, recipient, seq, data) "
+                          "VALUES (?, ?, ?, ?, ?)", (job_id, kind, recipient, seq, data))
+
+    def result_chunk_counts(self, job_id: str) -> dict[tuple[str, str], tuple[int, int]]:
+        """(kind, recipient) -> (messages, bytes) of the chunks stored for a job."""
+        with self.lock:
+            return {(k, r): (int(n), int(b)) for k, r, n, b in self.conn.execute(
+                "SELECT kind, recipient, count(*), coalesce(sum(length(data)), 0) FROM result_chunks "
+                "WHERE job_id = ? GROUP BY kind, recipient", (job_id,))}
+
+    def result_chunk(self, job_id: str, kind: str, recipient: str, seq: int) -> bytes | None:
+        """One stored stream message; read one at a time, so a fetch never holds the lock long."""
+        with self.lock:
+            row = self.conn.execute("SELECT data FROM result_chunks WHERE job_id = ? AND kind = ? AND "
+                                    "recipient = ? AND seq = ?", (job_id, kind, recipient, seq)).fetchone()
+        return bytes(row[0]) if row else None
 
     def results(self, job_id: str, recipient: str | None = None) -> list[ResultRecord]:
-        sql = ("SELECT job_id, kind, recipient, envelope, signature, posted_at FROM results "
-               "WHERE job_id = ?")
+        sql = ("SELECT job_id, kind, recipient, envelope, signature, posted_at, statement, messages, "
+               "stream_bytes FROM results WHERE job_id = ?")
         args: tuple[str, ...] = (job_id,)
         if recipient is not None:
             sql += " AND recipient = ?"
             args = (job_id, recipient)
         with self.lock:
             rows = self.conn.execute(sql + " ORDER BY kind, recipient", args)
-            return [ResultRecord(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), r[5]) for r in rows]
+            return [ResultRecord(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), r[5], bytes(r[6]), int(r[7]), int(r[8]))
+                    for r in rows]
 
     def result_index(self, job_id: str) -> list[tuple[str, str]]:
         """(kind, recipient) of every result in the mailbox, without the envelopes."""
@@ -431,9 +492,11 @@ class CoordinatorStore:
     def result_bytes(self, job_id: str) -> int:
         with self.lock:
             row = self.conn.execute(
-                "SELECT coalesce(sum(length(envelope) + length(signature)), 0) FROM results "
-                "WHERE job_id = ?", (job_id,)).fetchone()
-        return int(row[0])
+                "SELECT coalesce(sum(length(envelope) + length(signature) + length(statement)), 0) "
+                "FROM results WHERE job_id = ?", (job_id,)).fetchone()
+            chunks = self.conn.execute("SELECT coalesce(sum(length(data)), 0) FROM result_chunks "
+                                       "WHERE job_id = ?", (job_id,)).fetchone()
+        return int(row[0]) + int(chunks[0])
 
     # status events
 

@@ -27,9 +27,11 @@ from teenet.pki import peer_name
 from teenet.reasons import Reason, check_of, transport_check
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
-from teenet.release import seal_result
+from teenet.release import SealedResult, seal_result, sealed_size
 from teenet.revocation import SignedRevocation, refuse_withdrawn_or_expired
+from teenet.sealed_bytes import ResultKey
 from teenet.sealing import SealedTableReader, StreamBinding
+from teenet.shipped_model import MODEL_INPUT, ModelReference, verify_shipped_model
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
 
@@ -47,6 +49,11 @@ class JobRun:
     tables: dict[tuple[str, str], pa.Table] = field(default_factory=dict)
     started: bool = False
     revocations: list[SignedRevocation] = field(default_factory=list)
+    model_ref: ModelReference | None = None  # predict: the model a party ships in
+    model_onnx: bytes | None = None          # its bytes, once their provenance verified
+
+    def ready(self) -> bool:
+        return len(self.tables) == len(self.spec.inputs) and (self.model_ref is None or self.model_onnx is not None)
 
 
 class ComputeRole(rpc.ComputeServicer):
@@ -106,6 +113,8 @@ class ComputeRole(rpc.ComputeServicer):
                 party_keys=party_keys, own_measurement=rt.enclave.measurement)
             refuse_withdrawn_or_expired(job_id=job_id, decisions=terms.decisions, revocations=revocations,
                                         party_keys=party_keys, now=time.time())
+            model_ref = (ModelReference.parse(spec.params, [i.party for i in spec.inputs])
+                         if spec.function == "predict" else None)
         except TeenetError as exc:
             rt.store.refuse_compute_job(job_id)  # durable before anyone is told
             self._fail(job_id, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
@@ -116,7 +125,7 @@ class ComputeRole(rpc.ComputeServicer):
         if not rt.store.remember_compute_job(job_id):
             return  # another worker took it meanwhile
         session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
-        run = JobRun(job_id, spec, terms, session, revocations=revocations)
+        run = JobRun(job_id, spec, terms, session, revocations=revocations, model_ref=model_ref)
         with self._lock:
             self.runs[job_id] = run
         rt.audit("job_accepted", job_id=job_id, function=spec.function,
@@ -162,6 +171,7 @@ class ComputeRole(rpc.ComputeServicer):
             run = self.runs.pop(item.job_id, None)
         if run is not None:
             run.tables.clear()
+            run.model_onnx = None
             self.rt.store.end_compute_job(item.job_id)
             self.rt.audit("job_dropped", job_id=item.job_id, reason=item.reason)
             log.info("job %s stopped (%s); inputs and keys dropped", item.job_id[:16], item.reason)
@@ -184,6 +194,8 @@ class ComputeRole(rpc.ComputeServicer):
         if caller != k.party:
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"'{caller}' may not upload a table of '{k.party}'")
+        if k.table == MODEL_INPUT:
+            return self._receive_model(run, k, request_iterator, context)
         if not any(i.party == k.party and i.table == k.table for i in run.spec.inputs):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{k.party}/{k.table} is not an input of this job")
         if (k.party, k.table) in run.tables:
@@ -222,15 +234,68 @@ class ComputeRole(rpc.ComputeServicer):
             context.abort(grpc.StatusCode.CANCELLED, "upload stream broke before its last chunk")
         with self._lock:
             run.tables[(k.party, k.table)] = table
-            ready = len(run.tables) == len(run.spec.inputs) and not run.started
-            if ready:
-                run.started = True
         rt.audit("table_received", job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
                  data_enclave=claims.measurement.hex(), sealed_bytes=sealed_bytes[0])
-        if ready:
-            threading.Thread(target=self._run, args=(run,), name=f"job-{k.job_id[:8]}", daemon=True).start()
+        self._start_if_ready(run)
         return pb.UploadReply(job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
                               sealed_bytes=sealed_bytes[0])
+
+    def _start_if_ready(self, run: JobRun) -> None:
+        with self._lock:
+            ready = run.ready() and not run.started
+            if ready:
+                run.started = True
+        if ready:
+            threading.Thread(target=self._run, args=(run,), name=f"job-{run.job_id[:8]}", daemon=True).start()
+
+    def _receive_model(self, run: JobRun, k: pb.KeyEnvelope, request_iterator: Iterator[pb.UploadMessage],
+                       context: grpc.ServicerContext) -> pb.UploadReply:
+        """A predict job's model, shipped by the party the spec names: accepted only with the
+        releasing enclave's signature over it and its train job's signed spec and evidence."""
+        from teenet.node.results import offer_from_proto, result_from_proto
+
+        rt = self.rt
+        ref = run.model_ref
+        if ref is None:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "this job takes no shipped model")
+        if k.party != ref.sender:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"the job's model comes from {ref.sender}, not from '{k.party}'")
+        if run.model_onnx is not None:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, "the job's model was already received")
+        envelope = KeyEnvelope(k.job_id, k.party, k.table, k.sealed_key, k.evidence, k.signing_public_key, k.signature)
+        try:
+            key, claims = run.session.open_key_envelope(envelope, expected_party=k.party, expected_table=MODEL_INPUT,
+                                                        data_policy=rt.data_policy, roots=rt.enclave.roots)
+            shipped = next(request_iterator, None)
+            if shipped is None or shipped.WhichOneof("part") != "model":
+                raise TeenetError("a shipped model's key envelope must be followed by the model's provenance")
+            messages = []
+            for msg in request_iterator:
+                if msg.WhichOneof("part") != "chunk":
+                    raise TeenetError("a shipped model's provenance must be followed by its stream messages only")
+                messages.append(msg.chunk)
+            m = shipped.model
+            onnx = verify_shipped_model(ref=ref, train_job=SignedJob.from_proto(m.train_job),
+                                        train_offer=offer_from_proto(m.train_offer),
+                                        result=result_from_proto(m.head, messages),
+                                        key=ResultKey(key.secret_bytes()), consortium=rt.consortium,
+                                        roots=rt.enclave.roots)
+        except TeenetError as exc:
+            # Named by its check first, as a table's refusal is, so the shipper can say which.
+            detail = str(exc) if isinstance(exc, VerificationError) else f"{check_of(exc)}: {exc}"
+            rt.audit("upload_refused", job_id=k.job_id, party=k.party, table=MODEL_INPUT, reason=detail)
+            log.warning("job %s: refused the model shipped by %s: %s", k.job_id[:16], k.party, detail)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
+        except grpc.RpcError:
+            context.abort(grpc.StatusCode.CANCELLED, "model stream broke before its end")
+        with self._lock:
+            run.model_onnx = onnx
+        rt.audit("model_received", job_id=k.job_id, party=k.party, train_job=ref.job,
+                 data_enclave=claims.measurement.hex())
+        self._start_if_ready(run)
+        return pb.UploadReply(job_id=k.job_id, party=k.party, table=MODEL_INPUT, rows=0,
+                              sealed_bytes=sum(len(x) for x in messages))
 
     # running ------------------------------------------------------------------------------
     def _run(self, run: JobRun) -> None:
@@ -259,7 +324,10 @@ class ComputeRole(rpc.ComputeServicer):
                                  approved_recipients=dict(run.terms.approved_recipients),
                                  id_owners=frozenset(run.terms.id_recipients))
             requests = [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release]
-            releases = run_function(spec.function, inputs, dict(spec.params), requests, rules)
+            params = dict(spec.params)
+            if run.model_onnx is not None:  # the verified model, placed where teenet.models.predict reads it
+                params["model_onnx"] = run.model_onnx
+            releases = run_function(spec.function, inputs, params, requests, rules)
             sealed = []
             for rel in releases:
                 for recipient in rel.recipients:
@@ -267,7 +335,9 @@ class ComputeRole(rpc.ComputeServicer):
                     sealed.append(seal_result(job_digest=bytes.fromhex(run.job_id), kind=rel.kind,
                                               recipient=recipient, recipient_key=member.keys.hpke,
                                               media_type=rel.media_type, payload=rel.payload,
-                                              summary=dict(rel.summary), sign=run.session.sign))
+                                              summary=dict(rel.summary), sign=run.session.sign,
+                                              pad_floor=rt.config.result_pad_floor))
+            del releases
         except TeenetError as exc:
             self._finish(run)
             reason = Reason.of("function.refused", exc, field=spec.function)
@@ -284,23 +354,24 @@ class ComputeRole(rpc.ComputeServicer):
             return
         self._finish(run)
         try:
-            call_with_retry(lambda: rt.coordinator.stub.PostResults(pb.PostResultsRequest(
-                job_id=run.job_id, results=[pb.SealedResult(job_id=s.job_id, recipient=s.recipient, kind=s.kind,
-                                                            envelope=s.envelope, signature=s.signature)
-                                            for s in sealed]), timeout=60), what="post results", stop=rt.stopping)
+            # A fresh stream each attempt; the coordinator drops what a broken attempt stored.
+            call_with_retry(lambda: rt.coordinator.stub.PostResultStream(_result_stream(run.job_id, sealed),
+                                                                         timeout=600),
+                            what="post results", stop=rt.stopping)
         except grpc.RpcError as exc:
             self._fail(run.job_id, Reason("results.refused", transport_check(exc.code().name, exc.details() or "")),
                        f"the coordinator did not take the sealed results: {exc.code().name} "
                        f"{(exc.details() or '')[:200]}")
             return
         rt.audit("released_results", job_id=run.job_id,
-                 results=[[s.kind, s.recipient] for s in sealed])
+                 results=[[s.kind, s.recipient, sealed_size(s)] for s in sealed])
         log.info("job %s: released %d sealed result(s)", run.job_id[:16], len(sealed))
 
     def _finish(self, run: JobRun) -> None:
         with self._lock:
             self.runs.pop(run.job_id, None)
         run.tables.clear()
+        run.model_onnx = None
 
     def _fail(self, job_id: str, reason: Reason, detail: str) -> None:
         """Fail a job: `detail` goes to this node's own log and audit, only `reason` leaves."""
@@ -316,3 +387,14 @@ class ComputeRole(rpc.ComputeServicer):
                 what="report status", stop=rt.stopping)
         except grpc.RpcError as exc:
             log.warning("job %s: coordinator refused status %s: %s", job_id[:16], event, exc.details())
+
+
+def _result_stream(job_id: str, sealed: list[SealedResult]) -> Iterator[pb.ResultStreamPart]:
+    """PostResultStream's messages: each result's head, then its sealed stream; then `end`."""
+    for s in sealed:
+        yield pb.ResultStreamPart(job_id=job_id, head=pb.SealedResultHead(
+            job_id=s.job_id, recipient=s.recipient, kind=s.kind, key_envelope=s.key_envelope,
+            statement=s.statement, signature=s.signature))
+        for message in s.messages:
+            yield pb.ResultStreamPart(job_id=job_id, message=message)
+    yield pb.ResultStreamPart(job_id=job_id, end=True)

@@ -27,6 +27,7 @@ from teenet.revocation import ApprovalRevocation, decision_digest, sign_revocati
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.sealing import StreamBinding, TableKey, seal_table
+from teenet.shipped_model import MODEL_INPUT, MODEL_KIND, ONNX_MEDIA_TYPE, ModelReference
 from teenet.node import policy as owner_policy
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
@@ -45,9 +46,19 @@ AUTHENTIC_BUT_UNFIT = frozenset({"job.schema", "job.consortium", "job.members"})
 UPLOAD_RETRY_DELAY = 1.0
 
 
+class UnreadableTable(TeenetError):
+    """A table of this node that its reader cannot open (a malformed file, a failing query).
+    Its reason names the party and the table only: the reader's own text may quote a cell."""
+
+    def __init__(self, party: str, table: str) -> None:
+        self.reason = Reason("input.unreadable", "input.source", party=party, table=table)
+        super().__init__(self.reason.text())
+
+
 class DataRole:
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
+        self._announced: set[str] = set()  # jobs whose wait for the operator the coordinator was told of
         self._uploading: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
@@ -112,24 +123,34 @@ class DataRole:
 
     def _decide(self, job_id: str, spec):
         rt = self.rt
+        try:
+            columns = self._table_columns(spec)
+        except UnreadableTable as exc:
+            # Decided once, like any rejection: the job fails now with the reason, never loops.
+            return self._sign(job_id, spec, approve=False, reason=str(exc), decided_by="policy")
         operator = rt.store.operator_action(job_id)
         if operator is not None:
             action, who, reason = operator
             approve, decided_by = action == "approve", f"operator:{who}"
             if approve:  # an operator may approve only what the policy allows at all
-                outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
+                outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, columns)
                 if outcome.outcome == "reject":
                     approve, reason = False, outcome.reason
             reason = reason or ("approved by operator" if approve else "rejected by operator")
         else:
-            outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, self._table_columns(spec))
+            outcome = owner_policy.evaluate(spec, rt.config.policy, rt.name, columns)
             if outcome.outcome == "pending":
                 if rt.store.job(job_id).status != "pending":
                     rt.store.set_status(job_id, "pending", outcome.reason)
                     rt.audit("approval_pending", job_id=job_id, reason=outcome.reason)
                     log.info("job %s (%s) waits for an operator: teenet approvals list", job_id[:16], spec.name)
+                self._announce_waiting(job_id, outcome.reason)
                 return None
             approve, reason, decided_by = outcome.outcome == "approve", outcome.reason, "policy"
+        return self._sign(job_id, spec, approve=approve, reason=reason, decided_by=decided_by)
+
+    def _sign(self, job_id: str, spec, *, approve: bool, reason: str, decided_by: str):
+        rt = self.rt
         decision = owner_policy.decision_for(spec, job_id, rt.name, rt.config.policy, rt.compute_measurements,
                                              approve=approve, reason=reason, decided_by=decided_by)
         signed = rt.store.store_decision(sign_decision(decision, rt.keys.signing),
@@ -139,11 +160,32 @@ class DataRole:
         log.info("job %s (%s) %s: %s", job_id[:16], spec.name, "approved" if approve else "rejected", reason)
         return signed
 
+    def _announce_waiting(self, job_id: str, why: str) -> None:
+        """Tell the coordinator, once per job, that this owner's operator must decide and why,
+        so the analyst's status says whom the job waits for (nothing at the coordinator
+        would know otherwise: approvals are recorded on the node)."""
+        with self._lock:
+            if job_id in self._announced:
+                return
+        rt = self.rt
+        try:
+            call_with_retry(lambda: rt.coordinator.stub.ReportStatus(pb.StatusReport(
+                job_id=job_id, node=rt.name, event="waiting", detail=f"waiting for {rt.name}'s operator: {why}"),
+                timeout=10), what="report waiting", stop=rt.stopping, attempts=3)
+        except grpc.RpcError as exc:  # a coordinator without this event: the job still waits, unannounced
+            log.info("job %s: coordinator did not take the waiting notice: %s", job_id[:16], exc.details())
+        with self._lock:
+            self._announced.add(job_id)
+
     def _table_columns(self, spec) -> dict[str, list[str]]:
         out = {}
         for inp in spec.inputs:
             if inp.party == self.rt.name and inp.table in self.rt.catalog.tables:
-                out[inp.table] = self.rt.catalog.columns(inp.table)
+                try:
+                    out[inp.table] = self.rt.catalog.columns(inp.table)
+                except Exception as exc:  # any reader's error: its text may quote a cell, so it stays here
+                    log.warning("table %s cannot be read: %s", inp.table, " ".join(str(exc).split())[:300])
+                    raise UnreadableTable(self.rt.name, inp.table) from None
         return out
 
     def next_local_check(self, interval: float) -> float | None:
@@ -187,7 +229,7 @@ class DataRole:
         done = rt.store.uploads(job_id)
         pending = [inp for inp in mine if f"{rt.name}/{inp.table}" not in done]
         for key, reported in done.items():
-            if not reported:
+            if not reported and not key.endswith("/" + MODEL_INPUT):  # the coordinator knows only tables
                 self._report(job_id, "uploaded", key)
         if not pending:
             return
@@ -224,6 +266,8 @@ class DataRole:
         channel = secure_channel(endpoint, rt.tls, server_name=spec.compute)
         try:
             stub = rpc.ComputeStub(channel)
+            if not self._ship_model_if_mine(job_id, spec, verified, session, stub, done):
+                return
             for inp in pending:
                 columns = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
                 key = TableKey.generate()
@@ -308,6 +352,81 @@ class DataRole:
                 self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")
         finally:
             channel.close()
+
+    def _ship_model_if_mine(self, job_id: str, spec, verified, session: DataEnclaveSession, stub,
+                            done: dict[str, bool]) -> bool:
+        """Ship a predict job's model when this node is the party the spec names: fetch the
+        model it received from the train job, verify it as `teenet job result` does, and send
+        it with its provenance and its result key sealed to the compute enclave. False if the
+        job failed here (the reason is reported)."""
+        from teenet.node.results import fetch_sealed, head_to_proto, verify_release
+        from teenet.release import open_with_key, unwrap_result_key
+
+        rt = self.rt
+        if spec.function != "predict":
+            return True
+        ref = ModelReference.parse(spec.params, [i.party for i in spec.inputs])
+        slot = f"{rt.name}/{MODEL_INPUT}"
+        if ref.sender != rt.name or slot in done:
+            return True
+        try:
+            own = rt.store.decision(ref.job, rt.name)
+            if own is None or not Decision.from_canonical(own.decision).approved:
+                raise VerificationError("model.approval", f"{rt.name} ships only a model of a train job it "
+                                        f"approved; it has no approval of job {ref.job[:12]}")
+            fetched = fetch_sealed(rt.coordinator.stub, ref.job, rt.name)
+            if fetched.state != "succeeded":
+                raise VerificationError("model.job", f"train job {ref.job[:12]} is {fetched.state or 'unknown'}, "
+                                        "not succeeded")
+            release = verify_release(fetched, ref.job, rt.name, rt.consortium, rt.enclave.roots)
+            model = next((r for r in release.results if r.kind == MODEL_KIND), None)
+            if model is None:
+                raise VerificationError("model.recipient", f"train job {ref.job[:12]} released no model to {rt.name}")
+            key = unwrap_result_key(model, recipient=rt.name, recipient_key=rt.keys.hpke)
+            if open_with_key(model, key).media_type != ONNX_MEDIA_TYPE:
+                raise VerificationError("model.result", f"the result of train job {ref.job[:12]} is not ONNX")
+        except TeenetError as exc:
+            return self._fail_model(job_id, Reason.of("model.unshippable", exc, party=rt.name), str(exc))
+        envelope = session.seal_table_key(verified, rt.name, MODEL_INPUT, key)
+        o = release.offer
+
+        def messages() -> Iterator[pb.UploadMessage]:
+            yield pb.UploadMessage(key=pb.KeyEnvelope(
+                job_id=envelope.job_id, party=envelope.party, table=envelope.table, sealed_key=envelope.sealed_key,
+                evidence=envelope.evidence, signing_public_key=envelope.signing_public_key,
+                signature=envelope.signature))
+            yield pb.UploadMessage(model=pb.ShippedModel(
+                train_job=fetched.job.to_proto(), head=head_to_proto(model),
+                train_offer=pb.ComputeOffer(job_id=o.job_id, compute=o.compute, hpke_suite=o.suite.value,
+                                            hpke_public_key=o.hpke_public_key,
+                                            signing_public_key=o.signing_public_key, evidence=o.evidence,
+                                            endpoint=o.endpoint)))
+            for m in model.messages:
+                yield pb.UploadMessage(chunk=m)
+
+        try:
+            stub.UploadTable(messages(), timeout=600)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                details = exc.details() or ""
+                check = (check_named_in(details) if exc.code() == grpc.StatusCode.PERMISSION_DENIED
+                         else transport_check(exc.code().name, details))
+                return self._fail_model(job_id, Reason("model.unshippable", check, party=rt.name),
+                                        f"the compute node refused it: {exc.code().name} {details[:200]}")
+        rt.store.record_upload(job_id, slot, 0)
+        rt.store.mark_upload_reported(job_id, slot)
+        rt.audit("released_model", job_id=job_id, train_job=ref.job, to=spec.compute,
+                 enclave_measurement=verified.claims.measurement.hex())
+        log.info("job %s: shipped the model of train job %s to %s", job_id[:16], ref.job[:16], spec.compute)
+        return True
+
+    def _fail_model(self, job_id: str, reason: Reason, detail: str) -> bool:
+        """Only `reason` leaves; `detail` stays in this node's log and audit."""
+        log.warning("job %s: %s (%s)", job_id[:16], reason.text(), detail)
+        self.rt.store.set_status(job_id, "failed", reason.text())
+        self.rt.audit("upload_failed", job_id=job_id, table=MODEL_INPUT, reason=reason.text(), detail=detail)
+        self._report(job_id, "failed", reason.text())
+        return False
 
     def _report(self, job_id: str, event: str, detail: str) -> None:
         rt = self.rt

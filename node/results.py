@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,51 +24,121 @@ from teenet.identity import MemberKeys
 from teenet.jobspec import SignedJob, verify_signed_job
 from teenet.negotiation import ComputeOffer, HpkeSuite, verify_compute_offer
 from teenet.proto import teenet_pb2 as pb
-from teenet.release import OpenedResult, SealedResult, open_result
+from teenet.release import (OpenedResult, SealedResult, open_with_key, unwrap_result_key,
+                            verify_result_signature)
 
 
-def fetch_and_open(stub, job_id: str, recipient: str, keys: MemberKeys, consortium,
-                   sim_dir: Path | None = None) -> tuple[list[OpenedResult], Claims]:
+@dataclass(frozen=True)
+class FetchedResults:
+    """What the coordinator handed out for one job and recipient, not yet verified."""
+
+    job: SignedJob
+    offer: ComputeOffer | None
+    state: str
+    reason: str
+    results: tuple[SealedResult, ...]
+
+
+def offer_from_proto(o: pb.ComputeOffer) -> ComputeOffer:
+    return ComputeOffer(o.job_id, o.compute, HpkeSuite.parse(o.hpke_suite), o.hpke_public_key,
+                        o.signing_public_key, o.evidence, o.endpoint)
+
+
+def head_to_proto(r: SealedResult) -> pb.SealedResultHead:
+    return pb.SealedResultHead(job_id=r.job_id, recipient=r.recipient, kind=r.kind, key_envelope=r.key_envelope,
+                               statement=r.statement, signature=r.signature)
+
+
+def result_from_proto(h: pb.SealedResultHead, messages: list[bytes]) -> SealedResult:
+    return SealedResult(h.job_id, h.recipient, h.kind, h.key_envelope, h.statement, h.signature, tuple(messages))
+
+
+def fetch_sealed(stub, job_id: str, recipient: str) -> FetchedResults:
+    """Stream a job's sealed results for `recipient` from the coordinator's mailbox."""
     import grpc
 
+    opening = None
+    heads: list[tuple[pb.SealedResultHead, list[bytes]]] = []
     try:
-        reply = stub.FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient=recipient), timeout=60)
+        for part in stub.FetchResultStream(pb.FetchResultsRequest(job_id=job_id, recipient=recipient), timeout=600):
+            which = part.WhichOneof("part")
+            if which == "opening":
+                opening = part.opening
+            elif which == "head":
+                heads.append((part.head, []))
+            elif which == "message" and heads:
+                heads[-1][1].append(part.message)
+            else:
+                raise VerificationError("result.stream", "the coordinator's result stream is out of order")
     except grpc.RpcError as exc:
         raise TeenetError(f"coordinator refused to hand out results: {exc.details()}") from None
-    if reply.status.state != "succeeded":
-        raise TeenetError(f"job {job_id[:12]} is {reply.status.state or 'unknown'}"
-                          + (f": {reply.status.reason}" if reply.status.reason else "") + "; no results")
-    signed = SignedJob.from_proto(reply.job)
+    if opening is None:
+        raise VerificationError("result.stream", "the coordinator's result stream has no opening")
+    offer = offer_from_proto(opening.offer) if opening.HasField("offer") else None
+    return FetchedResults(SignedJob.from_proto(opening.job), offer, opening.status.state, opening.status.reason,
+                          tuple(result_from_proto(h, m) for h, m in heads))
+
+
+@dataclass(frozen=True)
+class VerifiedRelease:
+    spec: object
+    offer: ComputeOffer
+    claims: Claims
+    results: tuple[SealedResult, ...]  # each one's signature checked, not yet opened
+
+
+def verify_release(fetched: FetchedResults, job_id: str, recipient: str, consortium, roots) -> VerifiedRelease:
+    """Check everything but the decryption: the analyst's signature on the job, that it is the
+    job asked for, the compute evidence against the consortium's policy and its binding to
+    this job and keys, that each result is one the job releases to `recipient`, that none
+    is missing, and the enclave's signature over each whole result stream."""
+    signed = fetched.job
     if signed.job_id != job_id:
         raise VerificationError("result.job", "the coordinator returned another job",
                                 expected=job_id[:16], found=signed.job_id[:16])
     spec = verify_signed_job(signed, consortium)
-    o = reply.offer
-    offer = ComputeOffer(o.job_id, o.compute, HpkeSuite.parse(o.hpke_suite), o.hpke_public_key,
-                         o.signing_public_key, o.evidence, o.endpoint)
+    offer = fetched.offer
+    if offer is None:
+        raise VerificationError("result.offer", "the coordinator sent no compute offer for the job")
     if offer.compute != spec.compute:
         raise VerificationError("result.compute", "results come from a compute node the job did not name",
                                 expected=spec.compute, found=offer.compute)
     policy = policy_from_config(consortium.attestation, source="consortium attestation")
+    verified = verify_compute_offer(offer, bytes.fromhex(job_id), policy, roots)
+    expected = {(r.kind, recipient) for r in spec.release if recipient in r.to}
+    seen = set()
+    for res in fetched.results:
+        if (res.kind, res.recipient) not in expected:
+            raise VerificationError("result.kind", f"result '{res.kind}' was not released to {recipient} by this job")
+        verify_result_signature(res, offer=offer)
+        seen.add((res.kind, res.recipient))
+    missing = sorted(k for k, _ in expected - seen)
+    if missing:
+        raise VerificationError("result.missing", f"the mailbox lacks result(s) {', '.join(missing)} for {recipient}")
+    return VerifiedRelease(spec, offer, verified.claims, fetched.results)
+
+
+def recipient_roots(consortium, sim_dir: Path | None):
+    """The trust roots a recipient checks result evidence with (the simulated ARK only where
+    the consortium allows simulated evidence)."""
     sim_ark = None
     if sim_dir is not None and (consortium.attestation or {}).get("allow_simulated"):
         from teenet.attestation.sim import SimulatedPlatform
 
         sim_ark = SimulatedPlatform.load_or_create(Path(sim_dir)).ark
-    verified = verify_compute_offer(offer, bytes.fromhex(job_id), policy, default_trust_roots(sim_ark=sim_ark))
-    expected = {(r.kind, recipient) for r in spec.release if recipient in r.to}
-    opened = []
-    seen = set()
-    for r in reply.results:
-        res = SealedResult(r.job_id, r.recipient, r.kind, r.envelope, r.signature)
-        if (res.kind, res.recipient) not in expected:
-            raise VerificationError("result.kind", f"result '{res.kind}' was not released to {recipient} by this job")
-        opened.append(open_result(res, offer=offer, recipient=recipient, recipient_key=keys.hpke))
-        seen.add((res.kind, res.recipient))
-    missing = sorted(k for k, _ in expected - seen)
-    if missing:
-        raise VerificationError("result.missing", f"the mailbox lacks result(s) {', '.join(missing)} for {recipient}")
-    return opened, verified.claims
+    return default_trust_roots(sim_ark=sim_ark)
+
+
+def fetch_and_open(stub, job_id: str, recipient: str, keys: MemberKeys, consortium,
+                   sim_dir: Path | None = None) -> tuple[list[OpenedResult], Claims]:
+    fetched = fetch_sealed(stub, job_id, recipient)
+    if fetched.state != "succeeded":
+        raise TeenetError(f"job {job_id[:12]} is {fetched.state or 'unknown'}"
+                          + (f": {fetched.reason}" if fetched.reason else "") + "; no results")
+    release = verify_release(fetched, job_id, recipient, consortium, recipient_roots(consortium, sim_dir))
+    opened = [open_with_key(r, unwrap_result_key(r, recipient=recipient, recipient_key=keys.hpke))
+              for r in release.results]
+    return opened, release.claims
 
 
 def write_results(opened: list[OpenedResult], out: Path) -> list[Path]:

@@ -271,6 +271,9 @@ class NodeConfig:
     log_format: str = "text"                 # text | json (one JSON object per log line)
     # How the member keys and the TLS key are protected at rest (see key_protection_section).
     key_protection: KeyProtectionSettings = KeyProtectionSettings()
+    # Compute nodes: the smallest size bucket a sealed result's content is padded to (bytes, a
+    # power of two); see teenet/release.py.
+    result_pad_floor: int = 4096
 
     @property
     def member(self) -> Member:
@@ -285,7 +288,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     root = doc.root()
     f = root.mapping(required=("node", "role", "consortium", "state_dir", "keys", "tls", "enclave", "policy"),
                      optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables", "key_protection",
-                               "console", "log_format"),
+                               "result_pad_floor", "console", "log_format"),
                      what="a node config mapping")
     node = f["node"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     role = f["role"].string(choices=NODE_ROLES)
@@ -302,6 +305,16 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise root.child(needed, None).error(f"missing required field '{needed}' (a {role} node needs it)")
     if refused in f:
         raise f[refused].error(f"a {role} node has no '{refused}'")
+    if "result_pad_floor" in f and role != "compute":
+        raise f["result_pad_floor"].error("only a compute node seals results; a data node has no 'result_pad_floor'")
+    pad_floor = 4096
+    if "result_pad_floor" in f:
+        from teenet.release import check_pad_floor
+
+        try:
+            pad_floor = check_pad_floor(f["result_pad_floor"].integer(minimum=0, maximum=1 << 40))
+        except InputError as exc:
+            raise f["result_pad_floor"].error(str(exc).split(": ", 1)[-1]) from None
     coordinator = endpoint(f["coordinator"]) if "coordinator" in f else consortium.coordinator_endpoint
     tables = _table_sources(f["tables"], base) if "tables" in f else MappingProxyType({})
     if role == "data":
@@ -323,7 +336,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         enclave=_enclave(f["enclave"], base), listen=endpoint(f["listen"]) if "listen" in f else None,
         poll_interval=(f["poll_interval"].number(minimum=0.05, maximum=3600) if "poll_interval" in f else 1.0),
         poll_wait=(f["poll_wait"].number(minimum=0, maximum=20) if "poll_wait" in f else DEFAULT_POLL_WAIT),
-        tables=tables, policy=policy, source=doc.source,
+        tables=tables, policy=policy, source=doc.source, result_pad_floor=pad_floor,
         console=(console_section(f["console"], base, resolve_path(f["keys"], base) / CONSOLE_TOKEN_FILE)
                  if "console" in f else None),
         log_format=log_format_field(f.get("log_format")),

@@ -32,6 +32,7 @@ STAGES: dict[str, str] = {
     "function.refused": "{field} refused",
     "function.failed": "{field} failed inside the enclave",
     "results.refused": "the coordinator did not take the sealed results",
+    "model.unshippable": "{party} could not ship the model",
 }
 
 # The checks a reason may name. Anything else is said as "unlisted": a new check shows up
@@ -59,6 +60,11 @@ CHECKS: frozenset[str] = frozenset({
     # release rules (teenet.models)
     "release.requests", "release.raw_rows", "release.kind", "release.recipients", "release.scores",
     "release.min_group_size", "release.dp", "release.refused", "function.params", "function.input",
+    # results and shipped models (teenet/release.py, teenet/shipped_model.py)
+    "result.job", "result.kind", "result.missing", "result.compute", "result.offer", "result.statement",
+    "result.signature", "result.key_envelope", "result.stream", "result.recipient", "result.envelope",
+    "result.header", "result.padding", "model.job", "model.offer", "model.recipient", "model.result",
+    "model.approval",
     # transport
     "tls.handshake", "tls.hostname", "transport.unavailable", "transport.deadline_exceeded",
     "transport.cancelled", "transport.resource_exhausted", "transport.permission_denied",

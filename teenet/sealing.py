@@ -208,9 +208,10 @@ class _StreamKeys:
 
     __slots__ = ("mac_key", "aes", "aead", "nonce_prefix")
 
-    def __init__(self, key: TableKey, salt: bytes, header_body: bytes) -> None:
+    def __init__(self, key: TableKey, salt: bytes, header_body: bytes, kdf_info: bytes = _KDF_INFO) -> None:
+        # kdf_info separates the kinds of stream (tables here, results in sealed_bytes.py).
         okm = HKDF(algorithm=hashes.SHA256(), length=32 + 32 + _NONCE_PREFIX_SIZE, salt=salt,
-                   info=_KDF_INFO + hashlib.sha256(header_body).digest()).derive(key.secret_bytes())
+                   info=kdf_info + hashlib.sha256(header_body).digest()).derive(key.secret_bytes())
         self.mac_key = okm[:32]
         self.aes = algorithms.AES256(okm[32:64])
         self.aead = AESGCM(okm[32:64])

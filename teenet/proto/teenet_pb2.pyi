@@ -178,27 +178,33 @@ class StatusReport(_message.Message):
     detail: str
     def __init__(self, job_id: _Optional[str] = ..., node: _Optional[str] = ..., event: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
-class SealedResult(_message.Message):
-    __slots__ = ("job_id", "recipient", "kind", "envelope", "signature")
+class SealedResultHead(_message.Message):
+    __slots__ = ("job_id", "recipient", "kind", "key_envelope", "statement", "signature")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
-    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     recipient: str
     kind: str
-    envelope: bytes
+    key_envelope: bytes
+    statement: bytes
     signature: bytes
-    def __init__(self, job_id: _Optional[str] = ..., recipient: _Optional[str] = ..., kind: _Optional[str] = ..., envelope: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., recipient: _Optional[str] = ..., kind: _Optional[str] = ..., key_envelope: _Optional[bytes] = ..., statement: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
-class PostResultsRequest(_message.Message):
-    __slots__ = ("job_id", "results")
+class ResultStreamPart(_message.Message):
+    __slots__ = ("job_id", "head", "message", "end")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    results: _containers.RepeatedCompositeFieldContainer[SealedResult]
-    def __init__(self, job_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SealedResult, _Mapping]]] = ...) -> None: ...
+    head: SealedResultHead
+    message: bytes
+    end: bool
+    def __init__(self, job_id: _Optional[str] = ..., head: _Optional[_Union[SealedResultHead, _Mapping]] = ..., message: _Optional[bytes] = ..., end: _Optional[bool] = ...) -> None: ...
 
 class FetchResultsRequest(_message.Message):
     __slots__ = ("job_id", "recipient")
@@ -208,17 +214,25 @@ class FetchResultsRequest(_message.Message):
     recipient: str
     def __init__(self, job_id: _Optional[str] = ..., recipient: _Optional[str] = ...) -> None: ...
 
-class FetchResultsReply(_message.Message):
-    __slots__ = ("job", "offer", "results", "status")
+class ResultFetchOpening(_message.Message):
+    __slots__ = ("job", "offer", "status")
     JOB_FIELD_NUMBER: _ClassVar[int]
     OFFER_FIELD_NUMBER: _ClassVar[int]
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     job: SignedJob
     offer: ComputeOffer
-    results: _containers.RepeatedCompositeFieldContainer[SealedResult]
     status: JobStatus
-    def __init__(self, job: _Optional[_Union[SignedJob, _Mapping]] = ..., offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., results: _Optional[_Iterable[_Union[SealedResult, _Mapping]]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ...) -> None: ...
+    def __init__(self, job: _Optional[_Union[SignedJob, _Mapping]] = ..., offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ...) -> None: ...
+
+class ResultFetchPart(_message.Message):
+    __slots__ = ("opening", "head", "message")
+    OPENING_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    opening: ResultFetchOpening
+    head: SealedResultHead
+    message: bytes
+    def __init__(self, opening: _Optional[_Union[ResultFetchOpening, _Mapping]] = ..., head: _Optional[_Union[SealedResultHead, _Mapping]] = ..., message: _Optional[bytes] = ...) -> None: ...
 
 class AuditRequest(_message.Message):
     __slots__ = ("after_seq", "limit")
@@ -298,15 +312,27 @@ class KeyEnvelope(_message.Message):
     signature: bytes
     def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., table: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., evidence: _Optional[bytes] = ..., signing_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class ShippedModel(_message.Message):
+    __slots__ = ("train_job", "train_offer", "head")
+    TRAIN_JOB_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_OFFER_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    train_job: SignedJob
+    train_offer: ComputeOffer
+    head: SealedResultHead
+    def __init__(self, train_job: _Optional[_Union[SignedJob, _Mapping]] = ..., train_offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., head: _Optional[_Union[SealedResultHead, _Mapping]] = ...) -> None: ...
+
 class UploadMessage(_message.Message):
-    __slots__ = ("key", "header", "chunk")
+    __slots__ = ("key", "header", "chunk", "model")
     KEY_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     key: KeyEnvelope
     header: bytes
     chunk: bytes
-    def __init__(self, key: _Optional[_Union[KeyEnvelope, _Mapping]] = ..., header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    model: ShippedModel
+    def __init__(self, key: _Optional[_Union[KeyEnvelope, _Mapping]] = ..., header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ..., model: _Optional[_Union[ShippedModel, _Mapping]] = ...) -> None: ...
 
 class UploadReply(_message.Message):
     __slots__ = ("job_id", "party", "table", "rows", "sealed_bytes")

@@ -74,15 +74,15 @@ class CoordinatorStub:
                 request_serializer=teenet__pb2.StatusReport.SerializeToString,
                 response_deserializer=teenet__pb2.Ack.FromString,
                 _registered_method=True)
-        self.PostResults = channel.unary_unary(
-                '/teenet.v1.Coordinator/PostResults',
-                request_serializer=teenet__pb2.PostResultsRequest.SerializeToString,
+        self.PostResultStream = channel.stream_unary(
+                '/teenet.v1.Coordinator/PostResultStream',
+                request_serializer=teenet__pb2.ResultStreamPart.SerializeToString,
                 response_deserializer=teenet__pb2.Ack.FromString,
                 _registered_method=True)
-        self.FetchResults = channel.unary_unary(
-                '/teenet.v1.Coordinator/FetchResults',
+        self.FetchResultStream = channel.unary_stream(
+                '/teenet.v1.Coordinator/FetchResultStream',
                 request_serializer=teenet__pb2.FetchResultsRequest.SerializeToString,
-                response_deserializer=teenet__pb2.FetchResultsReply.FromString,
+                response_deserializer=teenet__pb2.ResultFetchPart.FromString,
                 _registered_method=True)
         self.GetAudit = channel.unary_unary(
                 '/teenet.v1.Coordinator/GetAudit',
@@ -147,13 +147,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PostResults(self, request, context):
+    def PostResultStream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def FetchResults(self, request, context):
+    def FetchResultStream(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,15 +214,15 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     request_deserializer=teenet__pb2.StatusReport.FromString,
                     response_serializer=teenet__pb2.Ack.SerializeToString,
             ),
-            'PostResults': grpc.unary_unary_rpc_method_handler(
-                    servicer.PostResults,
-                    request_deserializer=teenet__pb2.PostResultsRequest.FromString,
+            'PostResultStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.PostResultStream,
+                    request_deserializer=teenet__pb2.ResultStreamPart.FromString,
                     response_serializer=teenet__pb2.Ack.SerializeToString,
             ),
-            'FetchResults': grpc.unary_unary_rpc_method_handler(
-                    servicer.FetchResults,
+            'FetchResultStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchResultStream,
                     request_deserializer=teenet__pb2.FetchResultsRequest.FromString,
-                    response_serializer=teenet__pb2.FetchResultsReply.SerializeToString,
+                    response_serializer=teenet__pb2.ResultFetchPart.SerializeToString,
             ),
             'GetAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAudit,
@@ -462,7 +462,7 @@ class Coordinator:
             _registered_method=True)
 
     @staticmethod
-    def PostResults(request,
+    def PostResultStream(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -472,11 +472,11 @@ class Coordinator:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
-            '/teenet.v1.Coordinator/PostResults',
-            teenet__pb2.PostResultsRequest.SerializeToString,
+            '/teenet.v1.Coordinator/PostResultStream',
+            teenet__pb2.ResultStreamPart.SerializeToString,
             teenet__pb2.Ack.FromString,
             options,
             channel_credentials,
@@ -489,7 +489,7 @@ class Coordinator:
             _registered_method=True)
 
     @staticmethod
-    def FetchResults(request,
+    def FetchResultStream(request,
             target,
             options=(),
             channel_credentials=None,
@@ -499,12 +499,12 @@ class Coordinator:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
-            '/teenet.v1.Coordinator/FetchResults',
+            '/teenet.v1.Coordinator/FetchResultStream',
             teenet__pb2.FetchResultsRequest.SerializeToString,
-            teenet__pb2.FetchResultsReply.FromString,
+            teenet__pb2.ResultFetchPart.FromString,
             options,
             channel_credentials,
             insecure,

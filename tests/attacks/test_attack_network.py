@@ -285,7 +285,8 @@ def held(net):
     policy = policy_from_config({"allow_simulated": True, "measurements": [enclave.measurement]})
 
     def verified_offer(jid: str):
-        o = analyst.stub.FetchResults(pb.FetchResultsRequest(job_id=jid, recipient="analyst"), timeout=10).offer
+        o = next(iter(analyst.stub.FetchResultStream(pb.FetchResultsRequest(job_id=jid, recipient="analyst"),
+                                                     timeout=10))).opening.offer
         offer = ComputeOffer(o.job_id, o.compute, HpkeSuite.parse(o.hpke_suite), o.hpke_public_key,
                              o.signing_public_key, o.evidence, o.endpoint)
         return verify_compute_offer(offer, bytes.fromhex(jid), policy, enclave.roots)

@@ -64,7 +64,8 @@ release:
 
 
 class MessageRecorder(grpc.ServerInterceptor):
-    """Keeps every message of every unary call, as the servicer receives and answers it."""
+    """Keeps every message of every call (unary, and the streamed results), as the servicer
+    receives and answers it."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, str, bytes]] = []
@@ -76,6 +77,10 @@ class MessageRecorder(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
+        if handler is not None and handler.stream_unary is not None:  # PostResultStream
+            return self._client_stream(handler_call_details.method, handler)
+        if handler is not None and handler.unary_stream is not None and "Health" not in handler_call_details.method:
+            return self._server_stream(handler_call_details.method, handler)  # FetchResultStream
         if handler is None or handler.unary_unary is None:
             assert handler is None or "Health" in handler_call_details.method, handler_call_details.method
             return handler
@@ -94,6 +99,45 @@ class MessageRecorder(grpc.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(recorded, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
+
+    def _refused(self, method: str, context) -> None:
+        details = getattr(context, "details", lambda: None)()
+        self._keep(method, "refused", (details or "").encode() if isinstance(details, str) else details or b"")
+
+    def _client_stream(self, method: str, handler):
+        inner = handler.stream_unary
+
+        def recorded(request_iterator, context):
+            def kept():
+                for request in request_iterator:
+                    self._keep(method, "in", request.SerializeToString())
+                    yield request
+            try:
+                reply = inner(kept(), context)
+            except BaseException:
+                self._refused(method, context)
+                raise
+            self._keep(method, "out", reply.SerializeToString())
+            return reply
+
+        return grpc.stream_unary_rpc_method_handler(recorded, request_deserializer=handler.request_deserializer,
+                                                    response_serializer=handler.response_serializer)
+
+    def _server_stream(self, method: str, handler):
+        inner = handler.unary_stream
+
+        def recorded(request, context):
+            self._keep(method, "in", request.SerializeToString())
+            try:
+                for reply in inner(request, context):
+                    self._keep(method, "out", reply.SerializeToString())
+                    yield reply
+            except BaseException:
+                self._refused(method, context)
+                raise
+
+        return grpc.unary_stream_rpc_method_handler(recorded, request_deserializer=handler.request_deserializer,
+                                                    response_serializer=handler.response_serializer)
 
     def blob(self) -> bytes:
         with self._lock:
@@ -258,7 +302,7 @@ def test_every_ending_went_through_the_recorded_coordinator(wire):
     assert POISON in failed[0]["detail"], failed
     methods = {m for m, _, _ in wire.extra["recorder"].messages}
     assert {"/teenet.v1.Coordinator/SubmitJob", "/teenet.v1.Coordinator/Poll", "/teenet.v1.Coordinator/ReportStatus",
-            "/teenet.v1.Coordinator/PostResults", "/teenet.v1.Coordinator/FetchResults",
+            "/teenet.v1.Coordinator/PostResultStream", "/teenet.v1.Coordinator/FetchResultStream",
             "/teenet.v1.Coordinator/CancelJob"} <= methods, methods
 
 

@@ -141,6 +141,15 @@ def test_example_compute_node_loads(sandbox: Sandbox) -> None:
     cfg.policy.data_policy()
 
 
+def test_a_compute_nodes_result_padding_floor_is_a_power_of_two(sandbox: Sandbox) -> None:
+    assert load_node_config(sandbox.root / "compute-1" / "node.yaml").result_pad_floor == 4096
+    path, _ = edited(sandbox, "compute-1/node.yaml", "result_pad_floor: 4096", "result_pad_floor: 65536")
+    assert load_node_config(path).result_pad_floor == 65536
+    path, line = edited(sandbox, "compute-1/node.yaml", "result_pad_floor: 65536", "result_pad_floor: 5000")
+    error = refused(load_node_config, path)
+    assert error.field == "result_pad_floor" and error.line == line and "power of two" in str(error)
+
+
 def test_compute_node_may_pin_compute_enclaves_too(sandbox: Sandbox) -> None:
     path, _ = edited(sandbox, "compute-1/node.yaml", "  data_attestation:",
                      f"  compute_attestation: {{measurements: [{MEASUREMENT}]}}\n  data_attestation:")

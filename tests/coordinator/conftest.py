@@ -25,10 +25,10 @@ def open_coordinator(world: World, tmp_path: Path) -> Iterator[Callable[..., Coo
     opened: list[Coordinator] = []
     audit_key = ed25519.Ed25519PrivateKey.generate()
 
-    def make(*, checkpoint_every: int = 4) -> Coordinator:
+    def make(*, checkpoint_every: int = 4, **limits) -> Coordinator:
         store = CoordinatorStore(tmp_path / "coordinator.db")
         audit = AuditLog(store.conn, audit_key, checkpoint_every=checkpoint_every, lock=store.lock)
-        c = Coordinator(store, audit, world.consortium, clock=world.clock)
+        c = Coordinator(store, audit, world.consortium, clock=world.clock, **limits)
         opened.append(c)
         return c
 

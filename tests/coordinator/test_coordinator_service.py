@@ -74,18 +74,25 @@ def test_the_whole_flow_over_grpc(world, network):
         stub(party).ReportStatus(pb.StatusReport(job_id=job_id, node=party, event="uploaded",
                                                  detail=f"{party}/{table}"), timeout=10)
     stub("enclave").ReportStatus(pb.StatusReport(job_id=job_id, node="enclave", event="running"), timeout=10)
-    stub("enclave").PostResults(pb.PostResultsRequest(job_id=job_id, results=[
-        pb.SealedResult(job_id=job_id, recipient="alice", kind="size", envelope=b"for-alice", signature=bytes(64)),
-        pb.SealedResult(job_id=job_id, recipient="bank", kind="size", envelope=b"for-bank", signature=bytes(64)),
-    ]), timeout=10)
+    parts = []
+    for recipient in ("alice", "bank"):
+        parts.append(pb.ResultStreamPart(job_id=job_id, head=pb.SealedResultHead(
+            job_id=job_id, recipient=recipient, kind="size", key_envelope=f"key-for-{recipient}".encode(),
+            statement=b"{}", signature=bytes(64))))
+        parts += [pb.ResultStreamPart(job_id=job_id, message=f"{recipient}-{i}".encode()) for i in range(3)]
+    parts.append(pb.ResultStreamPart(job_id=job_id, end=True))
+    stub("enclave").PostResultStream(iter(parts), timeout=10)
 
     status = stub("alice").GetJob(pb.JobRef(job_id=job_id), timeout=10)
     assert status.state == "succeeded" and list(status.results) == ["size->alice", "size->bank"]
     assert [(d.party, d.decision) for d in status.decisions] == [("bank", "approved"), ("telco", "approved")]
-    fetched = stub("alice").FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient="alice"), timeout=10)
-    assert [r.envelope for r in fetched.results] == [b"for-alice"]
-    assert fetched.offer.signing_public_key == fields["signing_public_key"]
-    assert fetched.job.analyst == "alice" and fetched.status.state == "succeeded"
+    fetched = list(stub("alice").FetchResultStream(pb.FetchResultsRequest(job_id=job_id, recipient="alice"),
+                                                   timeout=10))
+    opening = fetched[0].opening
+    assert [p.head.key_envelope for p in fetched if p.WhichOneof("part") == "head"] == [b"key-for-alice"]
+    assert [p.message for p in fetched if p.WhichOneof("part") == "message"] == [b"alice-0", b"alice-1", b"alice-2"]
+    assert opening.offer.signing_public_key == fields["signing_public_key"]
+    assert opening.job.analyst == "alice" and opening.status.state == "succeeded"
     listed = stub("telco").ListJobs(pb.ListJobsRequest(limit=50), timeout=10).jobs
     assert job_id in [j.job_id for j in listed]
     assert job_id not in [j.job_id for j in stub("eve").ListJobs(pb.ListJobsRequest(), timeout=10).jobs]
@@ -140,11 +147,11 @@ def test_a_party_cannot_decide_for_another_even_with_its_signature(world, networ
 def test_nobody_fetches_someone_elses_results(world, network):
     _, stub, _ = network
     job_id = submit(world, stub)
-    err = refused(lambda: stub("bank").FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient="alice"),
-                                                    timeout=10))
+    err = refused(lambda: list(stub("bank").FetchResultStream(
+        pb.FetchResultsRequest(job_id=job_id, recipient="alice"), timeout=10)))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "recipient is 'alice'" in err.details()
-    err = refused(lambda: stub("eve").FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient="eve"),
-                                                   timeout=10))
+    err = refused(lambda: list(stub("eve").FetchResultStream(
+        pb.FetchResultsRequest(job_id=job_id, recipient="eve"), timeout=10)))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "no part in job" in err.details()
 
 

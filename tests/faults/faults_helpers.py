@@ -146,8 +146,10 @@ class FaultNet:
 
     def mailbox(self, job_id: str) -> list:
         """The sealed results the coordinator holds for a job (any recipient), from its own reply."""
-        reply = self.link.stub.FetchResults(pb.FetchResultsRequest(job_id=job_id, recipient="analyst"), timeout=10)
-        return list(reply.results) + list(reply.status.results)
+        parts = list(self.link.stub.FetchResultStream(pb.FetchResultsRequest(job_id=job_id, recipient="analyst"),
+                                                      timeout=10))
+        heads = [p.head for p in parts if p.WhichOneof("part") == "head"]
+        return heads + list(parts[0].opening.status.results)
 
     def listed(self) -> set[str]:
         jobs = self.link.stub.ListJobs(pb.ListJobsRequest(limit=1000), timeout=10).jobs

@@ -6,6 +6,7 @@ the compute enclave never takes the cut stream as a table."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from integration_helpers import cli_json
+from integration_helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,10 @@ def sandbox(tmp_path_factory):
 
 
 def test_an_unreadable_row_mid_upload_fails_the_job_with_the_owners_reason(sandbox, capsys):
-    out = cli_json(capsys, "job", "submit", sandbox / "jobs" / "psi-overlap.yaml", "--config",
-                   sandbox / "analyst.yaml", "--wait", "--timeout", "120")
+    code, text, err = run_cli(capsys, "job", "submit", sandbox / "jobs" / "psi-overlap.yaml", "--config",
+                              sandbox / "analyst.yaml", "--wait", "--timeout", "120", "--json")
+    assert code == 1, err  # the job failed: submit --wait says so in its exit code
+    out = json.loads(text)
     job_id = out["job_id"]
     assert out["state"] == "failed", out
     reason = out["reason"]

@@ -61,6 +61,11 @@ class EnclaveSighting:
     reason: str
 
 
+def _int(value: Any) -> int:
+    """A count from an audit field; anything that is not a whole number counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _summary(event: Mapping[str, Any]) -> str:
     name = event.get("event", "")
     if name == "released_table":
@@ -71,7 +76,9 @@ def _summary(event: Mapping[str, Any]) -> str:
     if name in ("approved", "rejected"):
         return f"{event.get('decided_by', '')}: {event.get('reason', '')}"
     if name == "released_results":
-        return ", ".join(f"{k} -> {r}" for k, r in event.get("results", []))
+        results = event.get("results") if isinstance(event.get("results"), list) else []
+        # each [kind, recipient, ...] (later fields, such as the sealed size, are not shown here)
+        return ", ".join(f"{r[0]} -> {r[1]}" for r in results if isinstance(r, list) and len(r) >= 2)
     return str(event.get("reason", "") or event.get("name", "") or "")
 
 
@@ -124,20 +131,21 @@ class AuditDigest:
             by = str(event.get("decided_by", "policy"))
             self.decisions[(name[:-1] if name.endswith("d") else name, by.split(":", 1)[0])] += 1
         elif name == "released_table":
-            self.sealed_bytes += int(event.get("sealed_bytes") or 0)
-            self.sealed_rows += int(event.get("rows") or 0)
+            self.sealed_bytes += _int(event.get("sealed_bytes"))
+            self.sealed_rows += _int(event.get("rows"))
             self.verifications[("ok", "")] += 1
             self.sightings.append(EnclaveSighting(at, job_id, str(event.get("to", "")),
                                                   str(event.get("enclave_platform", "")),
                                                   str(event.get("enclave_measurement", "")),
-                                                  dict(event.get("enclave_tcb") or {}), True, ""))
+                                                  dict(event.get("enclave_tcb") or {})
+                                                  if isinstance(event.get("enclave_tcb"), dict) else {}, True, ""))
         elif name == "compute_refused":
             reason = str(event.get("reason", ""))
             self.verifications[("refused", reason.split(":", 1)[0][:80])] += 1
             self.sightings.append(EnclaveSighting(at, job_id, "", "", "", {}, False, reason))
         elif name == "table_received":
-            self.opened_bytes += int(event.get("sealed_bytes") or 0)
-            self.opened_rows += int(event.get("rows") or 0)
+            self.opened_bytes += _int(event.get("sealed_bytes"))
+            self.opened_rows += _int(event.get("rows"))
             self.verifications[("ok", "")] += 1
             self.sightings.append(EnclaveSighting(at, job_id, str(event.get("party", "")), "",
                                                   str(event.get("data_enclave", "")), {}, True, ""))

@@ -34,6 +34,16 @@ def test_the_digest_folds_new_entries_into_timelines_counts_and_metrics(tmp_path
                                                                       ("", False, {})]
     assert len(digest.phase_seconds["received"]) == 1 and digest.phase_seconds["received"][0] >= 0
 
+    # a compute node's release, as its audit records it ([kind, recipient, sealed size]), and
+    # fields of an unexpected shape: folded without a crash, unknown figures counted as 0
+    log.append({"event": "released_results", "node": "compute-1", "job_id": JOB,
+                "results": [["size", "analyst", 96], ["size", "bank", 96]]})
+    log.append({"event": "table_received", "node": "compute-1", "job_id": JOB, "party": "bank",
+                "table": "customers", "rows": "many", "sealed_bytes": None})
+    digest.refresh()
+    assert digest.timelines[JOB][-2].detail == "size -> analyst, size -> bank"
+    assert (digest.opened_bytes, digest.opened_rows) == (0, 0)
+
     text = generate_latest(registry_for(RecordsCollector(lambda: {"uploaded": 1}, digest,
                                                          budgets=lambda: {"customers": 0.5}))).decode()
     assert 'teenet_jobs{state="uploaded"} 1.0' in text

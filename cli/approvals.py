@@ -6,7 +6,6 @@ one, the rule and field that refused it (or the privacy budget and what remains)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -16,6 +15,7 @@ from teenet.cli.common import config_path, resolve_job_id
 from teenet.cli.output import JSON_HELP, emit
 from teenet.config import load_node_config
 from teenet.errors import InputError
+from teenet.node.approvals import describe_job, record_operator_decision
 from teenet.node.store import NodeStore
 
 app = typer.Typer(no_args_is_help=True)
@@ -29,30 +29,6 @@ def _store(config: Path | None) -> tuple[NodeStore, str]:
     return NodeStore(db), cfg.node
 
 
-def _spend(spec: dict) -> dict:
-    """What the job would spend of each of this owner's tables' privacy budgets."""
-    from teenet.errors import TeenetError
-    from teenet.models.rules import epsilon_cost
-
-    try:
-        epsilon, delta = epsilon_cost(str(spec.get("function")), spec.get("params"))
-    except TeenetError:
-        return {"epsilon": None, "delta": None}  # a malformed dp section: the node rejects the job
-    return {"epsilon": epsilon, "delta": delta}
-
-
-def _describe(canonical: bytes, party: str) -> dict:
-    spec = json.loads(canonical)
-    return {
-        "spend": _spend(spec),
-        "name": spec.get("name"), "analyst": spec.get("analyst"), "function": spec.get("function"),
-        "compute": spec.get("compute"),
-        "tables": [{"table": i["table"], "columns": list(i.get("keys", [])) + list(i.get("columns", []))}
-                   for i in spec.get("inputs", []) if i.get("party") == party],
-        "release": [{"kind": r["kind"], "to": r["to"]} for r in spec.get("release", [])],
-    }
-
-
 @app.command("list")
 def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's config."),
           all_: bool = typer.Option(False, "--all", help="Also show jobs already decided."),
@@ -60,7 +36,7 @@ def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's c
     """Jobs that wait for an operator's decision: who asks, for which columns, what leaves, to whom."""
     store, party = _store(config)
     records = store.jobs() if all_ else store.jobs("pending")
-    rows = [{"job_id": r.job_id, "status": r.status, "reason": r.reason, **_describe(r.canonical_spec, party)}
+    rows = [{"job_id": r.job_id, "status": r.status, "reason": r.reason, **describe_job(r.canonical_spec, party)}
             for r in records]
 
     def render(console) -> None:
@@ -84,11 +60,8 @@ def list_(config: Path = typer.Option(None, "--config", "-c", help="The node's c
 def _act(action: str, job: str, config: Path | None, operator: str, reason: str, as_json: bool) -> None:
     store, _ = _store(config)
     job_id = resolve_job_id(job, [r.job_id for r in store.jobs()])
-    record = store.job(job_id)
-    if record.status not in ("pending", "new"):
-        raise InputError(f"job {job_id[:12]} is already {record.status}; a node decides once per job")
-    store.record_operator_action(job_id, action, operator, reason)
-    emit({"job_id": job_id, "action": action, "operator": operator, "reason": reason}, as_json,
+    done = record_operator_decision(store, job_id, action, operator, reason)  # type: ignore[arg-type]
+    emit(done.to_json(), as_json,
          lambda c: c.print(f"{action} recorded for job {job_id[:12]}; the node signs and sends it on its next poll"))
 
 

@@ -139,6 +139,9 @@ def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]]
     pki.issue(COORDINATOR)
     coordinator_port = _free_port()
     compute_ports = {name: _free_port() for name in compute_nodes}
+    # Every daemon's web console, on loopback (its operator token: console.token by its keys).
+    consoles = {name: {"listen": f"127.0.0.1:{_free_port()}"} for name in (*parties, *compute_nodes)}
+    consoles[COORDINATOR] = {"listen": f"127.0.0.1:{_free_port()}", "token_file": "state/coordinator/console.token"}
     sim_attestation = {"allow_simulated": True, "measurements": [measurement]}
 
     for party in parties:
@@ -167,7 +170,7 @@ def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]]
             "node": party, "role": "data", "consortium": "consortium.yaml",
             "state_dir": f"state/{party}", "keys": f"members/{party}/keys", "tls": tls(party),
             "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
-            "poll_interval": 0.2,
+            "poll_interval": 0.2, "console": consoles[party],
             "tables": {t: {"format": p.suffix.lstrip(".").lower(), "path": str(p)} for t, p in tables[party].items()},
             "policy": {
                 "analysts": [ANALYST], "functions": ["psi", "aggregate", "train", "predict"],
@@ -185,13 +188,13 @@ def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]]
             "node": name, "role": "compute", "consortium": "consortium.yaml",
             "state_dir": f"state/{name}", "keys": f"members/{name}/keys", "tls": tls(name),
             "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
-            "listen": f"127.0.0.1:{compute_ports[name]}", "poll_interval": 0.2,
+            "listen": f"127.0.0.1:{compute_ports[name]}", "poll_interval": 0.2, "console": consoles[name],
             "policy": {"data_attestation": sim_attestation},
         })
     _dump(directory / "coordinator.yaml", {
         "name": COORDINATOR, "listen": f"127.0.0.1:{coordinator_port}", "consortium": "consortium.yaml",
         "database": "state/coordinator/coordinator.db", "tls": tls(COORDINATOR),
-        "audit_key": "state/coordinator/audit.key",
+        "audit_key": "state/coordinator/audit.key", "console": consoles[COORDINATOR],
     })
     _dump(directory / "analyst.yaml", {
         "analyst": ANALYST, "consortium": "consortium.yaml", "keys": f"members/{ANALYST}/keys",
@@ -393,6 +396,19 @@ def up_sandbox(directory: Path, timeout: float = 60.0) -> list[dict]:
     return [procs[n] | {"started": n in names} for n, _, _ in _expected(directory)]
 
 
+def console_urls(directory: Path) -> dict[str, dict[str, str]]:
+    """Each daemon's console address and token file, from its config in the sandbox."""
+    from teenet.config import load_node_config
+    from teenet.coordinator.config import load_coordinator_config
+
+    directory = directory.resolve()
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    found = {COORDINATOR: load_coordinator_config(directory / "coordinator.yaml").console}
+    for name in (*manifest["computes"], *manifest["parties"]):
+        found[name] = load_node_config(directory / f"{name}.yaml").console
+    return {name: {"url": c.url, "token_file": str(c.token_file)} for name, c in found.items() if c is not None}
+
+
 def _stop(procs: list[dict], timeout: float = 15.0) -> None:
     for p in procs:
         if _running(p):
@@ -428,6 +444,9 @@ def up(directory: Path = typer.Argument(..., help="A folder made by `teenet sand
        as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Start the sandbox's processes that are not running: coordinator, compute nodes, data nodes."""
     procs = up_sandbox(directory)
+    consoles = console_urls(directory)
+    for p in procs:
+        p["console"] = consoles.get(p["name"], {}).get("url")
 
     def render(c) -> None:
         for p in procs:
@@ -435,6 +454,8 @@ def up(directory: Path = typer.Argument(..., help="A folder made by `teenet sand
             c.print(f"  {p['name']:<12} {what:<10} pid {p['pid']:<7} log {p['log']}")
         started = [p["name"] for p in procs if p["started"]]
         c.print(f"started {', '.join(started)}" if started else "every process was already up")
+        for name, where in consoles.items():
+            c.print(f"  console {name:<12} {where['url']}  (operator token in {where['token_file']})")
         c.print(f"Try: teenet job submit --config {directory}/analyst.yaml {directory}/jobs/psi-overlap.yaml --wait")
 
     emit(procs, as_json, render)

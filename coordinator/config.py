@@ -12,6 +12,8 @@
     compute_silence: 60           # optional: seconds a compute node may go without polling
                                   # before its negotiating/running jobs fail (default 60)
     tls: {ca: ca.pem, cert: coordinator.pem, key: coordinator.key}
+    console: {listen: 127.0.0.1:8700}  # optional web console (job states and counts), /metrics
+    log_format: json              # optional: text (default) or json, one object per line
     key_protection: {method: passphrase, passphrase_env: TEENET_KEY_PASSPHRASE}  # optional:
                                   # none (default) | passphrase; protects the audit and TLS keys
 
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teenet.pki import TlsFiles
-from teenet.config import key_protection_section, resolve_path, tls_files
+from teenet.config import (ConsoleConfig, console_section, key_protection_section, log_format_field, resolve_path,
+                           tls_files)
 from teenet.keyfiles import KeyProtectionSettings
 from teenet.yamlload import load_yaml
 
@@ -50,6 +53,8 @@ class CoordinatorConfig:
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     compute_silence: float = DEFAULT_COMPUTE_SILENCE
     source: str = ""
+    console: ConsoleConfig | None = None  # off unless configured; token file in state_dir
+    log_format: str = "text"
     key_protection: KeyProtectionSettings = KeyProtectionSettings()
 
 
@@ -59,7 +64,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     base = Path(path).resolve().parent
     f = doc.root().mapping(required=("name", "listen", "consortium", "tls"),
                            optional=("state_dir", "database", "audit_key", "checkpoint_every", "key_protection",
-                                     "max_result_bytes", "compute_silence"),
+                                     "max_result_bytes", "compute_silence", "console", "log_format"),
                            what="a coordinator config mapping")
     listen = f["listen"].string(what='a listen address "host:port"', max_length=300)
     match = _LISTEN.fullmatch(listen)
@@ -81,6 +86,8 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         compute_silence=(f["compute_silence"].number(minimum=1, maximum=86400)
                          if "compute_silence" in f else DEFAULT_COMPUTE_SILENCE),
         source=doc.source,
+        console=(console_section(f["console"], base, state_dir / "console.token") if "console" in f else None),
+        log_format=log_format_field(f.get("log_format")),
         # The coordinator runs outside any TEE: there is no enclave to seal its keys to.
         key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source,
                                               methods=("none", "passphrase")),

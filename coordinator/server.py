@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from teenet.audit import AuditLog, load_audit_key
 from teenet.errors import InputError
+from teenet.logformat import use_log_format
 from teenet.pki import COORDINATOR_GRPC_OPTIONS, server_credentials
 from teenet.proto import teenet_pb2_grpc as rpc
 
@@ -44,6 +45,7 @@ class RunningCoordinator:
     coordinator: Coordinator
     health: health.HealthServicer
     sweeper: threading.Thread | None = None
+    console: Any = None  # the web console (teenet.console), when the config has one
     _stopped: bool = False
     _stop_sweeping: threading.Event | None = None
 
@@ -58,6 +60,8 @@ class RunningCoordinator:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.coordinator.store.stop_waiting()  # long polls answer now instead of holding the stop
         self.server.stop(grace).wait()
+        if self.console is not None:
+            self.console.stop()
         checkpoint = self.coordinator.audit.checkpoint()
         if checkpoint is not None:
             log.info("audit chain checkpointed at entry %d", checkpoint.seq)
@@ -117,7 +121,16 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
     sweeper = threading.Thread(target=_sweep_silent_compute, args=(coordinator, stop_sweeping),
                                name="compute-heartbeat", daemon=True)
     sweeper.start()
-    return RunningCoordinator(server, port, coordinator, health_servicer, sweeper, _stop_sweeping=stop_sweeping)
+    running = RunningCoordinator(server, port, coordinator, health_servicer, sweeper, _stop_sweeping=stop_sweeping)
+    if config.console is not None:
+        from teenet.console.server import start_coordinator_console
+
+        try:
+            running.console = start_coordinator_console(config.console, coordinator)
+        except BaseException:
+            running.stop(grace=0)
+            raise
+    return running
 
 
 def _sweep_silent_compute(coordinator: Coordinator, stop: threading.Event) -> None:
@@ -134,6 +147,7 @@ def _sweep_silent_compute(coordinator: Coordinator, stop: threading.Event) -> No
 
 def run_until_signalled(config: CoordinatorConfig, *, ready: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully. `ready(port)` is called once up."""
+    use_log_format(config.log_format)
     running = serve(config)
     done = threading.Event()
 

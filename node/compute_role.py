@@ -277,7 +277,7 @@ class ComputeRole(rpc.ComputeServicer):
         with self._lock:
             run.tables[(k.party, k.table)] = table
         rt.audit("table_received", job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
-                 data_enclave=claims.measurement.hex())
+                 data_enclave=claims.measurement.hex(), sealed_bytes=sealed_bytes[0])
         self._start_if_ready(run)
         return pb.UploadReply(job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
                               sealed_bytes=sealed_bytes[0])

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from teenet.errors import TeenetError
+from teenet.logformat import job_context, use_log_format
 from teenet.pki import GRPC_OPTIONS, server_credentials
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
@@ -46,6 +47,7 @@ class NodeDaemon:
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()
         self._poll_call: grpc.Future | None = None
+        self.console = None  # the web console (teenet.console), when the config has one
 
     def start(self) -> None:
         if self.compute is not None:
@@ -64,6 +66,10 @@ class NodeDaemon:
             for service in ("", "teenet.v1.Compute"):
                 health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
             log.info("compute service listening on %s", self.rt.config.listen)
+        if self.rt.config.console is not None:
+            from teenet.console.server import start_node_console
+
+            self.console = start_node_console(self.rt, workers=self.workers._max_workers)
         log.info("node %s (%s) up; enclave %s measurement %s", self.rt.name, self.rt.config.role,
                  self.rt.enclave.backend, self.rt.enclave.measurement[:16])
 
@@ -141,7 +147,8 @@ class NodeDaemon:
 
         def work() -> None:
             try:
-                self._handle(item)
+                with job_context(item.job_id):
+                    self._handle(item)
             except TeenetError as exc:
                 log.warning("job %s: %s", item.job_id[:16], exc)
             except grpc.RpcError as exc:
@@ -205,6 +212,8 @@ class NodeDaemon:
             call.cancel()
         if self.server is not None:
             self.server.stop(grace=2).wait()
+        if self.console is not None:
+            self.console.stop()
         self.workers.shutdown(wait=False, cancel_futures=True)
         self.rt.close()
 
@@ -222,6 +231,7 @@ def _warm_up_functions() -> None:
 def serve(config_path: Path) -> None:
     """Run a node until SIGTERM/SIGINT."""
     rt = open_runtime(config_path)
+    use_log_format(rt.config.log_format)
     daemon = NodeDaemon(rt)
     daemon.start()
 

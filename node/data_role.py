@@ -375,7 +375,8 @@ class DataRole:
                 rt.store.set_status(job_id, "uploaded")
                 rt.audit("released_table", job_id=job_id, table=inp.table, columns=columns, rows=rows[0],
                          to=spec.compute, enclave_measurement=verified.claims.measurement.hex(),
-                         enclave_platform=verified.claims.platform.value, sealed_bytes=reply.sealed_bytes)
+                         enclave_platform=verified.claims.platform.value, sealed_bytes=reply.sealed_bytes,
+                         enclave_tcb=dict(verified.claims.tcb))
                 log.info("job %s: shipped %s/%s (%d rows, sealed) to %s", job_id[:16], rt.name, inp.table,
                          rows[0], spec.compute)
                 self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")

@@ -11,6 +11,16 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # The console's browser tests drive Debian's Chromium (Playwright's own download is not used).
+  if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "installing Debian's chromium for the console's browser tests"
+      (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null \
+        || echo "could not install chromium; the browser tests will skip (see README)" >&2
+    else
+      echo "no chromium and no root apt: the console's browser tests will skip (see README)" >&2
+    fi
+  fi
 else
   .venv/bin/python -m pip install -q -e .
 fi

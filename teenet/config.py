@@ -286,6 +286,8 @@ class NodeConfig:
     # Seconds a poll may wait at the coordinator for new work (a long poll); 0 = plain polling
     # every poll_interval.
     poll_wait: float = DEFAULT_POLL_WAIT
+    console: "ConsoleConfig | None" = None  # the web console; off unless configured
+    log_format: str = "text"                 # text | json (one JSON object per log line)
     # How the member keys and the TLS key are protected at rest (see key_protection_section).
     key_protection: KeyProtectionSettings = KeyProtectionSettings()
     # Compute nodes: the smallest size bucket a sealed result's content is padded to (bytes, a
@@ -305,7 +307,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     root = doc.root()
     f = root.mapping(required=("node", "role", "consortium", "state_dir", "keys", "tls", "enclave", "policy"),
                      optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables", "key_protection",
-                               "result_pad_floor"),
+                               "result_pad_floor", "console", "log_format"),
                      what="a node config mapping")
     node = f["node"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     role = f["role"].string(choices=NODE_ROLES)
@@ -354,6 +356,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
         poll_interval=(f["poll_interval"].number(minimum=0.05, maximum=3600) if "poll_interval" in f else 1.0),
         poll_wait=(f["poll_wait"].number(minimum=0, maximum=20) if "poll_wait" in f else DEFAULT_POLL_WAIT),
         tables=tables, policy=policy, source=doc.source, result_pad_floor=pad_floor,
+        console=(console_section(f["console"], base, resolve_path(f["keys"], base) / CONSOLE_TOKEN_FILE)
+                 if "console" in f else None),
+        log_format=log_format_field(f.get("log_format")),
         key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source),
     )
 
@@ -589,6 +594,83 @@ def _within(node: Located | None, names: tuple[str, ...], allowed: tuple[str, ..
     for j, name in enumerate(names):
         if name not in allowed and node is not None:
             raise node.child(j, name).error(f"'{name}' is not in the {what} ({', '.join(allowed) or 'none'})")
+
+
+# --- console and log format (node and coordinator) ----------------------------------------
+
+LOG_FORMATS = ("text", "json")
+DEFAULT_METRICS_PATH = "/metrics"
+CONSOLE_TOKEN_FILE = "console.token"
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,127}")
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """Where a node's or coordinator's web console listens and how operators prove who they are.
+
+    Off unless the config has a `console:` section. On loopback it may serve plain HTTP; on
+    any other address it needs `tls: {cert, key}` (refused at load time otherwise). The
+    operator token lives in `token_file` (default: `console.token` next to the node's keys,
+    or in the coordinator's state folder), made with mode 0600 when absent.
+    """
+
+    listen: str
+    token_file: Path
+    metrics_path: str = DEFAULT_METRICS_PATH
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # With TLS: operators holding a certificate from this CA log in as its common name, no
+    # token needed. A CA of the owner's own operators, not the consortium's (that one
+    # certifies every member).
+    client_ca: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def loopback(self) -> bool:
+        return self.listen.rsplit(":", 1)[0] in _LOOPBACK_HOSTS
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.listen}/"
+
+
+def console_section(node: Located, base: Path, default_token_file: Path) -> ConsoleConfig:
+    """The `console:` section: {listen, token_file, metrics_path, tls: {cert, key, client_ca}}."""
+    f = node.mapping(required=("listen",), optional=("token_file", "metrics_path", "tls"),
+                     what="a console mapping {listen, token_file, metrics_path, tls}")
+    listen = endpoint(f["listen"])
+    cert = key = client_ca = None
+    if "tls" in f:
+        tf = f["tls"].mapping(required=("cert", "key"), optional=("client_ca",), what="a mapping {cert, key, client_ca}")
+        cert, key = resolve_path(tf["cert"], base), resolve_path(tf["key"], base)
+        client_ca = resolve_path(tf["client_ca"], base) if "client_ca" in tf else None
+    metrics_path = DEFAULT_METRICS_PATH
+    if "metrics_path" in f:
+        metrics_path = f["metrics_path"].string(pattern=_URL_PATH, what="a URL path like /metrics")
+    config = ConsoleConfig(listen=listen, token_file=(resolve_path(f["token_file"], base) if "token_file" in f
+                                                      else default_token_file),
+                           metrics_path=metrics_path, tls_cert=cert, tls_key=key, client_ca=client_ca)
+    if not config.loopback and not config.tls:
+        # Anyone on the network could read the session cookie and the token off the wire.
+        raise f["listen"].error(f"the console listens on {listen}, beyond loopback: add tls: {{cert, key}}")
+    return config
+
+
+def log_format_field(node: Located | None) -> str:
+    """`log_format: text | json` (default text)."""
+    return node.string(choices=LOG_FORMATS) if node is not None else "text"
 
 
 # --- analyst ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from teenet.errors import InputError, SealingError
 from teenet.sealing import (CHUNK_OVERHEAD, CHUNK_PREFIX_SIZE, DEFAULT_CHUNK_SIZE, JOB_DIGEST_SIZE,
                             MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_NAME_BYTES, MIN_CHUNK_SIZE, SALT_SIZE, TableKey,
-                            _aad, _check_name, _nonce, _StreamKeys)
+                            _aad, _check_name, _nonce, _read_names, _StreamKeys)
 
 MAGIC = b"TNRSLT"
 FORMAT_VERSION = 1
@@ -138,17 +138,7 @@ def _parse_header(raw: object) -> _Header:
         pos += 1
         job_digest = raw[pos:pos + JOB_DIGEST_SIZE]
         pos += JOB_DIGEST_SIZE
-        names = []
-        for field_name in ("recipient", "kind"):
-            (length,) = struct.unpack_from(">H", raw, pos)
-            pos += 2
-            if not 1 <= length <= MAX_NAME_BYTES or pos + length > len(raw):
-                raise SealingError(f"result header: {field_name} length {length} is out of range")
-            try:
-                names.append(raw[pos:pos + length].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise SealingError(f"result header: {field_name} is not valid UTF-8") from None
-            pos += length
+        names, pos = _read_names(raw, pos, ("recipient", "kind"), "result header")
         size, chunk_size = struct.unpack_from(">QI", raw, pos)
         pos += 12
         salt = raw[pos:pos + SALT_SIZE]

@@ -150,6 +150,26 @@ def _encode_header_body(binding: StreamBinding, schema_hash: bytes, chunk_size: 
     ))
 
 
+def _read_names(raw: bytes, pos: int, fields: tuple[str, ...], what: str) -> tuple[list[str], int]:
+    """The u16-length-prefixed UTF-8 names at `pos` of a header, and the position after them.
+
+    Shared by sealed tables and sealed results; `what` names the header in errors. Raises
+    struct.error or IndexError when the header ends early (the caller says "truncated").
+    """
+    names = []
+    for field_name in fields:
+        (length,) = struct.unpack_from(">H", raw, pos)
+        pos += 2
+        if not 1 <= length <= MAX_NAME_BYTES or pos + length > len(raw):
+            raise SealingError(f"{what}: {field_name} length {length} is out of range")
+        try:
+            names.append(raw[pos:pos + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SealingError(f"{what}: {field_name} is not valid UTF-8") from None
+        pos += length
+    return names, pos
+
+
 def _parse_header(raw: bytes) -> _Header:
     """Structural parse only; the MAC is checked by the caller once keys are derived."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
@@ -167,17 +187,7 @@ def _parse_header(raw: bytes) -> _Header:
             raise SealingError(f"header: unsupported format version {version}; expected {FORMAT_VERSION}")
         job_digest = raw[pos:pos + JOB_DIGEST_SIZE]
         pos += JOB_DIGEST_SIZE
-        names = []
-        for field_name in ("party", "table"):
-            (length,) = struct.unpack_from(">H", raw, pos)
-            pos += 2
-            if not 1 <= length <= MAX_NAME_BYTES or pos + length > len(raw):
-                raise SealingError(f"header: {field_name} length {length} is out of range")
-            try:
-                names.append(raw[pos:pos + length].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise SealingError(f"header: {field_name} is not valid UTF-8") from None
-            pos += length
+        names, pos = _read_names(raw, pos, ("party", "table"), "header")
         schema_hash = raw[pos:pos + 32]
         pos += 32
         (chunk_size,) = struct.unpack_from(">I", raw, pos)

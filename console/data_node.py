@@ -65,25 +65,18 @@ class PendingJob:
     analysis: tuple[tuple[str, str], ...] = ()  # (table, the analysis rule the approval signs, as JSON)
 
 
-def budget_left(rt: NodeRuntime, tables: Sequence[str]) -> Mapping[str, float] | None:
-    """The privacy budget (epsilon) left per table, or None where this node keeps no ledger
+def budget_left(rt: NodeRuntime, tables: Sequence[str]) -> Mapping[str, float]:
+    """The privacy budget (epsilon) left per table, from the node's ledger
     (teenet.node.budget: the configured budget plus raises, less what approvals spent)."""
-    try:
-        from teenet.node import budget as ledger  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    from teenet.node import budget as ledger
+
     return {t: float(ledger.table_budget(rt.store, rt.config.policy, t).remaining_epsilon) for t in tables}
 
 
 def _epsilon(spec: Any, params: Mapping[str, Any]) -> float | None:
-    """The epsilon a job spends: the ledger's own reader when the node has one, else params.dp."""
-    try:
-        from teenet.node import budget as ledger  # type: ignore[attr-defined]
-    except ImportError:
-        dp = params.get("dp") if isinstance(params, Mapping) else None
-        if isinstance(dp, Mapping) and isinstance(dp.get("epsilon"), (int, float)):
-            return float(dp["epsilon"])
-        return None
+    """The epsilon a job spends, as the ledger will charge it (None without DP)."""
+    from teenet.node import budget as ledger
+
     epsilon, _ = ledger.job_cost(spec)
     return float(epsilon) if epsilon > 0 else None
 

@@ -84,6 +84,8 @@ def test_approve_in_the_browser_then_watch_it_succeed_and_find_it_audited(page, 
     assert recipients == ["analyst, bank", "analyst, bank, insurer"]
     assert re.search(r"Smallest group \(k\)\s*10\b", text)
     assert "no auto-approve rule covers this job" in text
+    # the privacy budget left, from the node's own ledger (a train job spends none of it)
+    assert "left: policies" in text and "no budget ledger" not in text
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / "console-approvals.png"), full_page=True)

@@ -138,7 +138,7 @@ def test_compute_killed_mid_stream_fails_the_job_with_the_reason(net, expected_p
 
 
 def test_compute_killed_mid_training_fails_the_job_on_restart(net, expected_psi):
-    job_id = net.submit(TRAIN.format(trees=600))
+    job_id = net.submit(TRAIN.format(trees=200))  # the most the sandbox owners allow; seconds of fitting
     net.wait_state(job_id, {"running"}, timeout=60)
     time.sleep(0.5)
     net.kill("compute-1")

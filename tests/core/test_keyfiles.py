@@ -41,12 +41,12 @@ def same_private(a: ed25519.Ed25519PrivateKey, b: object) -> bool:
 # --- folders and files -------------------------------------------------------------------
 
 def test_a_key_is_written_0600_in_a_new_0700_folder_without_leftovers(tmp_path: Path) -> None:
-    folder = tmp_path / "shared" / "keys"
+    folder = tmp_path / "public" / "keys"
     MemberKeys.generate().save(folder)
     assert mode_of(folder) == 0o700
     assert sorted(p.name for p in folder.iterdir()) == ["hpke.key", "signing.key"]
     assert all(mode_of(p) == 0o600 for p in folder.iterdir())
-    assert mode_of(tmp_path / "shared") & 0o077  # parents stay as they were: they may be public
+    assert mode_of(tmp_path / "public") & 0o077  # parents stay as they were: they may be public
 
 
 def test_a_key_is_replaced_atomically_and_read_back(tmp_path: Path) -> None:

@@ -303,9 +303,12 @@ def result(job: str = typer.Argument(..., help="Job id or unique prefix."), conf
         check_analyst_submitted(analyst.path, job_id)
     else:
         check_owner_approved(analyst.node_state, analyst.name, job_id)
+    kept: dict = {}
     opened, claims = fetch_and_open(analyst.stub, job_id, analyst.name, analyst.keys, analyst.consortium,
-                                    sim_dir=analyst.sim_dir)
-    files = write_results(opened, out)
+                                    sim_dir=analyst.sim_dir, keep=kept)
+    from teenet.cli import lineage as lineage_cli
+
+    files = write_results(opened, out) + lineage_cli.write_result_files(kept["fetched"], out)
     data = {"job_id": job_id, "verified": True, "enclave": claims.to_json(),
             "results": [{"kind": o.kind, "media_type": o.media_type, "summary": o.summary} for o in opened],
             "files": [str(f) for f in files]}
@@ -316,5 +319,6 @@ def result(job: str = typer.Argument(..., help="Job id or unique prefix."), conf
                 f"{claims.measurement.hex()[:16]}... on {claims.platform.value}{sim}")
         for f in files:
             c.print(f"  wrote {f}")
+        lineage_cli.show_in_result(kept["fetched"], analyst.consortium, kept["roots"], c)
 
     emit(data, as_json, render)

@@ -36,6 +36,7 @@ COMMAND_GROUPS: list[tuple[str, str, str]] = [
     ("node", "node", "Run an institution's node daemon."),
     ("coordinator", "coordinator", "Run the (untrusted) coordinator."),
     ("sandbox", "sandbox", "A whole consortium on this machine, on loopback."),
+    ("lineage", "lineage", "What went into a result: its lineage, verified offline."),
     ("demo", "demo", "Run a PSI, an aggregate and a joint training job end to end, then stop."),
 ]
 _GROUPS = {name: (module, help_) for module, name, help_ in COMMAND_GROUPS}

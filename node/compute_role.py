@@ -26,6 +26,7 @@ import pyarrow as pa
 from teenet.approval import ApprovedTerms, SignedDecision, verify_approvals
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
+from teenet.lineage import Fingerprinter, check_fingerprint, record_drop
 from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
 from teenet.pki import peer_name
 from teenet.reasons import Reason, check_of, transport_check
@@ -56,6 +57,8 @@ class JobRun:
     revocations: list[SignedRevocation] = field(default_factory=list)
     model_ref: ModelReference | None = None  # predict: the model a party ships in
     model_onnx: bytes | None = None          # its bytes, once their provenance verified
+    fingerprints: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # teenet.lineage
+    signed_spec: bytes = b""
 
     def ready(self) -> bool:
         return len(self.tables) == len(self.spec.inputs) and (self.model_ref is None or self.model_onnx is not None)
@@ -167,7 +170,8 @@ class ComputeRole(rpc.ComputeServicer):
         if not rt.store.remember_compute_job(job_id):
             return  # another worker took it meanwhile
         session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
-        run = JobRun(job_id, spec, terms, rules, session, revocations=revocations, model_ref=model_ref)
+        run = JobRun(job_id, spec, terms, rules, session, revocations=revocations, model_ref=model_ref,
+                     signed_spec=signed.canonical_spec)
         with self._lock:
             self.runs[job_id] = run
         rt.audit("job_accepted", job_id=job_id, function=spec.function,
@@ -247,17 +251,30 @@ class ComputeRole(rpc.ComputeServicer):
             key, claims = run.session.open_key_envelope(envelope, expected_party=k.party, expected_table=k.table,
                                                         data_policy=rt.data_policy, roots=rt.enclave.roots)
             sealed_bytes = [0]
+            claimed: list[pb.LineageFingerprint] = []
 
             def parts() -> Iterator[bytes]:
                 for msg in request_iterator:
                     which = msg.WhichOneof("part")
+                    if which == "fingerprint":  # after the last chunk: the stream's end
+                        claimed.append(msg.fingerprint)
+                        return
                     if which not in ("header", "chunk"):
                         raise TeenetError("a key envelope may only come first")
                     data = msg.header if which == "header" else msg.chunk
                     sealed_bytes[0] += len(data)
                     yield data
 
-            table = SealedTableReader(key, StreamBinding(bytes.fromhex(run.job_id), k.party, k.table)).read_table(parts())
+            computed = Fingerprinter()
+            reader = SealedTableReader(key, StreamBinding(bytes.fromhex(run.job_id), k.party, k.table),
+                                       on_chunk=computed.add_chunk)
+            table = reader.read_table(parts())
+            if not claimed or next(request_iterator, None) is not None:
+                raise VerificationError("input.fingerprint", f"{k.party}/{k.table} arrived without its "
+                                        "fingerprint as the stream's last message")
+            root = check_fingerprint(table_key=key.secret_bytes(), header=reader.header, computed=computed,
+                                     claimed_root=claimed[0].root, claimed_chunks=claimed[0].chunks,
+                                     mac=claimed[0].mac)
             inp = next(i for i in run.spec.inputs if i.party == k.party and i.table == k.table)
             expected = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
             if table.column_names != expected:
@@ -276,6 +293,7 @@ class ComputeRole(rpc.ComputeServicer):
             context.abort(grpc.StatusCode.CANCELLED, "upload stream broke before its last chunk")
         with self._lock:
             run.tables[(k.party, k.table)] = table
+            run.fingerprints[(k.party, k.table)] = (root.hex(), table.num_rows)
         rt.audit("table_received", job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
                  data_enclave=claims.measurement.hex(), sealed_bytes=sealed_bytes[0])
         self._start_if_ready(run)
@@ -371,6 +389,9 @@ class ComputeRole(rpc.ComputeServicer):
             if run.model_onnx is not None:  # the verified model, placed where teenet.models.predict reads it
                 params["model_onnx"] = run.model_onnx
             releases = run_function(spec.function, inputs, params, requests, rules)
+            del inputs
+            self._finish(run)  # the inputs go before the drop is recorded and the results signed
+            lineage = record_drop(rt, run, platform=self._platform())
             sealed = []
             for rel in releases:
                 for recipient in rel.recipients:
@@ -379,7 +400,7 @@ class ComputeRole(rpc.ComputeServicer):
                                               recipient=recipient, recipient_key=member.keys.hpke,
                                               media_type=rel.media_type, payload=rel.payload,
                                               summary=dict(rel.summary), sign=run.session.sign,
-                                              pad_floor=rt.config.result_pad_floor))
+                                              pad_floor=rt.config.result_pad_floor, lineage=lineage))
             del releases
         except TeenetError as exc:
             self._finish(run)
@@ -409,6 +430,15 @@ class ComputeRole(rpc.ComputeServicer):
         rt.audit("released_results", job_id=run.job_id,
                  results=[[s.kind, s.recipient, sealed_size(s)] for s in sealed])
         log.info("job %s: released %d sealed result(s)", run.job_id[:16], len(sealed))
+
+    def _platform(self) -> str:
+        """This enclave's platform as its evidence names it (for lineage statements)."""
+        if not hasattr(self, "_platform_value"):
+            from teenet.attestation.verifier import verify_platform_evidence
+
+            claims = verify_platform_evidence(self.rt.enclave.attester.attest(bytes(64)), self.rt.enclave.roots)
+            self._platform_value = claims.platform.value
+        return self._platform_value
 
     def _finish(self, run: JobRun) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ import grpc
 from teenet.approval import Decision, sign_decision
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
+from teenet.lineage import Fingerprinter, fingerprint_mac, owner_min_group_size, rounded_rows
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
 from teenet.reasons import Reason, check_named_in, transport_check
@@ -304,6 +305,8 @@ class DataRole:
                 envelope = session.seal_table_key(verified, rt.name, inp.table, key)
                 binding = StreamBinding(bytes.fromhex(job_id), rt.name, inp.table)
                 batches = rt.catalog.batches(inp.table, columns)
+                fingerprint = Fingerprinter()  # teenet.lineage: over exactly the chunks sealed
+                sealed_header: list[bytes] = []
                 rows = [0]
                 read_error: list[TeenetError] = []  # the table failed on this side, mid-stream
 
@@ -319,9 +322,15 @@ class DataRole:
                         signing_public_key=envelope.signing_public_key, signature=envelope.signature))
                     first = True
                     try:
-                        for msg in seal_table(counted(batches), key, binding):
+                        for msg in seal_table(counted(batches), key, binding, on_chunk=fingerprint.add_chunk):
+                            if first:
+                                sealed_header.append(msg)
                             yield pb.UploadMessage(header=msg) if first else pb.UploadMessage(chunk=msg)
                             first = False
+                        yield pb.UploadMessage(fingerprint=pb.LineageFingerprint(
+                            root=fingerprint.root(), chunks=fingerprint.chunks,
+                            mac=fingerprint_mac(key.secret_bytes(), sealed_header[0], fingerprint.root(),
+                                                fingerprint.chunks)))
                     except TeenetError as exc:
                         # End the stream here: without its final chunk the enclave refuses it
                         # as truncated, and this side reports why.
@@ -377,6 +386,8 @@ class DataRole:
                          to=spec.compute, enclave_measurement=verified.claims.measurement.hex(),
                          enclave_platform=verified.claims.platform.value, sealed_bytes=reply.sealed_bytes,
                          enclave_tcb=dict(verified.claims.tcb))
+                rt.audit("shipped", job_id=job_id, table=inp.table, fingerprint=fingerprint.root().hex(),
+                         rows=rounded_rows(rows[0], owner_min_group_size(rt, job_id)))
                 log.info("job %s: shipped %s/%s (%d rows, sealed) to %s", job_id[:16], rt.name, inp.table,
                          rows[0], spec.compute)
                 self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")

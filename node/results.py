@@ -130,8 +130,10 @@ def recipient_roots(consortium, sim_dir: Path | None):
 
 
 def fetch_and_open(stub, job_id: str, recipient: str, keys: MemberKeys, consortium,
-                   sim_dir: Path | None = None) -> tuple[list[OpenedResult], Claims]:
+                   sim_dir: Path | None = None, keep: dict | None = None) -> tuple[list[OpenedResult], Claims]:
     fetched = fetch_sealed(stub, job_id, recipient)
+    if keep is not None:  # the caller's copy of what was fetched (teenet.cli.lineage's result files)
+        keep["fetched"], keep["roots"] = fetched, recipient_roots(consortium, sim_dir)
     if fetched.state != "succeeded":
         raise TeenetError(f"job {job_id[:12]} is {fetched.state or 'unknown'}"
                           + (f": {fetched.reason}" if fetched.reason else "") + "; no results")

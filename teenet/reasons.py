@@ -57,6 +57,7 @@ CHECKS: frozenset[str] = frozenset({
     "dcap.tcb_status", "dcap.tee_type", "gramine.quote", "gramine.report_data",
     # inputs
     "input.source", "input.column", "input.value", "input.columns", "input.not_input",
+    "input.fingerprint",
     # release rules (teenet.models)
     "release.requests", "release.raw_rows", "release.kind", "release.recipients", "release.scores",
     "release.min_group_size", "release.dp", "release.refused", "function.params", "function.input",

@@ -51,7 +51,7 @@ RESULT_FORMAT = "teenet/result/v2"
 DEFAULT_PAD_FLOOR = 4096
 MIN_PAD_FLOOR = 64
 MAX_PAD_FLOOR = 1 << 30
-MAX_STATEMENT_BYTES = 4096
+MAX_STATEMENT_BYTES = 6144  # room for a lineage statement (teenet.lineage)
 MAX_KEY_ENVELOPE_BYTES = 4096
 
 
@@ -103,7 +103,7 @@ def _signed_message(statement: bytes) -> bytes:
 def seal_result(*, job_digest: bytes, kind: str, recipient: str, recipient_key: x25519.X25519PublicKey,
                 media_type: str, payload: bytes, summary: Mapping[str, Any],
                 sign: Callable[[bytes], bytes], pad_floor: int = DEFAULT_PAD_FLOOR,
-                chunk_size: int = DEFAULT_CHUNK_SIZE) -> SealedResult:
+                chunk_size: int = DEFAULT_CHUNK_SIZE, lineage: Mapping[str, Any] | None = None) -> SealedResult:
     header = canonical_json({"job_id": job_digest.hex(), "kind": kind, "recipient": recipient,
                              "media_type": media_type, "payload_bytes": len(payload),
                              "payload_sha256": hashlib.sha256(payload).hexdigest(), "summary": summary})
@@ -117,10 +117,12 @@ def seal_result(*, job_digest: bytes, kind: str, recipient: str, recipient_key: 
     del content
     key_envelope = RESULT_SUITE.encrypt(key.secret_bytes(), recipient_key, info=_key_info(job_digest, recipient, kind))
     digest, size = stream_digest(messages)
-    statement = canonical_json({"format": RESULT_FORMAT, "job_id": job_digest.hex(), "kind": kind,
-                                "recipient": recipient,
-                                "key_envelope_sha256": hashlib.sha256(key_envelope).hexdigest(),
-                                "stream_sha256": digest.hex(), "stream_bytes": size})
+    body = {"format": RESULT_FORMAT, "job_id": job_digest.hex(), "kind": kind, "recipient": recipient,
+            "key_envelope_sha256": hashlib.sha256(key_envelope).hexdigest(),
+            "stream_sha256": digest.hex(), "stream_bytes": size}
+    if lineage is not None:  # what went into the result (teenet.lineage), under the same signature
+        body["lineage"] = dict(lineage)
+    statement = canonical_json(body)
     return SealedResult(job_digest.hex(), recipient, kind, key_envelope, statement,
                         sign(_signed_message(statement)), messages)
 

@@ -26,7 +26,7 @@ import secrets
 import struct
 import unicodedata
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 from cryptography.exceptions import InvalidTag
@@ -296,7 +296,8 @@ class SealedTableWriter:
     """
 
     def __init__(self, key: TableKey, binding: StreamBinding, schema: pa.Schema,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, *, _salt: bytes | None = None) -> None:
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, *, _salt: bytes | None = None,
+                 on_chunk: Callable[[Sequence[memoryview]], None] | None = None) -> None:
         if not isinstance(key, TableKey):
             raise InputError(f"key must be a TableKey, got {type(key).__name__}")
         if not isinstance(binding, StreamBinding):
@@ -323,6 +324,7 @@ class SealedTableWriter:
         self._header = body + self._keys.header_mac(body)
         self._header_hash = hashlib.sha256(self._header).digest()
         self._started = False
+        self._on_chunk = on_chunk  # sees each chunk's plaintext pieces (teenet.lineage fingerprints)
         # Reused across chunks: a chunk costs one fresh allocation, the message itself.
         self._sealed = memoryview(bytearray(CHUNK_OVERHEAD + chunk_size))
 
@@ -397,6 +399,8 @@ class SealedTableWriter:
         if index >= MAX_CHUNKS:
             raise SealingError(f"stream exceeds {MAX_CHUNKS} chunks; use a larger chunk size")
         keys = self._keys
+        if self._on_chunk is not None:
+            self._on_chunk(plaintext)
         size = sum(view.nbytes for view in plaintext)
         message = self._sealed[:CHUNK_OVERHEAD + size]
         struct.pack_into(">QB", message, 0, index, last)
@@ -415,8 +419,10 @@ class SealedTableWriter:
 
 def seal_table(table_or_batches: pa.Table | pa.RecordBatch | pa.RecordBatchReader | Iterable[pa.RecordBatch],
                key: TableKey, binding: StreamBinding,
-               chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-    """Yield the whole sealed stream: the header, then the chunk messages."""
+               chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+               on_chunk: Callable[[Sequence[memoryview]], None] | None = None) -> Iterator[bytes]:
+    """Yield the whole sealed stream: the header, then the chunk messages. `on_chunk`, if
+    given, sees each chunk's plaintext (as pieces) before it is sealed."""
     if isinstance(table_or_batches, pa.Table):
         schema, batches = table_or_batches.schema, iter(table_or_batches.to_batches())
     elif isinstance(table_or_batches, pa.RecordBatch):
@@ -439,7 +445,7 @@ def seal_table(table_or_batches: pa.Table | pa.RecordBatch | pa.RecordBatchReade
                              f"{type(first).__name__}")
         schema = first.schema
         batches = _chain(first, batches)
-    writer = SealedTableWriter(key, binding, schema, chunk_size)
+    writer = SealedTableWriter(key, binding, schema, chunk_size, on_chunk=on_chunk)
     return _chain(writer.header(), writer.seal_batches(batches))
 
 
@@ -457,8 +463,10 @@ class _ChunkOpener:
 
     closed = False
 
-    def __init__(self, messages: Iterator[bytes], header: _Header, keys: _StreamKeys) -> None:
+    def __init__(self, messages: Iterator[bytes], header: _Header, keys: _StreamKeys,
+                 on_chunk: Callable[[Sequence[memoryview]], None] | None = None) -> None:
         self._messages = messages
+        self._on_chunk = on_chunk
         self._keys = keys
         self._header_hash = hashlib.sha256(header.raw).digest()
         self._chunk_size = header.chunk_size
@@ -504,12 +512,16 @@ class _ChunkOpener:
         aad = _aad(self._header_hash, index, last)
         try:
             if into is None:
-                return memoryview(keys.aead.decrypt(nonce, sealed, aad))
-            keys.aead.decrypt_into(nonce, sealed, aad, into)
-            return into
+                plain = memoryview(keys.aead.decrypt(nonce, sealed, aad))
+            else:
+                keys.aead.decrypt_into(nonce, sealed, aad, into)
+                plain = into
         except InvalidTag:
             raise SealingError(f"chunk {index}: authentication failed (altered, truncated, flagged "
                                "wrongly, or from another stream or key)") from None
+        if self._on_chunk is not None:
+            self._on_chunk((plain,))
+        return plain
 
     def _refill(self) -> bool:
         item = self._next_message()
@@ -589,7 +601,9 @@ class _ChunkOpener:
 class SealedTableReader:
     """Opens sealed streams for one expected binding with one table key."""
 
-    def __init__(self, key: TableKey, expected: StreamBinding) -> None:
+    def __init__(self, key: TableKey, expected: StreamBinding, *,
+                 on_chunk: Callable[[Sequence[memoryview]], None] | None = None) -> None:
+        self._on_chunk = on_chunk  # sees each opened chunk's plaintext (teenet.lineage fingerprints)
         if not isinstance(key, TableKey):
             raise InputError(f"key must be a TableKey, got {type(key).__name__}")
         if not isinstance(expected, StreamBinding):
@@ -613,7 +627,8 @@ class SealedTableReader:
 
     def _open(self, messages: Iterator[bytes], schema_out: list[pa.Schema] | None) -> Iterator[pa.RecordBatch]:
         header, keys = self._open_header(messages)
-        source = _ChunkOpener(messages, header, keys)
+        self.header = header.raw
+        source = _ChunkOpener(messages, header, keys, self._on_chunk)
         self._check_schema(source, header)
         try:
             reader = pa.ipc.open_stream(source)

@@ -323,16 +323,28 @@ class ShippedModel(_message.Message):
     def __init__(self, train_job: _Optional[_Union[SignedJob, _Mapping]] = ..., train_offer: _Optional[_Union[ComputeOffer, _Mapping]] = ..., head: _Optional[_Union[SealedResultHead, _Mapping]] = ...) -> None: ...
 
 class UploadMessage(_message.Message):
-    __slots__ = ("key", "header", "chunk", "model")
+    __slots__ = ("key", "header", "chunk", "model", "fingerprint")
     KEY_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     key: KeyEnvelope
     header: bytes
     chunk: bytes
     model: ShippedModel
-    def __init__(self, key: _Optional[_Union[KeyEnvelope, _Mapping]] = ..., header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ..., model: _Optional[_Union[ShippedModel, _Mapping]] = ...) -> None: ...
+    fingerprint: LineageFingerprint
+    def __init__(self, key: _Optional[_Union[KeyEnvelope, _Mapping]] = ..., header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ..., model: _Optional[_Union[ShippedModel, _Mapping]] = ..., fingerprint: _Optional[_Union[LineageFingerprint, _Mapping]] = ...) -> None: ...
+
+class LineageFingerprint(_message.Message):
+    __slots__ = ("root", "chunks", "mac")
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    root: bytes
+    chunks: int
+    mac: bytes
+    def __init__(self, root: _Optional[bytes] = ..., chunks: _Optional[int] = ..., mac: _Optional[bytes] = ...) -> None: ...
 
 class UploadReply(_message.Message):
     __slots__ = ("job_id", "party", "table", "rows", "sealed_bytes")

@@ -260,3 +260,67 @@ def test_a_job_the_owner_cannot_check_is_rejected_with_the_reason(network, capsy
     rejections = [e for e in _audit_events(network, party) if e["event"] == "rejected" and e["job_id"] == job_id]
     assert len(rejections) == 1
     assert "salary" in rejections[0]["detail"]  # the owner's operator reads what it could not check
+
+
+def test_a_results_lineage_verifies_offline_and_any_edit_is_named(network, capsys, tmp_path):
+    """teenet lineage (issue 14): the PSI's result file verifies link by link; each edit of
+    its lineage (a fingerprint, a row count, the measurement, the drop time, a proof byte)
+    is refused naming the broken link; the data nodes audited the fingerprints shipped."""
+    import base64
+    import copy
+
+    from teenet.canonical import canonical_json
+
+    out = cli_json(capsys, "job", "submit", network / "jobs" / "psi-overlap.yaml", "--config",
+                   network / "analyst.yaml", "--wait")
+    assert out["state"] == "succeeded", out
+    job_id = out["job_id"]
+    code, text, err = run_cli(capsys, "job", "result", job_id, "--config", network / "analyst.yaml",
+                              "--out", tmp_path)
+    assert code == 0, err
+    assert "lineage verified" in text and "fingerprint" in text
+    result_file = tmp_path / "lineage-size.json"
+    report = cli_json(capsys, "lineage", "show", result_file, "--config", network / "analyst.yaml")
+    assert report["ok"] is True and report["broken"] is None
+    lin = report["lineage"]
+    assert lin["job_id"] == job_id and lin["enclave"]["node"] == "compute-1"
+    k = lin["release_rules"]["k"]
+    assert k >= 2
+    for inp in lin["inputs"]:  # rounded, never exact below k
+        assert inp["rows"] == f"<{k}" or int(inp["rows"]) % k == 0
+    # the owners' own audits recorded the same fingerprint they shipped
+    shipped = {(e["node"], e["table"]): e["fingerprint"] for p in ("bank", "telco", "insurer")
+               for e in _audit_events(network, p) if e.get("event") == "shipped" and e.get("job_id") == job_id}
+    assert {(i["party"], i["table"]): i["fingerprint"] for i in lin["inputs"]} == shipped
+    drop = [e for e in _audit_events(network, "compute-1")
+            if e.get("event") == "inputs_and_keys_dropped" and e.get("job_id") == job_id]
+    assert len(drop) == 1
+
+    doc = json.loads(result_file.read_text())
+
+    def edited(change) -> set:
+        d = copy.deepcopy(doc)
+        st = json.loads(base64.b64decode(d["result"]["statement"]))
+        change(st["lineage"])
+        d["result"]["statement"] = base64.b64encode(canonical_json(st)).decode()
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(d))
+        code, text, err = run_cli(capsys, "lineage", "show", path, "--config", network / "analyst.yaml", "--json")
+        assert code == 1, text
+        broken = {link["link"] for link in json.loads(text)["links"] if not link["ok"]}
+        assert "lineage does not verify" in err
+        return broken
+
+    def flip_proof(lineage) -> None:
+        raw = bytearray(base64.b64decode(lineage["dropped"]["inclusion_proof"][0]))
+        raw[0] ^= 1
+        lineage["dropped"]["inclusion_proof"][0] = base64.b64encode(bytes(raw)).decode()
+
+    assert lin["dropped"]["inclusion_proof"], "a single-entry log would prove nothing here"
+    assert edited(lambda l: l["inputs"][0].update(fingerprint="00" * 32)) == {"statement.signature"}
+    assert edited(lambda l: l["inputs"][0].update(rows="7")) >= {"statement.signature", "lineage.rows"}
+    assert edited(lambda l: l["enclave"].update(measurement="00" * 48)) == {"statement.signature",
+                                                                            "lineage.measurement"}
+    assert edited(lambda l: l["dropped"].update(at="2020-01-01T00:00:00.000000Z")) == {"statement.signature",
+                                                                                       "drop.inclusion"}
+    assert edited(flip_proof) == {"statement.signature", "drop.inclusion"}

@@ -269,17 +269,17 @@ class ComputeRole(rpc.ComputeServicer):
             reader = SealedTableReader(key, StreamBinding(bytes.fromhex(run.job_id), k.party, k.table),
                                        on_chunk=computed.add_chunk)
             table = reader.read_table(parts())
+            inp = next(i for i in run.spec.inputs if i.party == k.party and i.table == k.table)
+            expected = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
+            if table.column_names != expected:
+                raise VerificationError("input.columns", f"{k.party}/{k.table} arrived with columns "
+                                        f"{table.column_names}, the job approved {expected}")
             if not claimed or next(request_iterator, None) is not None:
                 raise VerificationError("input.fingerprint", f"{k.party}/{k.table} arrived without its "
                                         "fingerprint as the stream's last message")
             root = check_fingerprint(table_key=key.secret_bytes(), header=reader.header, computed=computed,
                                      claimed_root=claimed[0].root, claimed_chunks=claimed[0].chunks,
                                      mac=claimed[0].mac)
-            inp = next(i for i in run.spec.inputs if i.party == k.party and i.table == k.table)
-            expected = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
-            if table.column_names != expected:
-                raise VerificationError("input.columns", f"{k.party}/{k.table} arrived with columns "
-                                        f"{table.column_names}, the job approved {expected}")
         except TeenetError as exc:
             # Named by its check first, so the owner's node can say which check refused it.
             detail = str(exc) if isinstance(exc, VerificationError) else f"{check_of(exc)}: {exc}"

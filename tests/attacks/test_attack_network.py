@@ -405,6 +405,40 @@ def test_insider_uploading_a_table_that_is_not_an_input_is_refused(net, held):
     _refused(net, held, err, grpc.StatusCode.PERMISSION_DENIED, "bank/staff is not an input of this job")
 
 
+def test_insider_claiming_another_tables_fingerprint_is_refused(net, held):
+    """A party sends its table with the (correctly MACed) fingerprint of a different table,
+    or with none: the enclave recomputes the root over what it opened and refuses both."""
+    from teenet.lineage import Fingerprinter, fingerprint_mac
+    from teenet.sealing import StreamBinding, seal_table
+
+    _, env, key = _envelope(held)
+    table = _bank_table(net)
+    stream = _seal(table, key, held["job_id"])
+    other = Fingerprinter()
+    edited = table.slice(1)  # one row fewer: another table
+    list(seal_table(edited, key, StreamBinding(bytes.fromhex(held["job_id"]), "bank", "customers"),
+                    on_chunk=other.add_chunk))
+    claim = pb.LineageFingerprint(root=other.root(), chunks=len(stream) - 1,
+                                  mac=fingerprint_mac(key.secret_bytes(), stream[0], other.root(), len(stream) - 1))
+    channel, stub = net.compute_stub("bank")
+    try:
+        msgs = [pb.UploadMessage(key=pb.KeyEnvelope(
+            job_id=env.job_id, party=env.party, table=env.table, sealed_key=env.sealed_key, evidence=env.evidence,
+            signing_public_key=env.signing_public_key, signature=env.signature))]
+        msgs += [pb.UploadMessage(header=m) if i == 0 else pb.UploadMessage(chunk=m) for i, m in enumerate(stream)]
+        err = rpc_error(lambda: stub.UploadTable(iter(msgs + [pb.UploadMessage(fingerprint=claim)]), timeout=20))
+    finally:
+        channel.close()
+    _refused(net, held, err, grpc.StatusCode.PERMISSION_DENIED, "input.fingerprint")
+    assert "differs from the chunks opened" in err.details()
+    _, env2, key2 = _envelope(held)
+    err = _upload(net, "bank", env2, _seal(table, key2, held["job_id"]))
+    _refused(net, held, err, grpc.StatusCode.PERMISSION_DENIED, "arrived without its fingerprint")
+    refused = [e for e in net.audit_for("compute-1", held["job_id"], "upload_refused") if e.get("party") == "bank"]
+    assert any("input.fingerprint" in e["reason"] for e in refused)
+    assert not [e for e in net.audit_for("compute-1", held["job_id"], "table_received") if e.get("party") == "bank"]
+
+
 def test_after_the_insider_attacks_the_held_job_still_runs_on_honest_tables_only(net, held):
     job_id = held["job_id"]
     assert time.monotonic() - held["started"] < 11, "the attacks took too long for the held uploads"

@@ -17,8 +17,10 @@ the same rows on one node:
   them (means from merged sums, std by the exact pairwise merge of Chan et al., never a
   mean of means) and then suppresses groups and statistics below k once, as
   models/aggregate.py does. Percentiles are refused on a cluster (they need every value
-  in one place), and so is dp for now (noise must be drawn once over merged partials;
-  not yet built).
+  in one place). With dp, rows are clipped per key on the worker holding that key, the
+  exact partials (rows, non-null counts, clamped sums and sums of squares) are merged,
+  and the noise and partition selection are drawn once per group at the leader, in the
+  same order and with the same sensitivities as a single node.
 - train and predict are refused on a cluster with a clear reason until they are built.
 
 Parsing params, checking release requests and every owner's analysis rule happen at the
@@ -46,6 +48,8 @@ from teenet.errors import InputError
 
 from teenet.models import aggregate, psi, release
 from teenet.models.api import _function, _requested_kinds
+from teenet.models.dp import (NoiseBudget, clamp, clip_rows_per_key, selection_delta, selection_threshold,
+                              square_sensitivity, sum_sensitivity)
 from teenet.models.payloads import arrow_output, json_output
 from teenet.models.rules import check_job
 from teenet.models.spec import InputSpec, Output, PartyInput, Release, ReleaseRequest, ReleaseRules
@@ -331,8 +335,7 @@ def _aggregate(inputs: Sequence[ClusterPartyInput], params: aggregate.AggregateP
                                  "every value in one place; expected count, sum, mean, std, min or max)",
                                  field=f"params.metrics[{i}].stats")
     if params.dp is not None:
-        raise InputError("differentially private aggregates do not run on a compute cluster yet; "
-                         "run this job on a single compute node", field="params.dp")
+        return _aggregate_dp(inputs, params, rules, client)
     parts = _per_partition(client, _aggregate_partition, inputs, params)
     merged = _merge_groups(parts, params)
     labels = [key if isinstance(key, tuple) else (key,) for key in merged.index] if params.group_by \
@@ -381,6 +384,102 @@ def _stat(stat: str, merged: pd.DataFrame, column: str, g: int, count: int) -> A
         return math.sqrt(max(float(merged[f"{column}|m2"].iloc[g]), 0.0) / (count - 1))
     value = float(merged[f"{column}|{stat}"].iloc[g])
     return None if math.isinf(value) else value
+
+
+def _aggregate_dp_partition(specs: Sequence[InputSpec], params: aggregate.AggregateParams,
+                            plan: aggregate.DpPlan, *tables: pa.Table) -> pd.DataFrame:
+    """On a worker: rows clipped per key (every row of a key is on this worker), then per
+    group the exact row count and per metric the non-null count and the clamped sum and
+    sum of squares: what a single node's _dp_group adds noise to."""
+    inputs = _party_inputs(specs, tables)
+    frame, entities = aggregate.combined_frame(inputs, params)
+    kept = clip_rows_per_key(entities, len(frame), plan.rows_per_key)
+    if not kept.all():
+        frame = frame[kept]
+    group_by = list(params.group_by)
+    if group_by:
+        grouped = frame.groupby(group_by, dropna=False, sort=True)
+        codes = grouped.ngroup().to_numpy()
+        labels = [key if isinstance(key, tuple) else (key,) for key in grouped.size().index]
+    else:
+        codes, labels = np.zeros(len(frame), dtype=np.int64), [()]
+    groups = len(labels)
+    out: dict[str, Any] = {c: [lab[j] for lab in labels] for j, c in enumerate(group_by)}
+    out["rows"] = np.bincount(codes, minlength=groups).astype(np.int64)
+    for column in dict.fromkeys(m.column for m in params.metrics):
+        values = frame[column].to_numpy(dtype=float)
+        valid = ~np.isnan(values)
+        clamped = clamp(values[valid], plan.bounds[column])
+        g = codes[valid]
+        out[f"{column}|count"] = np.bincount(g, minlength=groups).astype(np.int64)
+        out[f"{column}|sum"] = np.bincount(g, weights=clamped, minlength=groups)
+        out[f"{column}|squares"] = np.bincount(g, weights=clamped ** 2, minlength=groups)
+    return pd.DataFrame(out)
+
+
+def _aggregate_dp(inputs: Sequence[ClusterPartyInput], params: aggregate.AggregateParams, rules: ReleaseRules,
+                  client: "distributed.Client") -> dict[str, Output]:
+    """DP aggregate: exact partials merged at the leader, then noise drawn once per group, in
+    the same order, with the same sensitivities and partition selection as a single node."""
+    plan = aggregate._dp_plan([inp.spec for inp in inputs], params, rules)
+    parts = _per_partition(client, _aggregate_dp_partition, inputs, params, plan)
+    frame = pd.concat(list(parts), ignore_index=True)
+    group_by = list(params.group_by) or [_GROUP]
+    if not params.group_by:
+        frame[_GROUP] = 0
+    merged = frame.groupby(group_by, dropna=False, sort=True).sum()
+    labels = [key if isinstance(key, tuple) else (key,) for key in merged.index] if params.group_by \
+        else [()] * len(merged)
+    k = rules.k
+    table_rows = []
+    for g in range(len(merged)):
+        values = _dp_group_from_partials(merged.iloc[g], params, plan, k)
+        if values is not None:
+            table_rows.append([aggregate._plain(v) for v in labels[g]] + [aggregate._plain(v) for v in values])
+    width = sum(len(m.stats) for m in params.metrics)
+    columns = list(params.group_by) + ["rows"] + [f"{m.column}.{s}" for m in params.metrics for s in m.stats]
+    suppressed_statistics = sum(1 for row in table_rows for v in row[len(params.group_by) + 1:] if v is None) \
+        if width else 0
+    document = {"columns": columns, "rows": table_rows, "suppressed_groups": None,
+                "suppressed_statistics": suppressed_statistics, "min_group_size": k, "dp": plan.describe()}
+    summary = {"groups": len(table_rows), "suppressed_groups": None,
+               "suppressed_statistics": suppressed_statistics, "min_group_size": k, "dp": True}
+    return {"aggregate": json_output(document, summary)}
+
+
+def _dp_group_from_partials(row: pd.Series, params: aggregate.AggregateParams, plan: aggregate.DpPlan,
+                            k: int) -> list[Any] | None:
+    """models/aggregate.py's _dp_group over merged partials: the same noisy answers, drawn once."""
+    budget = NoiseBudget(plan.params, plan.queries)
+    per_key = plan.rows_per_key
+    noisy_rows = budget.noisy(int(row["rows"]), per_key, laplace=True)
+    threshold = selection_threshold(k, per_key, budget.laplace_scale(per_key), selection_delta(plan.params)) \
+        if plan.grouped else float(k)
+    if noisy_rows < threshold:
+        return None
+    out: list[Any] = [int(round(noisy_rows))]
+    for metric in params.metrics:
+        c = metric.column
+        bounds = plan.bounds[c]
+        count = budget.noisy(int(row[f"{c}|count"]), per_key)
+        total = budget.noisy(float(row[f"{c}|sum"]), sum_sensitivity(bounds, per_key)) \
+            if set(metric.stats) & {"sum", "mean", "std"} else 0.0
+        squares = budget.noisy(float(row[f"{c}|squares"]), square_sensitivity(bounds, per_key)) \
+            if "std" in metric.stats else 0.0
+        if count < k:
+            out.extend([None] * len(metric.stats))
+            continue
+        for stat in metric.stats:
+            if stat == "count":
+                out.append(int(round(count)))
+            elif stat == "sum":
+                out.append(total)
+            elif stat == "mean":
+                out.append(float(np.clip(total / count, *bounds)))
+            else:
+                variance = (squares - total * total / count) / max(count - 1.0, 1.0)
+                out.append(math.sqrt(max(variance, 0.0)))
+    return out
 
 
 __all__ = ["ClusterPartyInput", "FederatedTLS", "run_function_on_cluster", "CLUSTER_FUNCTIONS"]

@@ -167,7 +167,34 @@ def test_aggregate_union_counts_people_once(client, tables):
     assert cluster[0].payload == single[0].payload
 
 
-def test_aggregate_percentiles_and_dp_refused_on_cluster(client, tables):
+def test_aggregate_dp_noise_once_after_merge(client, tables):
+    # A huge budget: the noisy answers sit next to the exact ones, which they could not if
+    # each of the 3 partitions had been noised and thresholded on its own (the tiny region
+    # is left out by partition selection on the merged count, as on a single node).
+    inputs = _inputs(tables)[:1]
+    metrics = [{"column": "income", "stats": ["count", "sum", "mean", "std"]}]
+    dp = {"epsilon": 400.0, "mechanism": "laplace", "delta": 1e-6, "bounds": {"income": [0, 100_000]}}
+    requests = [ReleaseRequest("aggregate", ("analyst",))]
+    single, cluster = _both(client, "aggregate", inputs, {"group_by": ["region"], "metrics": metrics, "dp": dp},
+                            requests, AGG_RULES)
+    exact = json.loads(run_function("aggregate", inputs, {"group_by": ["region"], "metrics": metrics}, requests,
+                                    AGG_RULES)[0].payload)
+    one, many = json.loads(single[0].payload), json.loads(cluster[0].payload)
+    assert {k: v for k, v in many.items() if k != "rows"} == {k: v for k, v in one.items() if k != "rows"}
+    assert many["dp"]["rows_per_key"] == 1 and many["suppressed_groups"] is None
+    # 'tiny' holds about 4 of its 12 customers per worker: noised and thresholded per partition
+    # it would be left out; selected on the merged count it is kept, as on a single node.
+    assert [r[0] for r in many["rows"]] == [r[0] for r in one["rows"]] == ["e", "n", "s", "tiny"]
+    # Laplace scale of the sum: 100000 / (400 / 4 queries) = 1000; 20 scales is far outside chance.
+    for got, want in zip(many["rows"], exact["rows"]):
+        assert got[1] == pytest.approx(want[1], abs=3)        # rows
+        assert got[2] == pytest.approx(want[2], abs=3)        # count
+        assert got[3] == pytest.approx(want[3], abs=2e4)      # sum
+        assert got[4] == pytest.approx(want[4], abs=2e4 / want[2])  # mean
+        assert got[5] == pytest.approx(want[5], rel=5e-2)     # std
+
+
+def test_aggregate_percentiles_refused_on_cluster(client, tables):
     inputs = scatter_inputs(client, _inputs(tables))
     with pytest.raises(InputError, match="percentile needs every value"):
         run_function_on_cluster("aggregate", inputs, {"metrics": [{"column": "income", "stats": ["p50"]}]},

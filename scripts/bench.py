@@ -470,6 +470,8 @@ def _save(fig, path: Path) -> Path:
 
 # main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
+    if "--cluster" in (argv := sys.argv[1:] if argv is None else argv):  # 1 node vs a cluster: scripts/bench_cluster.py
+        return __import__("bench_cluster").main([a for a in argv if a != "--cluster"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", choices=sorted(PRESETS), default="small", help="data sizes (default small)")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default bench-out/)")

@@ -21,7 +21,10 @@ the same rows on one node:
   exact partials (rows, non-null counts, clamped sums and sums of squares) are merged,
   and the noise and partition selection are drawn once per group at the leader, in the
   same order and with the same sensitivities as a single node.
-- train and predict are refused on a cluster with a clear reason until they are built.
+- predict: each worker joins its partitions and scores them with the released ONNX model;
+  the leader concatenates the scored rows in ascending key order, refuses fewer than k
+  of them in all, and releases the scores to the ids' owner only, as a single node does.
+- train is refused on a cluster with a clear reason until it is built.
 
 Parsing params, checking release requests and every owner's analysis rule happen at the
 leader before any task touches data, exactly as on a single node. Dask and distributed
@@ -58,7 +61,7 @@ from teenet.models.tables import distinct_keys, key_names, keyed_table, sort_by_
 if TYPE_CHECKING:  # pragma: no cover - typing only; distributed is imported lazily
     import distributed
 
-CLUSTER_FUNCTIONS = frozenset({"psi", "aggregate"})
+CLUSTER_FUNCTIONS = frozenset({"psi", "aggregate", "predict"})
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ def run_function_on_cluster(function: str, inputs: Sequence[ClusterPartyInput], 
                          field="function")
     if fn.name == "psi":
         outputs = _psi(inputs, parsed, kinds, rules, client)
+    elif fn.name == "predict":
+        outputs = _predict(inputs, parsed, rules, client)
     else:
         outputs = _aggregate(inputs, parsed, kinds, rules, client)
     return [Release(kind=r.kind, recipients=r.recipients, media_type=outputs[r.kind].media_type,
@@ -480,6 +485,69 @@ def _dp_group_from_partials(row: pd.Series, params: aggregate.AggregateParams, p
                 variance = (squares - total * total / count) / max(count - 1.0, 1.0)
                 out.append(math.sqrt(max(variance, 0.0)))
     return out
+
+
+# ---- predict -----------------------------------------------------------------------------
+
+
+def _predict_partition(specs: Sequence[InputSpec], params: Any, *tables: pa.Table) -> pa.Table:
+    """On a worker: models/predict.py's scoring of this partition's joined rows (no k test:
+    k applies to all scored rows, at the leader), keys under the aligned names."""
+    from teenet.models.features import FeatureLayout, feature_frame, onnx_feeds
+    from teenet.models.onnx_models import load_model
+    from teenet.models.predict import _score_columns
+    from teenet.models.tables import inner_join
+
+    inputs = _party_inputs(specs, tables)
+    model = load_model(params.model_onnx)
+    columns = [[c for c in inp.columns if c in model.inputs] for inp in inputs]
+    arity = len(inputs[0].keys)
+    table = sort_by_keys(inner_join(inputs, params.normalise, unique=True, columns=columns), arity)
+    features = tuple(model.inputs)
+    layout = FeatureLayout(features, tuple(n for n in features if model.inputs[n] == "numeric"),
+                           tuple(n for n in features if model.inputs[n] == "categorical"))
+    out = table.select(key_names(arity))
+    if table.num_rows == 0:
+        return out
+    feeds = {model.input_names[name]: tensor
+             for name, tensor in onnx_feeds(feature_frame(table, layout), layout).items()}
+    try:
+        results = dict(zip(model.outputs, model.session.run(None, feeds)))
+    except Exception as exc:  # onnxruntime raises its own error types
+        raise InputError(f"the model could not score these rows ({type(exc).__name__})",
+                         field="params.model") from None
+    for name, values in _score_columns(model, results).items():
+        out = out.append_column(name, values)
+    return out
+
+
+def _predict(inputs: Sequence[ClusterPartyInput], params: Any, rules: ReleaseRules,
+             client: "distributed.Client") -> dict[str, Output]:
+    from teenet.models.onnx_models import load_model
+
+    if params.model_onnx is None:
+        raise InputError("the model's ONNX bytes were not supplied by the compute node", field="params.model_onnx")
+    model = load_model(params.model_onnx)  # refused here, before any partition is read, if it is not a model
+    shipped = {c for inp in inputs for c in inp.columns}
+    missing = [name for name in model.inputs if name not in shipped]
+    if missing:
+        raise InputError(f"the model needs column(s) {', '.join(missing)}, which no input ships",
+                         field="params.model")
+    parts = _per_partition(client, _predict_partition, inputs, params)
+    rows = sum(p.num_rows for p in parts)
+    release.require_group_size(rows, rules, "the set of scored rows", unit="ids")
+    arity = len(inputs[0].keys)
+    scored = sort_by_keys(_concat_scored(parts, arity), arity)
+    owner = next(inp for inp in inputs if inp.party == params.ids_from)
+    out = with_key_names(scored, owner.keys)
+    return {"scores": arrow_output(out, {"rows": out.num_rows, "columns": list(out.column_names),
+                                         "owner": params.ids_from})}
+
+
+def _concat_scored(parts: Sequence[pa.Table], arity: int) -> pa.Table:
+    """The partitions' scored rows in one table (an empty partition has no score columns)."""
+    filled = [p for p in parts if p.num_columns > arity]
+    return pa.concat_tables(filled)
 
 
 __all__ = ["ClusterPartyInput", "FederatedTLS", "run_function_on_cluster", "CLUSTER_FUNCTIONS"]

@@ -93,7 +93,7 @@ def _worker_peak() -> float:
 
 
 def _cluster(rows: int, workers: int) -> dict[str, Any]:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, wait
 
     from cluster_helpers import make_ca_files, tls_security
     from teenet.models.cluster import ClusterPartyInput, run_function_on_cluster
@@ -109,13 +109,14 @@ def _cluster(rows: int, workers: int) -> dict[str, Any]:
                 futures = tuple(client.submit(_worker_partition, p, lo, hi, i, workers, workers=[a], pure=False)
                                 for i, a in enumerate(addresses))
                 inputs.append(ClusterPartyInput(p, t, ("id",), ("amount",), futures))
-            client.gather([f for inp in inputs for f in inp.partitions])  # ingress done before the clock starts
+            wait([f for inp in inputs for f in inp.partitions])  # ingress done (on the workers) before the clock
+            leader_before = _peak_mib()
             params, requests, rules = _job()
             started = time.perf_counter()
             out = run_function_on_cluster("psi", inputs, params, requests, rules, client)
             seconds = time.perf_counter() - started
             peaks = client.run(_worker_peak)
-            return {"seconds": seconds, "leader_peak_mib": _peak_mib(),
+            return {"seconds": seconds, "leader_peak_mib": _peak_mib(), "leader_peak_before_job_mib": leader_before,
                     "worker_peak_mib": [peaks[a] for a in addresses],
                     "payloads": [r.payload.decode() for r in out]}
 

@@ -199,3 +199,28 @@ def test_aggregate_percentiles_refused_on_cluster(client, tables):
     with pytest.raises(InputError, match="percentile needs every value"):
         run_function_on_cluster("aggregate", inputs, {"metrics": [{"column": "income", "stats": ["p50"]}]},
                                 [ReleaseRequest("aggregate", ("analyst",))], AGG_RULES, client)
+
+
+def test_predict_scores_equal_single_node_and_go_to_the_ids_owner_only(client, tables):
+    customers, usage = tables
+    rules = rules_for({"model": {"bank"}, "scores": {"bank"}}, {"bank", "telco"}, k=10)
+    inputs = _inputs(tables)
+    (model,) = run_function("train", inputs, {"model": "logistic_regression",
+                                              "features": ["income", "balance", "spend"],
+                                              "label": {"party": "telco", "column": "active"}},
+                            [ReleaseRequest("model", ("bank",))], rules)
+    params = {"model_onnx": model.payload, "ids_from": "bank"}
+    requests = [ReleaseRequest("scores", ("bank",))]
+    (single,), (cluster,) = _both(client, "predict", inputs, params, requests, rules)
+    from teenet.models.payloads import read_arrow
+
+    one, many = read_arrow(single.payload), read_arrow(cluster.payload)
+    assert one.num_rows > 100 and many.column_names == one.column_names == ["id", "score", "label"]
+    assert many.column("id").equals(one.column("id")) and many.column("label").equals(one.column("label"))
+    # ONNX scores each row on its own: the cluster's release is the single node's, byte for byte.
+    assert cluster.payload == single.payload
+    assert cluster.summary == single.summary and cluster.recipients == ("bank",)
+    # Scores of the bank's ids never go to the telco, on a cluster as on one node.
+    with pytest.raises(ReleaseRefused, match="may not go to 'telco'"):
+        run_function_on_cluster("predict", scatter_inputs(client, inputs), params,
+                                [ReleaseRequest("scores", ("telco",))], rules, client)

@@ -24,7 +24,8 @@ the same rows on one node:
 - predict: each worker joins its partitions and scores them with the released ONNX model;
   the leader concatenates the scored rows in ascending key order, refuses fewer than k
   of them in all, and releases the scores to the ids' owner only, as a single node does.
-- train is refused on a cluster with a clear reason until it is built.
+- train is refused on a cluster with a clear reason until it is built; random_forest has
+  its own reason (a forest fitted over partitions is not the single node's model).
 
 Parsing params, checking release requests and every owner's analysis rule happen at the
 leader before any task touches data, exactly as on a single node. Dask and distributed
@@ -129,6 +130,12 @@ def run_function_on_cluster(function: str, inputs: Sequence[ClusterPartyInput], 
                                    rules=rules, scores_owner=fn.scores_owner(parsed))
     for rule in rules.effective_analysis:
         check_job(rule, party=rule.party or "*", function=fn.name, params=params, inputs=specs, releases=requests)
+    if fn.name == "train" and getattr(parsed, "model", None) == "random_forest":
+        # Its bootstrap samples and random split search run over row positions: a forest fitted
+        # over partitions is a different model from the one a single node fits on the same rows.
+        raise InputError("random_forest does not run on a compute cluster (a forest fitted over partitions is "
+                         "not the model a single node fits on the same rows); run it on a single compute node",
+                         field="params.model")
     if fn.name not in CLUSTER_FUNCTIONS:
         raise InputError(f"function '{fn.name}' does not run on a compute cluster yet (expected one of "
                          f"{', '.join(sorted(CLUSTER_FUNCTIONS))}); run it on a single compute node",

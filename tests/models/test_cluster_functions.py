@@ -127,6 +127,12 @@ def test_release_rules_checked_before_any_task(client, tables):
                                                   "label": {"party": "telco", "column": "active"}},
                                 [ReleaseRequest("model", ("bank",))],
                                 rules_for({"model": {"bank"}}, {"bank", "telco"}, k=10), client)
+    with pytest.raises(InputError, match="random_forest does not run on a compute cluster") as caught:
+        run_function_on_cluster("train", inputs, {"model": "random_forest",
+                                                  "label": {"party": "telco", "column": "active"}},
+                                [ReleaseRequest("model", ("bank",))],
+                                rules_for({"model": {"bank"}}, {"bank", "telco"}, k=10), client)
+    assert caught.value.field == "params.model"
 
 
 @pytest.mark.parametrize("combine,group_by", [("join", ["region"]), ("join", []), ("join", ["region", "plan"])])

@@ -90,6 +90,10 @@ def _validate(spec_path: Path, analyst: "_Analyst | None"):
     try:
         validate_job(spec.function, [InputSpec(i.party, i.table, tuple(i.keys), tuple(i.columns)) for i in spec.inputs],
                      dict(spec.params), [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release])
+        if spec.function == "predict" and "model" in spec.params:
+            from teenet.shipped_model import ModelReference
+
+            ModelReference.parse(spec.params, [i.party for i in spec.inputs])
     except InputError as exc:
         document = getattr(spec, "document", None)
         line = document.line_of(_field_path(exc.field)) if exc.field and document is not None else None

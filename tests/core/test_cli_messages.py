@@ -86,3 +86,38 @@ def test_a_remembered_spec_is_still_checked_against_the_consortium(capsys, tmp_p
     code, err = validate(capsys, tmp_path, good.replace("table: usage", "table: calls"), "--config",
                          str(net / "analyst.yaml"))
     assert code == 1 and "table 'calls'" in err
+
+
+PREDICT = """name: score
+function: predict
+compute: compute-1
+inputs:
+  - {party: bank, table: customers, key: customer_id, columns: [age]}
+  - {party: telco, table: usage, key: customer_id, columns: [minutes]}
+params:
+  model: MODEL
+  ids_from: bank
+release:
+  - {kind: scores, to: [bank]}
+"""
+TRAIN_ID = "ab" * 32
+
+
+@pytest.mark.parametrize("model, field, expected", [
+    ("default-risk", "params.model'", "job: \"<64-hex id of the train job>\""),
+    (f"{{job: \"{TRAIN_ID}\"}}", "params.model'", "from: <party that received the model>"),
+    ("{job: \"abc123\", from: bank}", "params.model.job'", "64 lowercase hex characters"),
+    (f"{{job: \"{TRAIN_ID.upper()}\", from: bank}}", "params.model.job'", "64 lowercase hex characters"),
+    (f"{{job: \"{TRAIN_ID}\", from: insurer}}", "params.model.from'", "one of bank, telco"),
+    (f"{{job: \"{TRAIN_ID}\", from: bank, to: telco}}", "params.model'", "expected {job:"),
+])
+def test_a_predict_jobs_model_reference_is_checked_and_named(capsys, tmp_path, model, field, expected):
+    code, err = validate(capsys, tmp_path, PREDICT.replace("MODEL", model))
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"{tmp_path / 'job.yaml'}:8" in err and f"field '{field}" in err and expected in err, err
+    assert "Traceback" not in err
+
+
+def test_a_well_formed_model_reference_validates(capsys, tmp_path):
+    code, err = validate(capsys, tmp_path, PREDICT.replace("MODEL", f"{{job: \"{TRAIN_ID}\", from: bank}}"))
+    assert code == 0, err

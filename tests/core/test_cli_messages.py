@@ -121,3 +121,12 @@ def test_a_predict_jobs_model_reference_is_checked_and_named(capsys, tmp_path, m
 def test_a_well_formed_model_reference_validates(capsys, tmp_path):
     code, err = validate(capsys, tmp_path, PREDICT.replace("MODEL", f"{{job: \"{TRAIN_ID}\", from: bank}}"))
     assert code == 0, err
+
+
+def test_submit_out_without_wait_is_refused_before_anything_is_sent(capsys, tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(JOB)
+    code = main(["job", "submit", str(spec), "--out", str(tmp_path / "res"), "--config", str(tmp_path / "none.yaml")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--out" in err and "--wait" in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists()

@@ -16,6 +16,14 @@ from teenet.proto import teenet_pb2 as pb
 
 app = typer.Typer(no_args_is_help=True)
 
+
+@app.callback()
+def _group() -> None:
+    # Every job command is a client: once it returns, the process may end at once.
+    from teenet.cli.main import quick_exit_allowed
+
+    quick_exit_allowed()
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # Seconds one GetJob may wait at the coordinator for the job to move (a long poll).
 LONG_POLL_SECONDS = 5.0

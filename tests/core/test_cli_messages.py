@@ -130,3 +130,26 @@ def test_submit_out_without_wait_is_refused_before_anything_is_sent(capsys, tmp_
     err = capsys.readouterr().err
     assert code == 1 and "--out" in err and "--wait" in err and "Traceback" not in err
     assert not (tmp_path / "res").exists()
+
+
+def test_the_installed_command_ends_a_job_command_with_its_output_whole_and_its_code(tmp_path):
+    """`teenet job ...` ends the process without the interpreter's teardown: all it wrote to a
+    pipe still arrives, and the exit code is the command's (0 success, 1 refusal, 2 usage)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    teenet = Path(sys.executable).with_name("teenet")
+    good = tmp_path / "good.yaml"
+    good.write_text(PREDICT.replace("MODEL", f"{{job: \"{TRAIN_ID}\", from: bank}}"))
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TEENET_CONFIG"}
+    env["TEENET_NO_CACHE"] = "1"
+    ok = subprocess.run([teenet, "job", "validate", good, "--json"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and json.loads(ok.stdout) == {"function": "predict", "name": "score", "valid": True}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PREDICT.replace("MODEL", "default-risk"))
+    refused = subprocess.run([teenet, "job", "validate", bad], capture_output=True, text=True, env=env)
+    assert refused.returncode == 1 and "params.model" in refused.stderr and refused.stdout == ""
+    usage = subprocess.run([teenet, "job", "validate"], capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr

@@ -132,6 +132,7 @@ def test_submit_out_without_wait_is_refused_before_anything_is_sent(capsys, tmp_
     assert not (tmp_path / "res").exists()
 
 
+@pytest.mark.slow  # starts the installed command as processes
 def test_the_installed_command_ends_a_job_command_with_its_output_whole_and_its_code(tmp_path):
     """`teenet job ...` ends the process without the interpreter's teardown: all it wrote to a
     pipe still arrives, and the exit code is the command's (0 success, 1 refusal, 2 usage)."""
@@ -143,7 +144,8 @@ def test_the_installed_command_ends_a_job_command_with_its_output_whole_and_its_
     teenet = Path(sys.executable).with_name("teenet")
     good = tmp_path / "good.yaml"
     good.write_text(PREDICT.replace("MODEL", f"{{job: \"{TRAIN_ID}\", from: bank}}"))
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TEENET_CONFIG"}
+    # block-buffered stdout, as in a user's pipe: what the quick exit must flush itself
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("TEENET_CONFIG", "PYTHONUNBUFFERED")}
     env["TEENET_NO_CACHE"] = "1"
     ok = subprocess.run([teenet, "job", "validate", good, "--json"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and json.loads(ok.stdout) == {"function": "predict", "name": "score", "valid": True}

@@ -25,6 +25,7 @@ from teenet.pki import COORDINATOR_GRPC_OPTIONS, server_credentials
 from teenet.proto import teenet_pb2_grpc as rpc
 
 from teenet.coordinator.config import CoordinatorConfig
+from teenet.witness import CheckpointBoard
 from teenet.coordinator.service import CoordinatorService
 from teenet.coordinator.state import Consortium, Coordinator
 from teenet.coordinator.store import CoordinatorStore
@@ -98,7 +99,9 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
                                   compute_silence=config.compute_silence)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="coordinator"),
                              options=COORDINATOR_GRPC_OPTIONS, interceptors=list(interceptors))
-        rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
+        board = CheckpointBoard(store.conn, store.lock, {n: m.keys.signing for n, m in consortium.members.items()
+                                                         if m.role in ("data", "compute")})
+        rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator, board=board), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         try:

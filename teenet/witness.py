@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS witness_heads (
     root        TEXT NOT NULL,
     note        TEXT NOT NULL,
     cosigned_at REAL NOT NULL,
+    cosignatures INTEGER NOT NULL DEFAULT 0,  -- valid cosignatures on it the board showed last
     PRIMARY KEY (origin, size)
 );
 CREATE TABLE IF NOT EXISTS witness_alarms (
@@ -419,13 +420,20 @@ class Witness:
             board.post_cosignature(self.name, signed.body, cosign(signed.body, self.name, self._key, int(time.time())))
             head = (cp.size, cp.root_hash, pub.note)
             cosigned += 1
-        e = self._split_view(board, origin, member)
+        cosigs = board.cosignatures(origin)
+        e = self._split_view(cosigs, origin, member)
         if e is not None and self._raise(e):
             raised.append(e)
+        if head is not None:
+            witnesses = {n: k for n, k in self._members.items() if n != member}
+            count = count_cosignatures(cosigs, SignedNote.parse(head[2]).body, witnesses)
+            with self._lock:
+                self._conn.execute("UPDATE witness_heads SET cosignatures = ? WHERE origin = ? AND size = ?",
+                                   (count, origin, head[0]))
         return cosigned, raised
 
-    def _split_view(self, board: Board, origin: str, member: str) -> Equivocation | None:
-        for c in board.cosignatures(origin):
+    def _split_view(self, cosigs: Sequence[Cosignature], origin: str, member: str) -> Equivocation | None:
+        for c in cosigs:
             key = self._members.get(c.witness)
             if key is None or c.witness in (self.name, member):
                 continue
@@ -452,16 +460,77 @@ class Witness:
                 raised += r
         return total, raised
 
-    def status(self, board: Board | None = None) -> list[dict[str, Any]]:
-        """Each witnessed log: its member, last cosigned size and (with a board) cosignature count."""
+    def status(self, quorum: int = 1) -> list[dict[str, Any]]:
+        """Each witnessed log: its member, the last size this node cosigned, how many valid
+        cosignatures the board showed on it (this node's included) and whether that is a quorum."""
         out = []
         for origin, (member, _) in sorted(self._origins.items(), key=lambda kv: kv[1][0]):
-            head = self.head(origin)
-            row: dict[str, Any] = {"member": member, "origin": origin, "cosigned_size": head[0] if head else 0,
-                                   "blocked": self.blocked(member)}
-            if board is not None and head is not None:
-                witnesses = {n: k for n, k in self._members.items() if n != member}
-                row["cosignatures"] = count_cosignatures(board.cosignatures(origin),
-                                                         SignedNote.parse(head[2]).body, witnesses)
-            out.append(row)
+            with self._lock:
+                row = self._conn.execute("SELECT size, cosignatures FROM witness_heads WHERE origin = ? "
+                                         "ORDER BY size DESC LIMIT 1", (origin,)).fetchone()
+            size, count = (int(row[0]), int(row[1])) if row else (0, 0)
+            out.append({"member": member, "origin": origin, "cosigned_size": size, "cosignatures": count,
+                        "witnessed": bool(row) and count >= quorum, "blocked": self.blocked(member)})
         return out
+
+
+class GrpcBoard:
+    """The coordinator's board over its gRPC stub (teenet.v1.Coordinator)."""
+
+    def __init__(self, stub: Any, timeout: float = 10.0) -> None:
+        self._stub = stub
+        self._timeout = timeout
+
+    def _get(self, origin: str, min_size: int = 0) -> Any:
+        from teenet.proto import teenet_pb2 as pb
+
+        return self._stub.GetCheckpoints(pb.CheckpointRequest(origin=origin, min_size=min_size),
+                                         timeout=self._timeout)
+
+    def latest_size(self, origin: str) -> int:
+        return int(self._get(origin, 1 << 62).latest_size)
+
+    def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None:
+        from teenet.proto import teenet_pb2 as pb
+
+        self._stub.PublishCheckpoint(pb.PublishedCheckpoint(publisher=publisher, note=note, prev_size=prev_size,
+                                                            proof=list(proof)), timeout=self._timeout)
+
+    def checkpoints(self, origin: str, min_size: int) -> list[Published]:
+        return [Published(c.publisher, c.note, int(c.prev_size), tuple(c.proof))
+                for c in self._get(origin, min_size).checkpoints]
+
+    def cosignatures(self, origin: str) -> list[Cosignature]:
+        return [Cosignature(c.witness, c.body, c.line) for c in self._get(origin, 1 << 62).cosignatures]
+
+    def post_cosignature(self, witness: str, body: str, line: str) -> None:
+        from teenet.proto import teenet_pb2 as pb
+
+        self._stub.PostCosignature(pb.CheckpointCosignature(witness=witness, body=body, line=line),
+                                   timeout=self._timeout)
+
+    def origins(self) -> list[str]:
+        return list(self._get("").origins)
+
+
+def witnessed_members(consortium: Any) -> dict[str, ed25519.Ed25519PublicKey]:
+    """The members whose logs are published and witnessed: the data and compute nodes."""
+    return {n: m.keys.signing for n, m in consortium.members.items() if m.role in ("data", "compute")}
+
+
+def node_round(log: AuditLog, name: str, witness: Witness, board: Board, audit: Any) -> tuple[int, int]:
+    """A node's witnessing round: sign its own log's head if it grew, publish what the board
+    lacks, then witness the others. Each equivocation is audited in this node's own log,
+    with both checkpoints as evidence. Returns (published, cosigned)."""
+    if log.entries(after=_last_checkpoint(log), limit=1):  # entries past the last signed head
+        log.checkpoint()
+    published = publish(log, name, board)
+    cosigned, raised = witness.run_once(board)
+    for e in raised:
+        audit("member_equivocated", **e.evidence())
+    return published, cosigned
+
+
+def _last_checkpoint(log: AuditLog) -> int:
+    cp = log.latest_checkpoint()
+    return cp.seq if cp else 0

@@ -72,8 +72,10 @@ def test_witnesses_cosign_a_growing_log_and_quorum_counts(consortium):
     assert witnessed(board, log.origin, 7, publics, 3)
     assert not witnessed(board, log.origin, 7, publics, 4)
     assert not witnessed(board, log.origin, 5, publics, 1)  # never published at that size
-    status = {r["member"]: r for r in witnesses["lab"].status(board)}
+    witnesses["lab"].run_once(board)  # sees the others' cosignatures now
+    status = {r["member"]: r for r in witnesses["lab"].status(quorum=3)}
     assert status["bank"]["cosigned_size"] == 7 and status["bank"]["cosignatures"] == 3
+    assert status["bank"]["witnessed"] and not status["bank"]["blocked"]
 
 
 def test_a_rewritten_past_entry_is_caught_by_every_witness_and_blocks_the_member(consortium, tmp_path):

@@ -389,7 +389,12 @@ class Witness:
         raised: list[Equivocation] = []
         cosigned = 0
         head = self.head(origin)
-        for pub in board.checkpoints(origin, head[0] if head else 0):
+        published = board.checkpoints(origin, head[0] if head else 0)
+        if head is None:
+            # A log this witness has no head of (new to it, or acknowledged): its latest
+            # checkpoint is the starting point, trusted on first sight.
+            published = published[-1:]
+        for pub in published:
             try:
                 signed, cp = _parse_note(pub.note)
                 verify_note(signed, origin, key)

@@ -68,14 +68,19 @@ def test_witnesses_cosign_a_growing_log_and_quorum_counts(consortium):
     assert publish(log, "bank", board) == 1
     for w in witnesses.values():
         cosigned, raised = w.run_once(board)
-        assert (cosigned, raised) == (2, [])
+        assert (cosigned, raised) == (1, [])  # the latest head is a new witness's starting point
     assert witnessed(board, log.origin, 7, publics, 3)
     assert not witnessed(board, log.origin, 7, publics, 4)
     assert not witnessed(board, log.origin, 5, publics, 1)  # never published at that size
+    assert not witnessed(board, log.origin, 3, publics, 1)  # published, but before any witness looked
+    _grow(log, 1)
+    publish(log, "bank", board)
+    assert witnesses["clinic"].run_once(board) == (1, [])  # from its head at 7 to 8, by the proof
+    assert witnessed(board, log.origin, 8, publics, 1) and not witnessed(board, log.origin, 8, publics, 2)
     witnesses["lab"].run_once(board)  # sees the others' cosignatures now
     status = {r["member"]: r for r in witnesses["lab"].status(quorum=3)}
-    assert status["bank"]["cosigned_size"] == 7 and status["bank"]["cosignatures"] == 3
-    assert status["bank"]["witnessed"] and not status["bank"]["blocked"]
+    assert status["bank"]["cosigned_size"] == 8 and status["bank"]["cosignatures"] == 2  # clinic's and its own
+    assert not status["bank"]["witnessed"] and not status["bank"]["blocked"]
 
 
 def test_a_rewritten_past_entry_is_caught_by_every_witness_and_blocks_the_member(consortium, tmp_path):
@@ -102,6 +107,11 @@ def test_a_rewritten_past_entry_is_caught_by_every_witness_and_blocks_the_member
     lab = witnesses["lab"]
     assert lab.acknowledge("bank", "ops@lab") == 1
     assert not lab.blocked("bank")
+    # the operator accepted the log as it now stands: its latest head is the new start
+    assert lab.run_once(board) == (1, []) and lab.head(log.origin)[0] == 7
+    _grow(log, 1)
+    publish(log, "bank", board)
+    assert lab.run_once(board) == (1, [])
     assert lab.alarms()[0]["acknowledged_by"] == "ops@lab"
     with pytest.raises(InputError):
         lab.acknowledge("nobody", "ops@lab")
@@ -135,7 +145,7 @@ def test_a_split_view_is_caught_through_the_other_witnesses_cosignatures(consort
     clinic, lab = witnesses["clinic"], witnesses["lab"]
     assert clinic.run_once(View(view_a)) == (1, [])
     cosigned, raised = lab.run_once(View(view_b))
-    assert cosigned == 2  # the fork's heads at sizes 2 and 3 are consistent with each other
+    assert cosigned == 1
     assert [(e.kind, e.witness) for e in raised] == [("split_view", "clinic")]
     cosigned, raised = clinic.run_once(View(view_a))
     assert [(e.member, e.kind, e.witness) for e in raised] == [("bank", "split_view", "lab")]

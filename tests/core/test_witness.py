@@ -168,3 +168,4 @@ def test_the_board_takes_only_a_publishers_own_signed_checkpoints_in_order(conso
         board.publish("bank", log.tree_heads()[-1], 0, [])
     with pytest.raises(InputError, match="cosignature"):
         board.post_cosignature("lab", log.tree_heads()[0].split("\n\n")[0] + "\n", "\u2014 lab AAAA\n")
+

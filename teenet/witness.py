@@ -285,12 +285,12 @@ def witnessed(board: Board, origin: str, size: int, members: Mapping[str, ed2551
     witnesses = {n: k for n, k in members.items() if n != owner[0]}
     cosigs = board.cosignatures(origin)
     for pub in board.checkpoints(origin, size):
-        signed, cp = SignedNote.parse(pub.note), Checkpoint.parse(SignedNote.parse(pub.note).body)
-        if cp.size != size:
-            continue
         try:
+            signed, cp = _parse_note(pub.note)
+            if cp.size != size:
+                continue
             verify_note(signed, origin, owner[1])
-        except VerificationError:
+        except (InputError, VerificationError):
             continue
         if count_cosignatures(cosigs, signed.body, witnesses) >= quorum:
             return True

@@ -105,6 +105,11 @@ def test_a_rewritten_log_is_caught_by_every_witness_and_jobs_with_it_wait_for_th
     assert _until(lambda: _status(capsys, net, "bank")["insurer"]["cosigned_size"] > 0)
     cosigned = _status(capsys, net, "insurer")["bank"]["cosigned_size"]
     assert not any(r["blocked"] for r in _status(capsys, net, "insurer").values())
+    # the board holds every member's heads and the coordinator's own, each from its owner
+    board = sqlite3.connect(net / "state" / "coordinator" / "coordinator.db")
+    publishers = {r[0] for r in board.execute("SELECT DISTINCT publisher FROM published_checkpoints")}
+    board.close()
+    assert {"bank", "insurer", "telco", "compute-1", "coordinator"} <= publishers, publishers
 
     _stop(net, "bank")
     size = _rewrite_and_resign(net)

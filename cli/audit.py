@@ -1,4 +1,6 @@
-"""`teenet audit verify|show`: check a hash-chained audit log offline, or print it.
+"""`teenet audit verify|show|witness-status|acknowledge`: check a hash-chained audit log
+offline, or print it; a node's view of the other members' witnessed logs (teenet/witness.py)
+and its operator's acknowledgement of an equivocation alarm.
 
 Works on any teenet audit log file: the coordinator's database or a node's audit.db,
 named with `--db`, or found from a node's or the coordinator's config (`--config`, or
@@ -189,10 +191,8 @@ def _node_witness(config: Path | None) -> tuple[Any, Any, Any]:
     if not db.is_file():
         raise InputError("no node database here (has the node run yet?)", source=str(db))
     store = NodeStore(db)
-    # Reading the state needs no key: the witness signs only in the daemon.
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    witness = store.witness(cfg.node, ed25519.Ed25519PrivateKey.generate(), witnessed_members(cfg.consortium))
+    # Reading the state needs no key: the witness cosigns only in the daemon.
+    witness = store.witness(cfg.node, None, witnessed_members(cfg.consortium))
     return cfg, store, witness
 
 

@@ -301,7 +301,8 @@ class Witness:
     """One node's witness: its durable state in `conn` (node.db) and its cosigning key."""
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, name: str,
-                 key: ed25519.Ed25519PrivateKey, members: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
+                 key: ed25519.Ed25519PrivateKey | None, members: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
+        """`key` signs cosignatures; None for a reader of the state (`teenet audit witness-status`)."""
         self._conn = conn
         self._lock = lock
         self.name = name
@@ -384,6 +385,8 @@ class Witness:
         stored durably before its cosignature is posted.
         """
         member, key = self._origins[origin]
+        if self._key is None:
+            raise InputError("this witness has no signing key: it reads its state only")
         if self.blocked(member):
             return 0, []
         raised: list[Equivocation] = []

@@ -33,6 +33,9 @@ STAGES: dict[str, str] = {
     "function.failed": "{field} failed inside the enclave",
     "results.refused": "the coordinator did not take the sealed results",
     "model.unshippable": "{party} could not ship the model",
+    # said by the coordinator itself, not a node: a compute node silent past compute_silence
+    "compute.silent": "compute node {party} stopped heart-beating; the job's keys are presumed lost "
+                      "(resubmit the job)",
 }
 
 # The checks a reason may name. Anything else is said as "unlisted": a new check shows up

@@ -47,6 +47,8 @@ CHECKS: frozenset[str] = frozenset({
     "approval.job", "approval.measurement", "approval.missing", "approval.party", "approval.rejected",
     "approval.release", "approval.signature", "approval.expired", "approval.validity", "approval.revoked",
     "revocation.signature",
+    # witnessed audit logs (teenet/witness.py): a member this node caught equivocating
+    "member.equivocated",
     "decision.signature",
     # attestation and key negotiation
     "binding.report_data", "evidence.platform", "evidence.format", "offer.job", "offer.compute",

@@ -36,31 +36,23 @@ def read_result_file(path: Path) -> dict[str, Any]:
     return doc
 
 
-def write_result_files(fetched, out: Path) -> list[Path]:
-    """One result file per fetched result that carries lineage: `out/lineage-KIND.json`."""
-    from teenet.lineage import result_file, statement_lineage
+def lineage_of_results(fetched, consortium, roots, out: Path) -> list[dict[str, Any]]:
+    """For `teenet job result`: write `out/lineage-KIND.json` for each fetched result that
+    carries lineage, verify it, and return what to show (the report, its text, the file)."""
+    from teenet.lineage import render, result_file, statement_lineage, verify_lineage
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    shown = []
     for r in fetched.results:
         if statement_lineage(r.statement) is None:
             continue
+        doc = result_file(signed_job=fetched.job, offer=fetched.offer, result=r)
         path = out / f"lineage-{r.kind}.json"
-        path.write_text(json.dumps(result_file(signed_job=fetched.job, offer=fetched.offer, result=r),
-                                   indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def show_in_result(fetched, consortium, roots, c) -> None:
-    """`teenet job result`'s lineage lines: the inputs each result names, verified."""
-    from teenet.lineage import render, result_file, verify_lineage
-
-    for r in fetched.results:
-        report = verify_lineage(result_file(signed_job=fetched.job, offer=fetched.offer, result=r), consortium, roots)
-        if report.lineage:
-            c.print(f"lineage of {r.kind}:")
-            c.print(render(report), markup=False)
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        report = verify_lineage(doc, consortium, roots)
+        shown.append({"kind": r.kind, "file": str(path), "ok": report.ok, "broken": report.broken,
+                      "lineage": report.lineage, "text": render(report)})
+    return shown
 
 
 def _fetch_doc(analyst, job: str) -> dict[str, Any]:

@@ -324,3 +324,14 @@ def test_a_results_lineage_verifies_offline_and_any_edit_is_named(network, capsy
     assert edited(lambda l: l["dropped"].update(at="2020-01-01T00:00:00.000000Z")) == {"statement.signature",
                                                                                        "drop.inclusion"}
     assert edited(flip_proof) == {"statement.signature", "drop.inclusion"}
+
+
+def test_submit_wait_out_fetches_verifies_and_writes_the_results_in_the_same_process(network, capsys, tmp_path):
+    out = cli_json(capsys, "job", "submit", network / "jobs" / "psi-overlap.yaml", "--config",
+                   network / "analyst.yaml", "--wait", "--out", tmp_path / "one")
+    assert out["state"] == "succeeded", out
+    assert out["result"]["verified"] is True and out["result"]["job_id"] == out["job_id"]
+    assert out["result"]["files"] == [str(tmp_path / "one" / "size.json")]
+    # the same bytes as a separate `job result` of that job writes
+    cli_json(capsys, "job", "result", out["job_id"], "--config", network / "analyst.yaml", "--out", tmp_path / "two")
+    assert (tmp_path / "one" / "size.json").read_bytes() == (tmp_path / "two" / "size.json").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -255,11 +256,13 @@ def submit(spec: Path = typer.Argument(..., help="The job spec (YAML)."),
     def render(c) -> None:
         c.print(f"job {st.job_id[:12]} {st.state}" + (f": {st.reason}" if st.reason else ""))
         if fetched is not None:
-            _render_results(c, *fetched[1:])
+            _render_results(c, *fetched[1:], fetched[0]["lineage"])
 
     emit(data, as_json, render)
     if st.state != "succeeded":
         raise typer.Exit(1)
+    if fetched is not None:
+        _exit_if_lineage_broken(fetched[0])
 
 
 # The release kinds whose results are Arrow tables, written out as CSV with pyarrow.
@@ -307,6 +310,16 @@ def _fetch_results(analyst: "_Analyst", job_id: str, out: Path):
 
     data["lineage"] = lineage_cli.lineage_of_results(kept["fetched"], analyst.consortium, kept["roots"], out)
     return data, claims, files
+
+
+def _exit_if_lineage_broken(data: dict) -> None:
+    """A result whose lineage does not verify is not a verified result: exit 1, naming the links."""
+    broken = [(item["kind"], item["broken"]) for item in data.get("lineage", ()) if not item["ok"]]
+    if broken:
+        for kind, link in broken:
+            print(f"error: the lineage of the {kind} result does not verify (broken at {link})",
+                  file=sys.stderr, flush=True)
+        raise typer.Exit(1)
 
 
 def _render_results(c, claims, files, lineage=()) -> None:
@@ -381,3 +394,4 @@ def result(job: str = typer.Argument(..., help="Job id or unique prefix."), conf
     analyst = _Analyst(config)
     data, claims, files = _fetch_results(analyst, analyst.job_id(job), out)
     emit(data, as_json, lambda c: _render_results(c, claims, files, data["lineage"]))
+    _exit_if_lineage_broken(data)

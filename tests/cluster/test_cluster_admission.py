@@ -147,7 +147,7 @@ def test_worker_process_joins_the_tls_scheduler_and_foreign_certs_are_refused(tm
         allow_simulated: true
         """)
     # The worker and leader share one simulated platform (one "machine").
-    proc = subprocess.Popen([sys.executable, "-m", "teenet.cluster.worker", "--config", str(config)],
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "teenet"), "node", "serve", "--config", str(config)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

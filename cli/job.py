@@ -16,6 +16,14 @@ from teenet.proto import teenet_pb2 as pb
 
 app = typer.Typer(no_args_is_help=True)
 
+
+@app.callback()
+def _group() -> None:
+    # Every job command is a client: once it returns, the process may end at once.
+    from teenet.cli.main import quick_exit_allowed
+
+    quick_exit_allowed()
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # Seconds one GetJob may wait at the coordinator for the job to move (a long poll).
 LONG_POLL_SECONDS = 5.0
@@ -90,6 +98,10 @@ def _validate(spec_path: Path, analyst: "_Analyst | None"):
     try:
         validate_job(spec.function, [InputSpec(i.party, i.table, tuple(i.keys), tuple(i.columns)) for i in spec.inputs],
                      dict(spec.params), [ReleaseRequest(r.kind, tuple(r.to)) for r in spec.release])
+        if spec.function == "predict" and "model" in spec.params:
+            from teenet.shipped_model import ModelReference
+
+            ModelReference.parse(spec.params, [i.party for i in spec.inputs])
     except InputError as exc:
         document = getattr(spec, "document", None)
         line = document.line_of(_field_path(exc.field)) if exc.field and document is not None else None
@@ -208,10 +220,15 @@ def submit(spec: Path = typer.Argument(..., help="The job spec (YAML)."),
            config: Path = ConfigOpt,
            wait: bool = typer.Option(False, "--wait", help="Wait and show progress until the job ends."),
            timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait with --wait."),
+           out: Path | None = typer.Option(None, "--out", "-o", help="With --wait: once the job succeeds, verify, "
+                                           "decrypt and write this member's results to this folder (as "
+                                           "`job result --out`), in the same process."),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Sign a job spec with the analyst's key and submit it to the coordinator."""
     from teenet.jobspec import sign_job
 
+    if out is not None and not wait:
+        raise InputError("--out writes the results once the job ends: give --wait too", field="--out")
     analyst = _Analyst(config)
     s = _validate(spec, analyst)
     from teenet.cli.submissions import record_submission
@@ -226,11 +243,74 @@ def submit(spec: Path = typer.Argument(..., help="The job spec (YAML)."),
     if not wait:
         emit({"job_id": reply.job_id, "state": reply.state}, as_json, lambda c: None)
         return
+    if out is not None:
+        _warm_result_imports(arrow=any(r.kind in ARROW_KINDS and analyst.name in r.to for r in s.release))
     st = wait_for(analyst, reply.job_id, timeout, quiet=as_json)
-    emit(_status_json(st), as_json, lambda c: c.print(
-        f"job {st.job_id[:12]} {st.state}" + (f": {st.reason}" if st.reason else "")))
+    data = _status_json(st)
+    fetched = None
+    if out is not None and st.state == "succeeded":
+        fetched = _fetch_results(analyst, st.job_id, out)
+        data["result"] = fetched[0]
+
+    def render(c) -> None:
+        c.print(f"job {st.job_id[:12]} {st.state}" + (f": {st.reason}" if st.reason else ""))
+        if fetched is not None:
+            _render_results(c, *fetched[1:])
+
+    emit(data, as_json, render)
     if st.state != "succeeded":
         raise typer.Exit(1)
+
+
+# The release kinds whose results are Arrow tables, written out as CSV with pyarrow.
+ARROW_KINDS = frozenset({"ids", "scores"})
+
+
+def _warm_result_imports(*, arrow: bool) -> None:
+    """Import what opening and writing results needs in a background thread while the job
+    runs, so `submit --wait --out` does not pay it after the job ends; pyarrow (~0.3 s) only
+    when an Arrow result comes to this member. Only imports: a failure here is met again,
+    and reported, when the results are opened."""
+    import threading
+
+    def warm() -> None:
+        try:
+            import teenet.node.results  # noqa: F401
+            if arrow:
+                import pyarrow.csv  # noqa: F401
+        except Exception:  # noqa: BLE001 - the real import reports it
+            pass
+
+    threading.Thread(target=warm, name="warm-result-imports", daemon=True).start()
+
+
+def _fetch_results(analyst: "_Analyst", job_id: str, out: Path):
+    """Verify, open and write this member's results of `job_id`: (json data, claims, files)."""
+    from teenet.node.results import fetch_and_open, write_results
+
+    from teenet.cli.submissions import check_analyst_submitted, check_owner_approved
+
+    # The job's spec digest is what every result's signed statement names: open only a job this
+    # analyst submitted, or, with a node's config, one that node approved.
+    if analyst.node_state is None:
+        check_analyst_submitted(analyst.path, job_id)
+    else:
+        check_owner_approved(analyst.node_state, analyst.name, job_id)
+    opened, claims = fetch_and_open(analyst.stub, job_id, analyst.name, analyst.keys, analyst.consortium,
+                                    sim_dir=analyst.sim_dir)
+    files = write_results(opened, out)
+    data = {"job_id": job_id, "verified": True, "enclave": claims.to_json(),
+            "results": [{"kind": o.kind, "media_type": o.media_type, "summary": o.summary} for o in opened],
+            "files": [str(f) for f in files]}
+    return data, claims, files
+
+
+def _render_results(c, claims, files) -> None:
+    sim = " [yellow](SIMULATED attestation)[/yellow]" if claims.simulated else ""
+    c.print(f"[green]verified[/green]: signed by the attested compute enclave "
+            f"{claims.measurement.hex()[:16]}... on {claims.platform.value}{sim}")
+    for f in files:
+        c.print(f"  wrote {f}")
 
 
 @app.command("status")
@@ -291,30 +371,6 @@ def result(job: str = typer.Argument(..., help="Job id or unique prefix."), conf
            out: Path = typer.Option(Path("results"), "--out", "-o", help="Folder to write the results to."),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Verify the enclave's evidence and signature, then decrypt and write this analyst's results."""
-    from teenet.node.results import fetch_and_open, write_results
-
-    from teenet.cli.submissions import check_analyst_submitted, check_owner_approved
-
     analyst = _Analyst(config)
-    job_id = analyst.job_id(job)
-    # The job's spec digest is what every result's signed statement names: open only a job this
-    # analyst submitted, or, with a node's config, one that node approved.
-    if analyst.node_state is None:
-        check_analyst_submitted(analyst.path, job_id)
-    else:
-        check_owner_approved(analyst.node_state, analyst.name, job_id)
-    opened, claims = fetch_and_open(analyst.stub, job_id, analyst.name, analyst.keys, analyst.consortium,
-                                    sim_dir=analyst.sim_dir)
-    files = write_results(opened, out)
-    data = {"job_id": job_id, "verified": True, "enclave": claims.to_json(),
-            "results": [{"kind": o.kind, "media_type": o.media_type, "summary": o.summary} for o in opened],
-            "files": [str(f) for f in files]}
-
-    def render(c) -> None:
-        sim = " [yellow](SIMULATED attestation)[/yellow]" if claims.simulated else ""
-        c.print(f"[green]verified[/green]: signed by the attested compute enclave "
-                f"{claims.measurement.hex()[:16]}... on {claims.platform.value}{sim}")
-        for f in files:
-            c.print(f"  wrote {f}")
-
-    emit(data, as_json, render)
+    data, claims, files = _fetch_results(analyst, analyst.job_id(job), out)
+    emit(data, as_json, lambda c: _render_results(c, claims, files))

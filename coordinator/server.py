@@ -25,6 +25,7 @@ from teenet.pki import COORDINATOR_GRPC_OPTIONS, server_credentials
 from teenet.proto import teenet_pb2_grpc as rpc
 
 from teenet.coordinator.config import CoordinatorConfig
+from teenet.witness import CheckpointBoard, publish
 from teenet.coordinator.service import CoordinatorService
 from teenet.coordinator.state import Consortium, Coordinator
 from teenet.coordinator.store import CoordinatorStore
@@ -34,6 +35,7 @@ log = logging.getLogger("teenet.coordinator")
 SERVICE_NAME = "teenet.v1.Coordinator"
 # Long polls hold up to service.MAX_LONG_POLLS of these; the rest serve everything else.
 MAX_WORKERS = 32
+PUBLISH_EVERY = 3.0  # seconds between publications of the coordinator's own log head
 
 
 @dataclass
@@ -98,7 +100,9 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
                                   compute_silence=config.compute_silence)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="coordinator"),
                              options=COORDINATOR_GRPC_OPTIONS, interceptors=list(interceptors))
-        rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
+        board = CheckpointBoard(store.conn, store.lock, {n: m.keys.signing for n, m in consortium.members.items()
+                                                         if m.role in ("data", "compute")})
+        rpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator, board=board), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         try:
@@ -121,6 +125,10 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
     sweeper = threading.Thread(target=_sweep_silent_compute, args=(coordinator, stop_sweeping),
                                name="compute-heartbeat", daemon=True)
     sweeper.start()
+    # The coordinator's own log heads go on its board like a member's (teenet/witness.py).
+    board.register(config.name, audit_key.public_key())
+    threading.Thread(target=_publish_own_log, args=(audit, config.name, board, stop_sweeping),
+                     name="publish-log", daemon=True).start()
     running = RunningCoordinator(server, port, coordinator, health_servicer, sweeper, _stop_sweeping=stop_sweeping)
     if config.console is not None:
         from teenet.console.server import start_coordinator_console
@@ -131,6 +139,19 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
             running.stop(grace=0)
             raise
     return running
+
+
+def _publish_own_log(audit: AuditLog, name: str, board: CheckpointBoard, stop: threading.Event) -> None:
+    """Sign a new head of the coordinator's log when it grew and publish it, every few seconds."""
+    while not stop.wait(PUBLISH_EVERY):
+        try:
+            latest = audit.latest_checkpoint()
+            if audit.entries(after=latest.seq if latest else 0, limit=1):
+                audit.checkpoint()
+            publish(audit, name, board)
+        except Exception as exc:  # a locked or closing store: try again next round
+            if not stop.is_set():
+                log.warning("publishing the audit log's head failed (%s: %s); retrying", type(exc).__name__, exc)
 
 
 def _sweep_silent_compute(coordinator: Coordinator, stop: threading.Event) -> None:

@@ -30,6 +30,7 @@ from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.coordinator.state import (Coordinator, JobNotFound, JobView, PermissionRefused, SealedResultIn,
                                       TransitionRefused, WorkItem)
 from teenet.coordinator.store import DecisionRecord, JobRecord, OfferRecord
+from teenet.witness import CheckpointBoard
 
 log = logging.getLogger("teenet.coordinator")
 
@@ -97,8 +98,10 @@ def require_caller(context: grpc.ServicerContext, claimed: str, field: str) -> s
 class CoordinatorService(rpc.CoordinatorServicer):
     """teenet.v1.Coordinator over a `Coordinator`."""
 
-    def __init__(self, coordinator: Coordinator, *, max_long_polls: int | None = None) -> None:
+    def __init__(self, coordinator: Coordinator, *, max_long_polls: int | None = None,
+                 board: CheckpointBoard | None = None) -> None:
         self.coordinator = coordinator
+        self.board = board
         self._wait_slots = threading.BoundedSemaphore(MAX_LONG_POLLS if max_long_polls is None else max_long_polls)
 
     @contextmanager
@@ -259,6 +262,40 @@ class CoordinatorService(rpc.CoordinatorServicer):
         if checkpoint is not None:
             reply.checkpoint.CopyFrom(audit_checkpoint(checkpoint))
         return reply
+
+    # The checkpoint board (teenet/witness.py): a member publishes only its own log's
+    # checkpoints and posts only its own cosignatures; every member reads them all.
+
+    def _board(self) -> CheckpointBoard:
+        if self.board is None:
+            raise TransitionRefused("this coordinator keeps no checkpoint board")
+        return self.board
+
+    @_rpc
+    def PublishCheckpoint(self, request: pb.PublishedCheckpoint, context: grpc.ServicerContext) -> pb.Ack:
+        publisher = require_caller(context, request.publisher, "publisher")
+        self._board().publish(publisher, request.note, request.prev_size, list(request.proof))
+        return pb.Ack(ok=True)
+
+    @_rpc
+    def GetCheckpoints(self, request: pb.CheckpointRequest, context: grpc.ServicerContext) -> pb.CheckpointsReply:
+        caller_of(context)
+        board = self._board()
+        if not request.origin:
+            return pb.CheckpointsReply(origins=board.origins())
+        return pb.CheckpointsReply(
+            checkpoints=[pb.PublishedCheckpoint(publisher=c.publisher, note=c.note, prev_size=c.prev_size,
+                                                proof=list(c.proof))
+                         for c in board.checkpoints(request.origin, max(0, request.min_size))],
+            cosignatures=[pb.CheckpointCosignature(witness=c.witness, body=c.body, line=c.line)
+                          for c in board.cosignatures(request.origin)],
+            latest_size=board.latest_size(request.origin))
+
+    @_rpc
+    def PostCosignature(self, request: pb.CheckpointCosignature, context: grpc.ServicerContext) -> pb.Ack:
+        witness = require_caller(context, request.witness, "witness")
+        self._board().post_cosignature(witness, request.body, request.line)
+        return pb.Ack(ok=True)
 
 
 # protobuf from plain records: one function per message

@@ -695,19 +695,22 @@ class Coordinator:
         self._last_poll[node] = self._clock()
 
     def fail_silent_compute_jobs(self) -> list[str]:
-        """Fail each negotiating or running job whose compute node has not polled for longer
-        than `compute_silence` seconds: its enclave, and the job's keys, are presumed gone."""
+        """Fail each approved, negotiating or running job whose compute node has not polled for
+        longer than `compute_silence` seconds: its enclave, and the job's keys, are presumed gone
+        (an approved job would wait for it forever). The reason is the fixed `compute.silent`
+        plus the two numbers the coordinator itself measured."""
+        from teenet.reasons import Reason
+
         now = self._clock()
         failed = []
-        for state in (JobState.NEGOTIATING_KEYS, JobState.RUNNING):
+        for state in (JobState.APPROVED, JobState.NEGOTIATING_KEYS, JobState.RUNNING):
             for job in self.store.jobs_in_state(state.value, MAX_WORK_ITEMS):
                 last = max(self._last_poll.get(job.compute, self._started), self._started)
                 silent = now - last
                 if silent <= self.compute_silence:
                     continue
-                reason = (f"compute node {job.compute} stopped heart-beating: no poll for {silent:.0f} s "
-                          f"(limit {self.compute_silence:.0f} s); the job's keys are presumed lost "
-                          "(resubmit the job)")
+                reason = (Reason("compute.silent", party=job.compute).text()
+                          + f"; no poll for {silent:.0f} s, limit {self.compute_silence:.0f} s")
                 with self.store.transaction():
                     current = self.store.get_job(job.job_id)
                     if current is None or JobState(current.state) is not state:

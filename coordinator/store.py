@@ -120,6 +120,30 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ALTER TABLE results ADD COLUMN messages INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE results ADD COLUMN stream_bytes INTEGER NOT NULL DEFAULT 0
     """),
+    # Version 4: the checkpoint board (teenet/witness.py): members' published tree heads and
+    # the witnesses' cosignatures.
+    (4, """
+    CREATE TABLE published_checkpoints (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        publisher   TEXT NOT NULL,
+        note        TEXT NOT NULL,
+        prev_size   INTEGER NOT NULL,
+        proof       TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX published_checkpoints_origin ON published_checkpoints (origin, size);
+    CREATE TABLE checkpoint_cosignatures (
+        origin      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        witness     TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        line        TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (origin, size, witness, body)
+    )
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

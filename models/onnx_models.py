@@ -7,8 +7,10 @@ features. ONNX computes in float32: a linear model's scores match scikit-learn's
 about 1e-6, but a tree ensemble compares float32 inputs with float32 thresholds, so a value
 within float32 rounding of a split threshold takes the other branch and its probability can
 differ by far more (2.7e-2 measured for gradient boosting at 20k rows; docs/performance.md).
-onnxruntime's TreeEnsembleClassifier has no float64 form: exact trees would need float64
-tree scores in ONNX and float64 feeds in predict.
+Converting with double inputs (skl2onnx 1.20 then writes double thresholds, ai.onnx.ml
+opset 1 or 3) gives a model onnxruntime 1.32 refuses to load: its TreeEnsembleClassifier
+and TreeEnsembleRegressor output float32 only. Exact trees would need ai.onnx.ml opset 5's
+`TreeEnsemble` (which skl2onnx does not emit) and float64 feeds in predict.
 
 Loading refuses what a released teenet model never contains and an enclave must not
 follow: tensors stored outside the file (a path to read), and operator domains other than

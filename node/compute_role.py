@@ -144,6 +144,10 @@ class ComputeRole(rpc.ComputeServicer):
             spec = verify_signed_job(signed, rt.consortium)
             if spec.compute != rt.name:
                 raise TeenetError(f"job names compute '{spec.compute}', this is '{rt.name}'")
+            caught = rt.store.equivocated(i.party for i in spec.inputs)  # teenet/witness.py
+            if caught:
+                raise VerificationError("member.equivocated", f"this node caught {', '.join(caught)} equivocating "
+                                                              f"its audit log (`teenet audit acknowledge`)")
             party_keys = {m.name: m.keys.signing for m in rt.consortium.members.values() if m.role == "data"}
             terms = verify_approvals(
                 job_id=job_id, function=spec.function, compute=spec.compute,

@@ -24,9 +24,11 @@ from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.node.compute_role import ComputeRole
 from teenet.node.data_role import DataRole
 from teenet.node.runtime import NodeRuntime, open_runtime
+from teenet.witness import GrpcBoard, node_round, witnessed_members
 
 log = logging.getLogger("teenet.node")
 
+WITNESS_EVERY = 3.0  # seconds between witnessing rounds (teenet/witness.py)
 MIN_POLL_GAP = 0.02  # seconds between the starts of two polls, at least
 RESTART_REASON = "compute node {node} restarted; its per-job keys died with it (resubmit the job)"
 # A job still `approved` is failed too: its keys may have been made, and the enclave never
@@ -48,6 +50,7 @@ class NodeDaemon:
         self._busy_lock = threading.Lock()
         self._poll_call: grpc.Future | None = None
         self.console = None  # the web console (teenet.console), when the config has one
+        self.witness_wake = threading.Event()  # set at each job end: witness now
 
     def start(self) -> None:
         if self.compute is not None:
@@ -70,6 +73,7 @@ class NodeDaemon:
             from teenet.console.server import start_node_console
 
             self.console = start_node_console(self.rt, workers=self.workers._max_workers)
+        threading.Thread(target=self._witness_loop, name="witness", daemon=True).start()
         log.info("node %s (%s) up; enclave %s measurement %s", self.rt.name, self.rt.config.role,
                  self.rt.enclave.backend, self.rt.enclave.measurement[:16])
 
@@ -158,6 +162,8 @@ class NodeDaemon:
             finally:
                 with self._busy_lock:
                     self._busy.discard(key)
+                if item.kind == "stop":
+                    self.witness_wake.set()
 
         self.workers.submit(work)
 
@@ -205,8 +211,29 @@ class NodeDaemon:
                     backoff = min(5.0, backoff * 2)
             self.rt.stop_event.wait(backoff)
 
+    def _witness_loop(self) -> None:
+        """Publish this node's log heads and witness the others' (teenet/witness.py), every
+        WITNESS_EVERY seconds and at each job end, until the node stops."""
+        rt = self.rt
+        witness = rt.store.witness(rt.name, rt.keys.signing, witnessed_members(rt.consortium))
+        board = GrpcBoard(rt.coordinator.stub)
+        while not rt.stop_event.is_set():
+            try:
+                node_round(rt.audit_log, rt.name, witness, board, rt.audit)
+            except grpc.RpcError as exc:
+                log.info("witness round: coordinator %s; retrying", exc.code().name)
+            except TeenetError as exc:
+                log.warning("witness round refused: %s", exc)
+            except Exception:  # a closing store at shutdown, or a bug: never kill the node
+                if rt.stop_event.is_set():
+                    return
+                log.exception("witness round failed")
+            self.witness_wake.wait(WITNESS_EVERY)
+            self.witness_wake.clear()
+
     def stop(self) -> None:
         self.rt.stop_event.set()
+        self.witness_wake.set()
         call = self._poll_call
         if call is not None:
             call.cancel()

@@ -90,6 +90,12 @@ class DataRole:
                                  spec.name, spec.function):
             rt.audit("job_received", job_id=job_id, analyst=spec.analyst, function=spec.function, name=spec.name)
         existing = rt.store.decision(job_id, rt.name)
+        caught = rt.store.equivocated([spec.compute, *(i.party for i in spec.inputs)]) if existing is None else []
+        if caught:  # teenet/witness.py: no new job with a member whose log this node caught forked
+            self._reject_unfit(signed, VerificationError(
+                "member.equivocated", f"this node caught {', '.join(caught)} equivocating its audit log; "
+                                      f"refused until its operator runs `teenet audit acknowledge`"))
+            return
         if existing is None:
             existing = self._decide(job_id, spec)
         if existing is None:

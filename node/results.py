@@ -13,9 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-
 from teenet.attestation.evidence import Claims
 from teenet.attestation.policy import policy_from_config
 from teenet.attestation.roots import default_trust_roots
@@ -150,6 +147,9 @@ def write_results(opened: list[OpenedResult], out: Path) -> list[Path]:
             files.append(_write(out / f"{r.kind}.onnx", r.payload))
             files.append(_write(out / f"{r.kind}.json", json.dumps(r.summary, indent=2, sort_keys=True).encode()))
         elif r.media_type == "application/vnd.apache.arrow.stream":
+            import pyarrow as pa  # here, not at import: a fetch of a model or a summary never needs it
+            import pyarrow.csv as pacsv
+
             table = pa.ipc.open_stream(io.BytesIO(r.payload)).read_all()
             sink = io.BytesIO()
             pacsv.write_csv(table, sink)

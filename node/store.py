@@ -21,10 +21,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from teenet.approval import Decision, SignedDecision
 from teenet.errors import InputError
+from teenet.witness import WITNESS_SCHEMA, Witness
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -169,6 +170,7 @@ class NodeStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(SCHEMA)
+        self._conn.executescript(WITNESS_SCHEMA)  # teenet/witness.py: heads cosigned, alarms raised
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
@@ -192,6 +194,19 @@ class NodeStore:
                 return False
 
         return _Tx()
+
+    # witnessing (teenet/witness.py) ------------------------------------------------------
+    def witness(self, name: str, key: Any, members: Mapping[str, Any]) -> "Witness":
+        """This node's witness of the other members' logs, its state in this database."""
+        return Witness(self._conn, self._lock, name, key, members)
+
+    def equivocated(self, members: Iterable[str]) -> list[str]:
+        """Which of `members` this node caught equivocating and has not acknowledged."""
+        wanted = sorted(set(members))
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT member FROM witness_alarms WHERE acknowledged_at IS NULL")
+            caught = {r[0] for r in rows.fetchall()}
+        return [m for m in wanted if m in caught]
 
     # jobs ---------------------------------------------------------------------------------
     def remember_job(self, job_id: str, canonical_spec: bytes, analyst: str, signature: bytes,

@@ -144,10 +144,11 @@ class BenchNetwork:
         return JobRun(name, job_id, status.state, "", seconds, self.hops(job_id), opened, claims)
 
     def run_job_shell(self, name: str, text: str, timeout: float = 600.0) -> "ShellRun":
-        """The same job as a user runs it from a shell: `teenet job submit --wait` and then
-        `teenet job result`, each a new process, timed from the first's start to the second's
-        end. The spec is validated first, outside the clock, as the README's own-data path
-        does (`teenet job validate` records the pass, so submit does not import the models)."""
+        """The same job as a user runs it from a shell: one `teenet job submit --wait --out DIR`
+        process, which submits, waits, then fetches, verifies, decrypts and writes the results,
+        timed from its start to its exit. The spec is validated first, outside the clock, as the
+        README's own-data path does (`teenet job validate` records the pass, so submit does not
+        import the models)."""
         import subprocess
         import sys
 
@@ -166,17 +167,18 @@ class BenchNetwork:
         checked, _ = run("job", "validate", spec, "--config", config)
         if checked.returncode != 0:
             raise SystemExit(f"bench: job {name} does not validate: {checked.stderr.strip()}")
-        submitted, submit_s = run("job", "submit", spec, "--config", config, "--wait", "--json",
-                                  "--timeout", str(timeout))
-        if submitted.returncode != 0:
-            return ShellRun(name, "", "failed", submitted.stderr.strip() or submitted.stdout[-300:], submit_s, 0.0)
-        job_id = json.loads(submitted.stdout)["job_id"]
-        fetched, result_s = run("job", "result", job_id, "--config", config, "--out",
-                                self.directory / "shell-results" / name, "--json")
-        if fetched.returncode != 0:
-            return ShellRun(name, job_id, "failed", fetched.stderr.strip(), submit_s, result_s)
-        files = [Path(f) for f in json.loads(fetched.stdout)["files"]]
-        return ShellRun(name, job_id, "succeeded", "", submit_s, result_s, files, self.hops(job_id))
+        done, seconds = run("job", "submit", spec, "--config", config, "--wait", "--json", "--timeout", str(timeout),
+                            "--out", self.directory / "shell-results" / name)
+        try:
+            data = json.loads(done.stdout)
+        except ValueError:
+            data = {}
+        job_id = data.get("job_id", "")
+        if done.returncode != 0 or "result" not in data:
+            return ShellRun(name, job_id, "failed", data.get("reason") or done.stderr.strip() or done.stdout[-300:],
+                            seconds)
+        files = [Path(f) for f in data["result"]["files"]]
+        return ShellRun(name, job_id, "succeeded", "", seconds, files, self.hops(job_id))
 
     def hops(self, job_id: str) -> dict[str, float]:
         """Seconds from submission to each step, from the coordinator's records (read-only)."""
@@ -202,20 +204,15 @@ class BenchNetwork:
 
 @dataclass
 class ShellRun:
-    """A job run from the shell: `teenet job submit --wait`, then `teenet job result`."""
+    """A job run from the shell: one `teenet job submit --wait --out DIR` process."""
 
     name: str
     job_id: str
     state: str
     reason: str
-    submit_wait_s: float                 # the `job submit --wait` process, start to exit
-    result_s: float                      # the `job result` process (fetch, verify, decrypt, write)
+    seconds: float                       # the process, start to exit: submit, wait, fetch, verify, write
     files: list[Path] = field(default_factory=list)
     hops: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def seconds(self) -> float:
-        return self.submit_wait_s + self.result_s
 
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

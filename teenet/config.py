@@ -68,6 +68,9 @@ class Consortium:
     attestation: Mapping[str, Any]
     members: Mapping[str, Member]
     source: str = ""
+    # How many other members' cosignatures a log checkpoint needs to count as witnessed
+    # (teenet/witness.py); 1 to the number of data and compute members less one.
+    witness_quorum: int = 1
 
     def analysts(self) -> tuple[Member, ...]:
         return self.with_role("analyst")
@@ -95,7 +98,7 @@ def load_consortium(path: str | Path) -> Consortium:
     """Read and validate a consortium file."""
     doc = load_yaml(Path(path))
     f = doc.root().mapping(required=("consortium", "coordinator", "attestation", "members"),
-                           what="a consortium mapping")
+                           optional=("witness_quorum",), what="a consortium mapping")
     name = f["consortium"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     coord = f["coordinator"].mapping(required=("name", "endpoint"))
     coordinator_name = coord["name"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
@@ -118,8 +121,12 @@ def load_consortium(path: str | Path) -> Consortium:
                 raise node.child(kind, None).error(f"the same key is already {seen_keys[raw]}'s")
             seen_keys[raw] = f"{member_name}.{kind}"
         members[member_name] = member
+    witnesses = sum(1 for m in members.values() if m.role in ("data", "compute"))
+    quorum = (f["witness_quorum"].integer(minimum=1, maximum=max(1, witnesses - 1))
+              if "witness_quorum" in f else 1)
     return Consortium(name=name, coordinator_name=coordinator_name, coordinator_endpoint=coordinator_endpoint,
-                      attestation=attestation, members=MappingProxyType(members), source=doc.source)
+                      attestation=attestation, members=MappingProxyType(members), source=doc.source,
+                      witness_quorum=quorum)
 
 
 def _member(name: str, node: Located) -> Member:

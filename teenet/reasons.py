@@ -33,6 +33,9 @@ STAGES: dict[str, str] = {
     "function.failed": "{field} failed inside the enclave",
     "results.refused": "the coordinator did not take the sealed results",
     "model.unshippable": "{party} could not ship the model",
+    # said by the coordinator itself, not a node: a compute node silent past compute_silence
+    "compute.silent": "compute node {party} stopped heart-beating; the job's keys are presumed lost "
+                      "(resubmit the job)",
 }
 
 # The checks a reason may name. Anything else is said as "unlisted": a new check shows up
@@ -44,6 +47,8 @@ CHECKS: frozenset[str] = frozenset({
     "approval.job", "approval.measurement", "approval.missing", "approval.party", "approval.rejected",
     "approval.release", "approval.signature", "approval.expired", "approval.validity", "approval.revoked",
     "revocation.signature",
+    # witnessed audit logs (teenet/witness.py): a member this node caught equivocating
+    "member.equivocated",
     "decision.signature",
     # attestation and key negotiation
     "binding.report_data", "evidence.platform", "evidence.format", "offer.job", "offer.compute",

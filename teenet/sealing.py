@@ -28,7 +28,6 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -36,6 +35,23 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from teenet.errors import InputError, SealingError
+
+
+class _Pyarrow:
+    """pyarrow, imported on first use: key negotiation, sealed bytes and results import this
+    module for its constants and TableKey, and a CLI command that never touches a table
+    should not pay pyarrow's ~0.3 s import. The first attribute read replaces this stand-in
+    with the module itself."""
+
+    def __getattr__(self, name: str):
+        global pa
+        import pyarrow
+
+        pa = pyarrow
+        return getattr(pyarrow, name)
+
+
+pa = _Pyarrow()
 
 MAGIC = b"TNSEAL"
 FORMAT_VERSION = 1

@@ -294,6 +294,48 @@ class SignedApprovalRevocation(_message.Message):
     signature: bytes
     def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., revocation: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class PublishedCheckpoint(_message.Message):
+    __slots__ = ("publisher", "note", "prev_size", "proof")
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    PREV_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    publisher: str
+    note: str
+    prev_size: int
+    proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, publisher: _Optional[str] = ..., note: _Optional[str] = ..., prev_size: _Optional[int] = ..., proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class CheckpointRequest(_message.Message):
+    __slots__ = ("origin", "min_size")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    min_size: int
+    def __init__(self, origin: _Optional[str] = ..., min_size: _Optional[int] = ...) -> None: ...
+
+class CheckpointCosignature(_message.Message):
+    __slots__ = ("witness", "body", "line")
+    WITNESS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    witness: str
+    body: str
+    line: str
+    def __init__(self, witness: _Optional[str] = ..., body: _Optional[str] = ..., line: _Optional[str] = ...) -> None: ...
+
+class CheckpointsReply(_message.Message):
+    __slots__ = ("checkpoints", "cosignatures", "origins", "latest_size")
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    COSIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    LATEST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[PublishedCheckpoint]
+    cosignatures: _containers.RepeatedCompositeFieldContainer[CheckpointCosignature]
+    origins: _containers.RepeatedScalarFieldContainer[str]
+    latest_size: int
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[PublishedCheckpoint, _Mapping]]] = ..., cosignatures: _Optional[_Iterable[_Union[CheckpointCosignature, _Mapping]]] = ..., origins: _Optional[_Iterable[str]] = ..., latest_size: _Optional[int] = ...) -> None: ...
+
 class KeyEnvelope(_message.Message):
     __slots__ = ("job_id", "party", "table", "sealed_key", "evidence", "signing_public_key", "signature")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

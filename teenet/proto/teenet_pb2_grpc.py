@@ -94,6 +94,21 @@ class CoordinatorStub:
                 request_serializer=teenet__pb2.SignedApprovalRevocation.SerializeToString,
                 response_deserializer=teenet__pb2.Ack.FromString,
                 _registered_method=True)
+        self.PublishCheckpoint = channel.unary_unary(
+                '/teenet.v1.Coordinator/PublishCheckpoint',
+                request_serializer=teenet__pb2.PublishedCheckpoint.SerializeToString,
+                response_deserializer=teenet__pb2.Ack.FromString,
+                _registered_method=True)
+        self.GetCheckpoints = channel.unary_unary(
+                '/teenet.v1.Coordinator/GetCheckpoints',
+                request_serializer=teenet__pb2.CheckpointRequest.SerializeToString,
+                response_deserializer=teenet__pb2.CheckpointsReply.FromString,
+                _registered_method=True)
+        self.PostCosignature = channel.unary_unary(
+                '/teenet.v1.Coordinator/PostCosignature',
+                request_serializer=teenet__pb2.CheckpointCosignature.SerializeToString,
+                response_deserializer=teenet__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -171,6 +186,24 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PostCosignature(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +265,21 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'WithdrawApproval': grpc.unary_unary_rpc_method_handler(
                     servicer.WithdrawApproval,
                     request_deserializer=teenet__pb2.SignedApprovalRevocation.FromString,
+                    response_serializer=teenet__pb2.Ack.SerializeToString,
+            ),
+            'PublishCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishCheckpoint,
+                    request_deserializer=teenet__pb2.PublishedCheckpoint.FromString,
+                    response_serializer=teenet__pb2.Ack.SerializeToString,
+            ),
+            'GetCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoints,
+                    request_deserializer=teenet__pb2.CheckpointRequest.FromString,
+                    response_serializer=teenet__pb2.CheckpointsReply.SerializeToString,
+            ),
+            'PostCosignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostCosignature,
+                    request_deserializer=teenet__pb2.CheckpointCosignature.FromString,
                     response_serializer=teenet__pb2.Ack.SerializeToString,
             ),
     }
@@ -558,6 +606,87 @@ class Coordinator:
             target,
             '/teenet.v1.Coordinator/WithdrawApproval',
             teenet__pb2.SignedApprovalRevocation.SerializeToString,
+            teenet__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/teenet.v1.Coordinator/PublishCheckpoint',
+            teenet__pb2.PublishedCheckpoint.SerializeToString,
+            teenet__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/teenet.v1.Coordinator/GetCheckpoints',
+            teenet__pb2.CheckpointRequest.SerializeToString,
+            teenet__pb2.CheckpointsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostCosignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/teenet.v1.Coordinator/PostCosignature',
+            teenet__pb2.CheckpointCosignature.SerializeToString,
             teenet__pb2.Ack.FromString,
             options,
             channel_credentials,

@@ -87,7 +87,29 @@ def test_a_compute_node_silent_past_the_bound_has_its_jobs_failed(world, open_co
     world.clock.now += 2
     assert c.fail_silent_compute_jobs() == [job_id]
     job = c.view(job_id, viewer=None).job
-    assert job.state == "failed" and job.reason.startswith("compute node enclave stopped heart-beating: no poll for 61 s")
+    assert job.state == "failed"
+    assert job.reason == ("compute node enclave stopped heart-beating; the job's keys are presumed lost "
+                          "(resubmit the job); no poll for 61 s, limit 60 s")
     last = c.audit.entries()[-1].payload
     assert b'"by":"coordinator"' in last and b'"to":"failed"' in last
     assert c.fail_silent_compute_jobs() == []  # once
+
+
+def test_an_approved_job_of_a_silent_compute_node_is_failed_too(world, open_coordinator):
+    from teenet.reasons import STAGES
+
+    c = open_coordinator(compute_silence=60)
+    out = c.submit_job(*world.signed_job())
+    for party in ("bank", "telco"):
+        c.submit_decision(out.job_id, party, *world.decision(out.job_id, party))
+    assert c.view(out.job_id, viewer=None).state is JobState.APPROVED  # waits for the compute node's offer
+    c.record_poll("enclave")
+    world.clock.now += 60
+    assert c.fail_silent_compute_jobs() == []  # at the bound, not past it
+    world.clock.now += 1
+    assert c.fail_silent_compute_jobs() == [out.job_id]
+    job = c.view(out.job_id, viewer=None).job
+    assert job.state == "failed"
+    # the fixed vocabulary's words, the compute node's name and the coordinator's own numbers only
+    assert job.reason == STAGES["compute.silent"].format(party="enclave") + "; no poll for 61 s, limit 60 s"
+    assert c.fail_silent_compute_jobs() == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
+import threading
 from pathlib import Path
 
 import grpc
@@ -248,3 +250,39 @@ def test_concurrent_callers_keep_one_unbroken_chain(world, network):
         assert [d.decision for d in status.decisions] == ["approved", "pending"]
     report = running.coordinator.audit.verify()
     assert report.ok, report.first_break
+
+
+def test_the_checkpoint_board_takes_each_members_own_heads_and_cosignatures(world, network, tmp_path):
+    """teenet/witness.py over gRPC: a member publishes only its own signed heads, a witness
+    posts only its own cosignatures, and everyone reads them back."""
+    from teenet.audit import AuditLog
+    from teenet.witness import GrpcBoard, Witness, publish, witnessed_members
+
+    _, stub, _ = network
+    log = AuditLog(tmp_path / "bank-audit.db", world.keys["bank"].signing, checkpoint_every=1000)
+    for i in range(3):
+        log.append({"event": "test", "i": i})
+    log.checkpoint()
+    note = log.tree_heads()[-1]
+    err = refused(lambda: stub("telco").PublishCheckpoint(pb.PublishedCheckpoint(publisher="bank", note=note),
+                                                          timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = refused(lambda: stub("telco").PublishCheckpoint(pb.PublishedCheckpoint(publisher="telco", note=note),
+                                                          timeout=10))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "only its own" in err.details()
+    assert publish(log, "bank", GrpcBoard(stub("bank"))) == 1
+    members = witnessed_members(world.consortium)
+    telco = Witness(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False),
+                    threading.RLock(), "telco", world.keys["telco"].signing, members)
+    assert telco.run_once(GrpcBoard(stub("telco"))) == (1, [])
+    reply = stub("alice").GetCheckpoints(pb.CheckpointRequest(origin=log.origin), timeout=10)
+    assert [c.note for c in reply.checkpoints] == [note] and reply.latest_size == 3
+    assert [c.witness for c in reply.cosignatures] == ["telco"]
+    line = reply.cosignatures[0].line
+    body = reply.cosignatures[0].body
+    err = refused(lambda: stub("alice").PostCosignature(pb.CheckpointCosignature(witness="alice", body=body,
+                                                                                 line=line), timeout=10))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a witness" in err.details()
+    err = refused(lambda: stub("bank").PostCosignature(pb.CheckpointCosignature(witness="telco", body=body,
+                                                                                line=line), timeout=10))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED

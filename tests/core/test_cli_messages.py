@@ -86,3 +86,72 @@ def test_a_remembered_spec_is_still_checked_against_the_consortium(capsys, tmp_p
     code, err = validate(capsys, tmp_path, good.replace("table: usage", "table: calls"), "--config",
                          str(net / "analyst.yaml"))
     assert code == 1 and "table 'calls'" in err
+
+
+PREDICT = """name: score
+function: predict
+compute: compute-1
+inputs:
+  - {party: bank, table: customers, key: customer_id, columns: [age]}
+  - {party: telco, table: usage, key: customer_id, columns: [minutes]}
+params:
+  model: MODEL
+  ids_from: bank
+release:
+  - {kind: scores, to: [bank]}
+"""
+TRAIN_ID = "ab" * 32
+
+
+@pytest.mark.parametrize("model, field, expected", [
+    ("default-risk", "params.model'", "job: \"<64-hex id of the train job>\""),
+    (f"{{job: \"{TRAIN_ID}\"}}", "params.model'", "from: <party that received the model>"),
+    ("{job: \"abc123\", from: bank}", "params.model.job'", "64 lowercase hex characters"),
+    (f"{{job: \"{TRAIN_ID.upper()}\", from: bank}}", "params.model.job'", "64 lowercase hex characters"),
+    (f"{{job: \"{TRAIN_ID}\", from: insurer}}", "params.model.from'", "one of bank, telco"),
+    (f"{{job: \"{TRAIN_ID}\", from: bank, to: telco}}", "params.model'", "expected {job:"),
+])
+def test_a_predict_jobs_model_reference_is_checked_and_named(capsys, tmp_path, model, field, expected):
+    code, err = validate(capsys, tmp_path, PREDICT.replace("MODEL", model))
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"{tmp_path / 'job.yaml'}:8" in err and f"field '{field}" in err and expected in err, err
+    assert "Traceback" not in err
+
+
+def test_a_well_formed_model_reference_validates(capsys, tmp_path):
+    code, err = validate(capsys, tmp_path, PREDICT.replace("MODEL", f"{{job: \"{TRAIN_ID}\", from: bank}}"))
+    assert code == 0, err
+
+
+def test_submit_out_without_wait_is_refused_before_anything_is_sent(capsys, tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(JOB)
+    code = main(["job", "submit", str(spec), "--out", str(tmp_path / "res"), "--config", str(tmp_path / "none.yaml")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--out" in err and "--wait" in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow  # starts the installed command as processes
+def test_the_installed_command_ends_a_job_command_with_its_output_whole_and_its_code(tmp_path):
+    """`teenet job ...` ends the process without the interpreter's teardown: all it wrote to a
+    pipe still arrives, and the exit code is the command's (0 success, 1 refusal, 2 usage)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    teenet = Path(sys.executable).with_name("teenet")
+    good = tmp_path / "good.yaml"
+    good.write_text(PREDICT.replace("MODEL", f"{{job: \"{TRAIN_ID}\", from: bank}}"))
+    # block-buffered stdout, as in a user's pipe: what the quick exit must flush itself
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("TEENET_CONFIG", "PYTHONUNBUFFERED")}
+    env["TEENET_NO_CACHE"] = "1"
+    ok = subprocess.run([teenet, "job", "validate", good, "--json"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and json.loads(ok.stdout) == {"function": "predict", "name": "score", "valid": True}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PREDICT.replace("MODEL", "default-risk"))
+    refused = subprocess.run([teenet, "job", "validate", bad], capture_output=True, text=True, env=env)
+    assert refused.returncode == 1 and "params.model" in refused.stderr and refused.stdout == ""
+    usage = subprocess.run([teenet, "job", "validate"], capture_output=True, text=True, env=env)
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr

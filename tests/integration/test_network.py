@@ -260,3 +260,14 @@ def test_a_job_the_owner_cannot_check_is_rejected_with_the_reason(network, capsy
     rejections = [e for e in _audit_events(network, party) if e["event"] == "rejected" and e["job_id"] == job_id]
     assert len(rejections) == 1
     assert "salary" in rejections[0]["detail"]  # the owner's operator reads what it could not check
+
+
+def test_submit_wait_out_fetches_verifies_and_writes_the_results_in_the_same_process(network, capsys, tmp_path):
+    out = cli_json(capsys, "job", "submit", network / "jobs" / "psi-overlap.yaml", "--config",
+                   network / "analyst.yaml", "--wait", "--out", tmp_path / "one")
+    assert out["state"] == "succeeded", out
+    assert out["result"]["verified"] is True and out["result"]["job_id"] == out["job_id"]
+    assert out["result"]["files"] == [str(tmp_path / "one" / "size.json")]
+    # the same bytes as a separate `job result` of that job writes
+    cli_json(capsys, "job", "result", out["job_id"], "--config", network / "analyst.yaml", "--out", tmp_path / "two")
+    assert (tmp_path / "one" / "size.json").read_bytes() == (tmp_path / "two" / "size.json").read_bytes()

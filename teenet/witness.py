@@ -1,0 +1,544 @@
+"""Publishing and witnessing the members' audit logs (issue 14, docs/architecture.md "Witnessed logs").
+
+Every member node (data and compute) publishes the signed tree heads of its audit log
+(teenet/audit.py: C2SP checkpoints in signed notes, origin "teenet/audit/<key hash>", signed
+with the node's Ed25519 signing key) to the coordinator's checkpoint board, each with the
+RFC 9162 consistency proof from the previous checkpoint published for that origin. The
+board keeps them durably; it holds no member key, so it cannot make one.
+
+Every member node is also a witness of the others: it fetches their new checkpoints,
+checks the signature under the member's key from the consortium file and the consistency
+proof from the head it verified last (kept in node.db, tables `witness_*`), cosigns each
+verified head with its own signing key (C2SP tlog-cosignature `cosignature/v1`, key name
+= its member name) and posts the cosignature. It also reads every other witness's
+cosignatures. Either of these is an *equivocation* by the log's owner:
+
+* a checkpoint that does not extend the head this witness verified (its consistency proof
+  fails, or it has the same size and another root): a rewritten history;
+* a cosignature, validly made by a member, on a checkpoint of the same origin and size as
+  one this witness verified but with another root: a split view, where different witnesses
+  were shown different logs.
+
+An equivocation is recorded durably with both checkpoints as evidence (and audited by the
+caller), and the witness refuses new jobs involving that member (`member.equivocated`)
+until its operator acknowledges it (`teenet audit acknowledge MEMBER`). Acknowledging also
+forgets the verified head of that log, so the next checkpoint the member publishes becomes
+the new starting point: the operator has accepted the history as it now stands.
+
+`witnessed(origin, size)` says whether a checkpoint carries the consortium's
+`witness_quorum` of valid cosignatures.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from teenet.audit import AuditLog, default_origin
+from teenet.errors import InputError, VerificationError
+from teenet.tlog import (HASH_SIZE, Checkpoint, SignedNote, cosign, verify_consistency, verify_cosignature,
+                         verify_note)
+
+MAX_PROOF_HASHES = 128
+MAX_FETCH = 256
+
+# Node side (node.db): what this node has verified and cosigned, and the alarms it raised.
+WITNESS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS witness_heads (
+    origin      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    root        TEXT NOT NULL,
+    note        TEXT NOT NULL,
+    cosigned_at REAL NOT NULL,
+    cosignatures INTEGER NOT NULL DEFAULT 0,  -- valid cosignatures on it the board showed last
+    PRIMARY KEY (origin, size)
+);
+CREATE TABLE IF NOT EXISTS witness_alarms (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    member          TEXT NOT NULL,
+    origin          TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    evidence        TEXT NOT NULL,
+    raised_at       REAL NOT NULL,
+    acknowledged_by TEXT,
+    acknowledged_at REAL
+);
+"""
+
+# Coordinator side: the board (coordinator DB migration 4 creates the same tables).
+BOARD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS published_checkpoints (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    publisher   TEXT NOT NULL,
+    note        TEXT NOT NULL,
+    prev_size   INTEGER NOT NULL,
+    proof       TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS published_checkpoints_origin ON published_checkpoints (origin, size);
+CREATE TABLE IF NOT EXISTS checkpoint_cosignatures (
+    origin      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    witness     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    line        TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (origin, size, witness, body)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Published:
+    """One checkpoint on the board: the signed note and the proof from `prev_size`."""
+
+    publisher: str
+    note: str
+    prev_size: int
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A witness's cosignature line over a checkpoint body."""
+
+    witness: str
+    body: str
+    line: str
+
+
+class Board(Protocol):
+    """Where checkpoints and cosignatures are published (the coordinator, or a test's store)."""
+
+    def latest_size(self, origin: str) -> int: ...
+    def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None: ...
+    def checkpoints(self, origin: str, min_size: int) -> list[Published]: ...
+    def cosignatures(self, origin: str) -> list[Cosignature]: ...
+    def post_cosignature(self, witness: str, body: str, line: str) -> None: ...
+    def origins(self) -> list[str]: ...
+
+
+def _parse_note(text: str, *, field: str = "note") -> tuple[SignedNote, Checkpoint]:
+    try:
+        note = SignedNote.parse(text)
+        return note, Checkpoint.parse(note.body)
+    except VerificationError as exc:
+        raise InputError(f"the {field} is not a signed C2SP checkpoint ({exc.check})", field=field) from None
+
+
+def member_origins(members: Mapping[str, ed25519.Ed25519PublicKey]) -> dict[str, tuple[str, ed25519.Ed25519PublicKey]]:
+    """origin -> (member, key) for every member whose audit log is witnessed."""
+    return {default_origin(key): (name, key) for name, key in members.items()}
+
+
+class CheckpointBoard:
+    """The coordinator's durable board. It checks a publication is signed by its publisher
+    (so nobody fills it with others' names) and extends the last one published for the
+    origin by its stated `prev_size`; it does not judge consistency: the witnesses do."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock,
+                 members: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
+        self._conn = conn
+        self._lock = lock
+        self._members = dict(members)
+        self._origins = member_origins(members)
+
+    def register(self, name: str, key: ed25519.Ed25519PublicKey) -> None:
+        """Add a log that is not a member's (the coordinator's own)."""
+        self._members[name] = key
+        self._origins[default_origin(key)] = (name, key)
+
+    def _tx(self):
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self_inner):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                return False
+        return _Tx()
+
+    def latest_size(self, origin: str) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT size FROM published_checkpoints WHERE origin = ? "
+                                     "ORDER BY id DESC LIMIT 1", (origin,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None:
+        signed, cp = _parse_note(note)
+        owner = self._origins.get(cp.origin)
+        if owner is None or owner[0] != publisher:
+            raise InputError(f"'{publisher}' may publish only its own log's checkpoints", field="note")
+        try:
+            verify_note(signed, cp.origin, owner[1])
+        except VerificationError:
+            raise InputError("the checkpoint is not signed by its publisher's key", field="note") from None
+        if len(proof) > MAX_PROOF_HASHES or any(len(h) != HASH_SIZE for h in proof):
+            raise InputError(f"the proof is at most {MAX_PROOF_HASHES} hashes of 32 bytes", field="proof")
+        with self._lock, self._tx():
+            last = self.latest_size(cp.origin)
+            if prev_size != last or cp.size < prev_size:
+                raise InputError(f"prev_size must be the last published size of this log ({last}), "
+                                 f"and the checkpoint no smaller", field="prev_size")
+            self._conn.execute(
+                "INSERT INTO published_checkpoints (origin, size, publisher, note, prev_size, proof, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cp.origin, cp.size, publisher, note, prev_size,
+                 json.dumps([base64.b64encode(h).decode() for h in proof]), time.time()))
+
+    def checkpoints(self, origin: str, min_size: int) -> list[Published]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT publisher, note, prev_size, proof FROM published_checkpoints WHERE origin = ? AND size >= ? "
+                "ORDER BY id LIMIT ?", (origin, min_size, MAX_FETCH)).fetchall()
+        return [Published(r[0], r[1], int(r[2]), tuple(base64.b64decode(h) for h in json.loads(r[3])))
+                for r in rows]
+
+    def cosignatures(self, origin: str) -> list[Cosignature]:
+        with self._lock:
+            rows = self._conn.execute("SELECT witness, body, line FROM checkpoint_cosignatures WHERE origin = ? "
+                                      "ORDER BY size, witness", (origin,)).fetchall()
+        return [Cosignature(*r) for r in rows]
+
+    def post_cosignature(self, witness: str, body: str, line: str) -> None:
+        key = self._members.get(witness)
+        if key is None:
+            raise InputError(f"'{witness}' is not a witness of this consortium", field="witness")
+        try:
+            cp = Checkpoint.parse(body)
+            verify_cosignature(SignedNote(body, SignedNote.parse(body + "\n" + line).signatures), witness, key)
+        except VerificationError as exc:
+            raise InputError(f"the cosignature does not verify under '{witness}''s key ({exc.check})",
+                             field="cosignature") from None
+        with self._lock, self._tx():
+            self._conn.execute(
+                "INSERT OR IGNORE INTO checkpoint_cosignatures (origin, size, witness, body, line, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (cp.origin, cp.size, witness, body, line, time.time()))
+
+    def origins(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT DISTINCT origin FROM published_checkpoints ORDER BY 1")]
+
+
+def publish(log: AuditLog, publisher: str, board: Board) -> int:
+    """Publish every tree head of `log` the board does not have yet; returns how many."""
+    last = board.latest_size(log.origin)
+    count = 0
+    for text in log.tree_heads():
+        _, cp = _parse_note(text)
+        if cp.size <= last:
+            continue
+        board.publish(publisher, text, last, log.consistency_proof(last, cp.size) if last else [])
+        last = cp.size
+        count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Equivocation:
+    member: str
+    origin: str
+    kind: str          # "inconsistent" (history rewritten) or "split_view" (two roots at one size)
+    ours: str          # the checkpoint (signed note or body) this witness verified
+    theirs: str        # the one that contradicts it
+    witness: str = ""  # for a split view: whose cosignature showed it
+
+    def evidence(self) -> dict[str, Any]:
+        return {"member": self.member, "origin": self.origin, "kind": self.kind, "verified": self.ours,
+                "conflicting": self.theirs, "cosigned_by": self.witness}
+
+
+def count_cosignatures(cosignatures: Iterable[Cosignature], body: str,
+                       witnesses: Mapping[str, ed25519.Ed25519PublicKey]) -> int:
+    """How many distinct witnesses validly cosigned exactly `body`."""
+    names = set()
+    for c in cosignatures:
+        key = witnesses.get(c.witness)
+        if key is None or c.body != body:
+            continue
+        try:
+            verify_cosignature(SignedNote(body, SignedNote.parse(body + "\n" + c.line).signatures), c.witness, key)
+        except VerificationError:
+            continue
+        names.add(c.witness)
+    return len(names)
+
+
+def witnessed(board: Board, origin: str, size: int, members: Mapping[str, ed25519.Ed25519PublicKey],
+              quorum: int) -> bool:
+    """Does a checkpoint of `origin` at `size`, validly signed by its owner, carry `quorum`
+    valid cosignatures of members other than the owner (on one and the same root)?"""
+    owner = member_origins(members).get(origin)
+    if owner is None:
+        return False
+    witnesses = {n: k for n, k in members.items() if n != owner[0]}
+    cosigs = board.cosignatures(origin)
+    for pub in board.checkpoints(origin, size):
+        try:
+            signed, cp = _parse_note(pub.note)
+            if cp.size != size:
+                continue
+            verify_note(signed, origin, owner[1])
+        except (InputError, VerificationError):
+            continue
+        if count_cosignatures(cosigs, signed.body, witnesses) >= quorum:
+            return True
+    return False
+
+
+class Witness:
+    """One node's witness: its durable state in `conn` (node.db) and its cosigning key."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, name: str,
+                 key: ed25519.Ed25519PrivateKey | None, members: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
+        """`key` signs cosignatures; None for a reader of the state (`teenet audit witness-status`)."""
+        self._conn = conn
+        self._lock = lock
+        self.name = name
+        self._key = key
+        self._members = dict(members)
+        self._origins = {o: v for o, v in member_origins(members).items() if v[0] != name}
+        with self._lock:
+            self._conn.executescript(WITNESS_SCHEMA)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def head(self, origin: str) -> tuple[int, bytes, str] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT size, root, note FROM witness_heads WHERE origin = ? "
+                                     "ORDER BY size DESC LIMIT 1", (origin,)).fetchone()
+        return (int(row[0]), bytes.fromhex(row[1]), row[2]) if row else None
+
+    def _root_at(self, origin: str, size: int) -> tuple[bytes, str] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT root, note FROM witness_heads WHERE origin = ? AND size = ?",
+                                     (origin, size)).fetchone()
+        return (bytes.fromhex(row[0]), row[1]) if row else None
+
+    def blocked(self, member: str) -> bool:
+        """Has this witness an unacknowledged equivocation by `member`?"""
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM witness_alarms WHERE member = ? AND acknowledged_at IS NULL",
+                                      (member,)).fetchone() is not None
+
+    def alarms(self, *, open_only: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT id, member, origin, kind, evidence, raised_at, acknowledged_by, acknowledged_at FROM witness_alarms"
+        with self._lock:
+            rows = self._conn.execute(sql + (" WHERE acknowledged_at IS NULL" if open_only else "") + " ORDER BY id")
+            return [{"id": r[0], "member": r[1], "origin": r[2], "kind": r[3], "evidence": json.loads(r[4]),
+                     "raised_at": r[5], "acknowledged_by": r[6], "acknowledged_at": r[7]} for r in rows.fetchall()]
+
+    def acknowledge(self, member: str, operator: str) -> int:
+        """Close `member`'s open alarms and forget its verified heads; returns how many closed."""
+        if member not in self._members:
+            raise InputError(f"'{member}' is not a member of this consortium", field="member")
+        origins = [o for o, (n, _) in self._origins.items() if n == member]
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = self._conn.execute("UPDATE witness_alarms SET acknowledged_by = ?, acknowledged_at = ? "
+                                       "WHERE member = ? AND acknowledged_at IS NULL",
+                                       (operator, time.time(), member)).rowcount
+                for origin in origins:
+                    self._conn.execute("DELETE FROM witness_heads WHERE origin = ?", (origin,))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return n
+
+    def _raise(self, e: Equivocation) -> bool:
+        """Record `e` durably; False when an alarm for that log is already open."""
+        with self._lock:
+            if self._conn.execute("SELECT 1 FROM witness_alarms WHERE origin = ? AND acknowledged_at IS NULL",
+                                  (e.origin,)).fetchone():
+                return False
+            self._conn.execute("INSERT INTO witness_alarms (member, origin, kind, evidence, raised_at) "
+                               "VALUES (?, ?, ?, ?, ?)",
+                               (e.member, e.origin, e.kind, json.dumps(e.evidence(), sort_keys=True), time.time()))
+            self._conn.commit()
+        return True
+
+    def _accept(self, origin: str, cp: Checkpoint, note: str) -> None:
+        with self._lock:
+            self._conn.execute("INSERT OR IGNORE INTO witness_heads (origin, size, root, note, cosigned_at) "
+                               "VALUES (?, ?, ?, ?, ?)", (origin, cp.size, cp.root_hash.hex(), note, time.time()))
+            self._conn.commit()
+
+    # --- one round -------------------------------------------------------------------------
+
+    def check_log(self, board: Board, origin: str) -> tuple[int, list[Equivocation]]:
+        """Verify and cosign `origin`'s new checkpoints, then read the others' cosignatures.
+
+        Returns (how many heads were cosigned, the equivocations newly raised). The head is
+        stored durably before its cosignature is posted.
+        """
+        member, key = self._origins[origin]
+        if self._key is None:
+            raise InputError("this witness has no signing key: it reads its state only")
+        if self.blocked(member):
+            return 0, []
+        raised: list[Equivocation] = []
+        cosigned = 0
+        head = self.head(origin)
+        published = board.checkpoints(origin, head[0] if head else 0)
+        if head is None:
+            # A log this witness has no head of (new to it, or acknowledged): its latest
+            # checkpoint is the starting point, trusted on first sight.
+            published = published[-1:]
+        for pub in published:
+            try:
+                signed, cp = _parse_note(pub.note)
+                verify_note(signed, origin, key)
+            except (InputError, VerificationError):
+                continue  # not the member's word: the board's junk, not an equivocation
+            if cp.origin != origin:
+                continue
+            if head is None:
+                ok = True  # the first head this witness sees is its starting point
+            elif cp.size == head[0]:
+                if cp.root_hash == head[1]:
+                    continue
+                ok = False
+            elif cp.size > head[0] and pub.prev_size == head[0]:
+                try:
+                    verify_consistency(head[0], cp.size, head[1], cp.root_hash, list(pub.proof))
+                    ok = True
+                except VerificationError:
+                    ok = False
+            else:
+                continue  # a proof from a size this witness never verified: cannot judge it
+            if not ok:
+                e = Equivocation(member, origin, "inconsistent", head[2], pub.note)
+                if self._raise(e):
+                    raised.append(e)
+                return cosigned, raised
+            self._accept(origin, cp, pub.note)
+            board.post_cosignature(self.name, signed.body, cosign(signed.body, self.name, self._key, int(time.time())))
+            head = (cp.size, cp.root_hash, pub.note)
+            cosigned += 1
+        cosigs = board.cosignatures(origin)
+        e = self._split_view(cosigs, origin, member)
+        if e is not None and self._raise(e):
+            raised.append(e)
+        if head is not None:
+            witnesses = {n: k for n, k in self._members.items() if n != member}
+            count = count_cosignatures(cosigs, SignedNote.parse(head[2]).body, witnesses)
+            with self._lock:
+                self._conn.execute("UPDATE witness_heads SET cosignatures = ? WHERE origin = ? AND size = ?",
+                                   (count, origin, head[0]))
+        return cosigned, raised
+
+    def _split_view(self, cosigs: Sequence[Cosignature], origin: str, member: str) -> Equivocation | None:
+        for c in cosigs:
+            key = self._members.get(c.witness)
+            if key is None or c.witness in (self.name, member):
+                continue
+            try:
+                cp = Checkpoint.parse(c.body)
+                verify_cosignature(SignedNote(c.body, SignedNote.parse(c.body + "\n" + c.line).signatures),
+                                   c.witness, key)
+            except VerificationError:
+                continue
+            if cp.origin != origin:
+                continue
+            ours = self._root_at(origin, cp.size)
+            if ours is not None and ours[0] != cp.root_hash:
+                return Equivocation(member, origin, "split_view", ours[1], c.body + "\n" + c.line, c.witness)
+        return None
+
+    def run_once(self, board: Board) -> tuple[int, list[Equivocation]]:
+        """One round over every other member's log the board has."""
+        total, raised = 0, []
+        for origin in board.origins():
+            if origin in self._origins:
+                n, r = self.check_log(board, origin)
+                total += n
+                raised += r
+        return total, raised
+
+    def status(self, quorum: int = 1) -> list[dict[str, Any]]:
+        """Each witnessed log: its member, the last size this node cosigned, how many valid
+        cosignatures the board showed on it (this node's included) and whether that is a quorum."""
+        out = []
+        for origin, (member, _) in sorted(self._origins.items(), key=lambda kv: kv[1][0]):
+            with self._lock:
+                row = self._conn.execute("SELECT size, cosignatures FROM witness_heads WHERE origin = ? "
+                                         "ORDER BY size DESC LIMIT 1", (origin,)).fetchone()
+            size, count = (int(row[0]), int(row[1])) if row else (0, 0)
+            out.append({"member": member, "origin": origin, "cosigned_size": size, "cosignatures": count,
+                        "witnessed": bool(row) and count >= quorum, "blocked": self.blocked(member)})
+        return out
+
+
+class GrpcBoard:
+    """The coordinator's board over its gRPC stub (teenet.v1.Coordinator)."""
+
+    def __init__(self, stub: Any, timeout: float = 10.0) -> None:
+        self._stub = stub
+        self._timeout = timeout
+
+    def _get(self, origin: str, min_size: int = 0) -> Any:
+        from teenet.proto import teenet_pb2 as pb
+
+        return self._stub.GetCheckpoints(pb.CheckpointRequest(origin=origin, min_size=min_size),
+                                         timeout=self._timeout)
+
+    def latest_size(self, origin: str) -> int:
+        return int(self._get(origin, 1 << 62).latest_size)
+
+    def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None:
+        from teenet.proto import teenet_pb2 as pb
+
+        self._stub.PublishCheckpoint(pb.PublishedCheckpoint(publisher=publisher, note=note, prev_size=prev_size,
+                                                            proof=list(proof)), timeout=self._timeout)
+
+    def checkpoints(self, origin: str, min_size: int) -> list[Published]:
+        return [Published(c.publisher, c.note, int(c.prev_size), tuple(c.proof))
+                for c in self._get(origin, min_size).checkpoints]
+
+    def cosignatures(self, origin: str) -> list[Cosignature]:
+        return [Cosignature(c.witness, c.body, c.line) for c in self._get(origin, 1 << 62).cosignatures]
+
+    def post_cosignature(self, witness: str, body: str, line: str) -> None:
+        from teenet.proto import teenet_pb2 as pb
+
+        self._stub.PostCosignature(pb.CheckpointCosignature(witness=witness, body=body, line=line),
+                                   timeout=self._timeout)
+
+    def origins(self) -> list[str]:
+        return list(self._get("").origins)
+
+
+def witnessed_members(consortium: Any) -> dict[str, ed25519.Ed25519PublicKey]:
+    """The members whose logs are published and witnessed: the data and compute nodes."""
+    return {n: m.keys.signing for n, m in consortium.members.items() if m.role in ("data", "compute")}
+
+
+def node_round(log: AuditLog, name: str, witness: Witness, board: Board, audit: Any) -> tuple[int, int]:
+    """A node's witnessing round: sign its own log's head if it grew, publish what the board
+    lacks, then witness the others. Each equivocation is audited in this node's own log,
+    with both checkpoints as evidence. Returns (published, cosigned)."""
+    if log.entries(after=_last_checkpoint(log), limit=1):  # entries past the last signed head
+        log.checkpoint()
+    published = publish(log, name, board)
+    cosigned, raised = witness.run_once(board)
+    for e in raised:
+        audit("member_equivocated", **e.evidence())
+    return published, cosigned
+
+
+def _last_checkpoint(log: AuditLog) -> int:
+    cp = log.latest_checkpoint()
+    return cp.seq if cp else 0

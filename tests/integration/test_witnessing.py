@@ -1,0 +1,160 @@
+"""Witnessed audit logs over the real network (teenet/witness.py): processes on loopback.
+
+A data node (the bank) rewrites one past entry of its audit log and re-signs the result
+with its real key; every other member node catches it (the consistency proof from the
+head it cosigned fails), audits the alarm, and refuses new jobs with the bank until its
+operator acknowledges. The split view is covered in-process (tests/core/test_witness.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from integration_helpers import cli_json, run_cli, write_job
+
+pytestmark = pytest.mark.slow
+
+WITNESSES = ("insurer", "telco", "compute-1")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    from teenet.cli.sandbox import down_sandbox, init_sandbox, up_sandbox
+
+    d = tmp_path_factory.mktemp("witness")
+    init_sandbox(d, rows=400)
+    up_sandbox(d)
+    try:
+        yield d
+    finally:
+        down_sandbox(d)
+
+
+def _status(capsys, net, node):
+    return {r["member"]: r for r in cli_json(capsys, "audit", "witness-status", "--config", net / f"{node}.yaml")["logs"]}
+
+
+def _until(check, timeout=40.0):
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return check()
+
+
+def _stop(net, name):
+    procs = json.loads((net / "run" / "processes.json").read_text())
+    pid = next(p["pid"] for p in procs if p["name"] == name)
+    os.kill(pid, signal.SIGTERM)
+    assert _until(lambda: not _alive(pid), 20)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+    except OSError:
+        return False
+
+
+def _rewrite_and_resign(net):
+    """The bank's operator rewrites entry 1 of its log, re-chains it, and signs a new head
+    with the bank's real key: a history that no longer extends the one it published."""
+    from teenet.audit import AuditLog, entry_hash_of
+    from teenet.identity import MemberKeys
+
+    path = net / "state" / "bank" / "audit.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    rows = conn.execute("SELECT seq, payload FROM audit_entries ORDER BY seq").fetchall()
+    prev = bytes(32)
+    conn.execute("BEGIN")
+    for seq, payload in rows:
+        if seq == 1:
+            payload = payload.replace('"event":{', '"event":{"rewritten":true,', 1)
+        digest = entry_hash_of(seq, prev, payload.encode())
+        conn.execute("UPDATE audit_entries SET prev_hash = ?, entry_hash = ?, payload = ? WHERE seq = ?",
+                     (prev.hex(), digest.hex(), payload, seq))
+        prev = digest
+    conn.execute("DELETE FROM audit_checkpoints")
+    conn.execute("DELETE FROM audit_tree_heads")
+    conn.execute("COMMIT")
+    conn.close()
+    log = AuditLog(path, MemberKeys.load(net / "members" / "bank" / "keys").signing)
+    log.append({"event": "note", "node": "bank"})
+    log.checkpoint()
+    log.close()
+    return len(rows) + 1
+
+
+def test_a_rewritten_log_is_caught_by_every_witness_and_jobs_with_it_wait_for_the_operator(net, capsys):
+    from teenet.cli.sandbox import up_sandbox
+
+    out = cli_json(capsys, "job", "submit", net / "jobs" / "psi-overlap.yaml", "--config", net / "analyst.yaml",
+                   "--wait")
+    assert out["state"] == "succeeded", out
+    # every witness cosigns the bank's log, and the bank the others'
+    assert _until(lambda: all(_status(capsys, net, w)["bank"]["cosigned_size"] > 0 for w in WITNESSES))
+    assert _until(lambda: _status(capsys, net, "bank")["insurer"]["cosigned_size"] > 0)
+    cosigned = _status(capsys, net, "insurer")["bank"]["cosigned_size"]
+    assert not any(r["blocked"] for r in _status(capsys, net, "insurer").values())
+    # the board holds every member's heads and the coordinator's own, each from its owner
+    board = sqlite3.connect(net / "state" / "coordinator" / "coordinator.db")
+    publishers = {r[0] for r in board.execute("SELECT DISTINCT publisher FROM published_checkpoints")}
+    board.close()
+    assert {"bank", "insurer", "telco", "compute-1", "coordinator"} <= publishers, publishers
+
+    _stop(net, "bank")
+    size = _rewrite_and_resign(net)
+    assert size > cosigned
+    up_sandbox(net)
+    assert _until(lambda: all(_status(capsys, net, w)["bank"]["blocked"] for w in WITNESSES))
+    for w in WITNESSES:
+        st = _status(capsys, net, w)
+        assert st["bank"]["cosigned_size"] <= cosigned  # nothing past the rewrite was cosigned
+        assert not st["insurer" if w != "insurer" else "telco"]["blocked"]
+    # the alarm is in the witness's own log, with both checkpoints as evidence
+    code, text, _ = run_cli(capsys, "audit", "verify", "--config", net / "insurer.yaml")
+    assert code == 1 and "EQUIVOCATION" in text and "bank" in text
+    verified = cli_json_exit(capsys, "audit", "verify", "--config", net / "insurer.yaml")
+    assert verified["ok"] is True  # the insurer's own chain is fine; the alarm is about the bank
+    alarm = verified["witnessing"]["equivocations"][0]
+    assert alarm["member"] == "bank" and alarm["kind"] == "inconsistent"
+    assert f"\n{size}\n" in alarm["evidence"]["conflicting"]
+    assert f"\n{cosigned}\n" in alarm["evidence"]["verified"]
+
+    # a new job with the bank is refused, with the fixed reason and no value
+    spec = write_job(net, "psi-after-rewrite",
+                     (net / "jobs" / "psi-overlap.yaml").read_text().replace("psi-overlap", "psi-after-rewrite"))
+    out = cli_json_exit(capsys, "job", "submit", spec, "--config", net / "analyst.yaml", "--wait", "--timeout", "30")
+    assert out["state"] == "failed" and "member.equivocated" in out["reason"], out
+    assert "teenet/audit/" not in out["reason"]
+
+    # the operators acknowledge (audited); the next job runs again
+    for w in WITNESSES:
+        assert run_cli(capsys, "audit", "acknowledge", "bank", "--config", net / f"{w}.yaml")[0] == 0
+        assert not _status(capsys, net, w)["bank"]["blocked"]
+    assert run_cli(capsys, "audit", "acknowledge", "bank", "--config", net / "insurer.yaml")[0] == 1
+    spec = write_job(net, "psi-acknowledged",
+                     (net / "jobs" / "psi-overlap.yaml").read_text().replace("psi-overlap", "psi-acknowledged"))
+    out = cli_json(capsys, "job", "submit", spec, "--config", net / "analyst.yaml", "--wait")
+    assert out["state"] == "succeeded", out
+    from teenet.audit import read_log
+
+    events = [dict(e.event) for e in read_log(net / "state" / "insurer" / "audit.db")[0]]
+    assert [e["event"] for e in events if e["event"] in ("member_equivocated", "equivocation_acknowledged")] == \
+        ["member_equivocated", "equivocation_acknowledged"]
+
+
+def cli_json_exit(capsys, *args):
+    """The JSON a command prints, whatever its exit code."""
+    _, out, err = run_cli(capsys, *args, "--json")
+    assert out, err
+    return json.loads(out)

@@ -25,22 +25,16 @@ log = logging.getLogger("teenet.cluster.worker")
 
 
 def attester_and_roots(enclave, allow_simulated: bool) -> tuple[Attester, TrustRoots, bytes]:
-    """This process's attester, the roots it verifies peers with, and its own measurement."""
-    from teenet.attestation.measure import enclave_measurement
-    from teenet.attestation.roots import default_trust_roots
+    """This process's attester, the roots it verifies peers with, and its own measurement,
+    from the same enclave runtime compute and data nodes use (node/enclave.py)."""
+    from teenet.node.enclave import build_enclave
 
-    measurement = enclave_measurement()
+    if enclave.backend == "sim" and not allow_simulated:
+        raise InputError("the sim backend needs 'allow_simulated: true'", field="allow_simulated")
+    runtime = build_enclave(enclave.backend, enclave.sim_dir)
     if enclave.backend == "sim":
-        if not allow_simulated:
-            raise InputError("the sim backend needs 'allow_simulated: true'", field="allow_simulated")
-        from teenet.attestation.sim import SimulatedPlatform, UnsafeSimulatedAttester
-
-        platform = SimulatedPlatform.load_or_create(enclave.sim_dir)
         log.warning("INSECURE: cluster attestation is SIMULATED (allow_simulated: true)")
-        return (UnsafeSimulatedAttester(platform, measurement), default_trust_roots(sim_ark=platform.ark),
-                measurement)
-    raise InputError(f"enclave backend '{enclave.backend}' is not wired for cluster workers yet; "
-                     "only 'sim' is (docs/deploy-cluster.md)", field="enclave.backend")
+    return runtime.attester, runtime.roots, bytes.fromhex(runtime.measurement)
 
 
 def serve_worker(config: WorkerConfig) -> int:

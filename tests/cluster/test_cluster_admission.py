@@ -147,19 +147,18 @@ def test_worker_process_joins_the_tls_scheduler_and_foreign_certs_are_refused(tm
         allow_simulated: true
         """)
     # The worker and leader share one simulated platform (one "machine").
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "teenet"), "node", "serve", "--config", str(config)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "teenet"), "node", "serve", "--config", str(config)],
+                                cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        first = proc.stdout.readline()
-        while first and not first.startswith("worker w1 admitted"):
-            first = proc.stdout.readline()
-        assert first.startswith("worker w1 admitted"), "the worker process was not admitted"
         client_key = new_key()
         client_cert = ca.issue("analyst-side", client_key.public_key())
         with Client(scheduler.address, security=security_for(cert_pem(ca.certificate), cert_pem(client_cert),
                                                              key_pem(client_key)), timeout=30) as client:
-            client.wait_for_workers(1, timeout=60)
+            client.wait_for_workers(1, timeout=60)  # waits on the event, not a timed assertion
+            assert "worker w1 admitted" in log_path.read_text()
             assert list(client.scheduler_info()["workers"].values())[0]["name"] == "w1"
             assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
         foreign = ClusterCA("foreign")

@@ -180,3 +180,18 @@ def test_worker_process_joins_the_tls_scheduler_and_foreign_certs_are_refused(tm
         server.close()
         scheduler.close()
 
+
+
+def test_evidence_not_binding_the_transport_key_is_refused(leader, sim_platform):
+    """Evidence replayed from elsewhere (report_data not over this key and nonce) is refused."""
+    server, ca, roots, measurement = leader
+    real = UnsafeSimulatedAttester(sim_platform, measurement)
+
+    class Replaying(UnsafeSimulatedAttester):
+        def attest(self, report_data: bytes):  # binds other bytes than admission asked for
+            return real.attest(bytes(64))
+
+    replaying = Replaying(sim_platform, measurement)
+    with pytest.raises(AdmissionRefused, match="report_data"):
+        request_admission(server.address, "replay", new_key(), replaying, roots, verifier_policy(measurement))
+    assert server.admitted == {}

@@ -107,6 +107,9 @@ class ComputeRole(rpc.ComputeServicer):
         # Ids this run already answered a refusal for (the durable record is the store's).
         self.replays_noted: set[str] = set()
         self._lock = threading.Lock()
+        from teenet.node.cluster_role import start_cluster  # None unless the config has `cluster:`
+
+        self.cluster = start_cluster(rt)
 
     # poll items ---------------------------------------------------------------------------
     def on_compute(self, item: pb.WorkItem) -> None:

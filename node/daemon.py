@@ -257,6 +257,16 @@ def _warm_up_functions() -> None:
 
 def serve(config_path: Path) -> None:
     """Run a node until SIGTERM/SIGINT."""
+    from teenet.cluster.config import is_worker_config
+
+    if is_worker_config(config_path):  # role: compute-worker (teenet/cluster/worker.py)
+        from teenet.cluster.config import load_worker_config
+        from teenet.cluster.worker import serve_worker
+
+        rc = serve_worker(load_worker_config(config_path))
+        if rc:
+            raise SystemExit(rc)
+        return
     rt = open_runtime(config_path)
     use_log_format(rt.config.log_format)
     daemon = NodeDaemon(rt)

@@ -300,6 +300,8 @@ class NodeConfig:
     # Compute nodes: the smallest size bucket a sealed result's content is padded to (bytes, a
     # power of two); see teenet/release.py.
     result_pad_floor: int = 4096
+    # Compute nodes: lead a cluster of attested workers (teenet.cluster.config.ClusterSection).
+    cluster: Any = None
 
     @property
     def member(self) -> Member:
@@ -314,7 +316,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     root = doc.root()
     f = root.mapping(required=("node", "role", "consortium", "state_dir", "keys", "tls", "enclave", "policy"),
                      optional=("coordinator", "poll_interval", "poll_wait", "listen", "tables", "key_protection",
-                               "result_pad_floor", "console", "log_format"),
+                               "result_pad_floor", "console", "log_format", "cluster"),
                      what="a node config mapping")
     node = f["node"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     role = f["role"].string(choices=NODE_ROLES)
@@ -331,6 +333,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise root.child(needed, None).error(f"missing required field '{needed}' (a {role} node needs it)")
     if refused in f:
         raise f[refused].error(f"a {role} node has no '{refused}'")
+    if "cluster" in f and role != "compute":
+        raise f["cluster"].error("only a compute node can lead a cluster; a data node has no 'cluster'")
     if "result_pad_floor" in f and role != "compute":
         raise f["result_pad_floor"].error("only a compute node seals results; a data node has no 'result_pad_floor'")
     pad_floor = 4096
@@ -367,7 +371,14 @@ def load_node_config(path: str | Path) -> NodeConfig:
                  if "console" in f else None),
         log_format=log_format_field(f.get("log_format")),
         key_protection=key_protection_section(f.get("key_protection"), base, source=doc.source),
+        cluster=_cluster_section(f["cluster"]) if "cluster" in f else None,
     )
+
+
+def _cluster_section(node: Located) -> Any:
+    from teenet.cluster.config import cluster_section  # docs/deploy-cluster.md
+
+    return cluster_section(node)
 
 
 def _choice_first(node: Located, key: str, choices: tuple[str, ...]) -> str | None:

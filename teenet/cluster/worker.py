@@ -1,0 +1,72 @@
+"""The compute-worker process: attest, get admitted by the leader, join its Dask scheduler.
+
+    python -m teenet.cluster.worker --config compute-worker-2.yaml
+    (also `teenet node serve --config compute-worker-2.yaml`)
+
+The worker makes a fresh TLS key, binds it in its evidence, and joins only a leader whose
+own evidence verifies against the measurement this worker runs. It exits non-zero, with
+the refused check named, when admission fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from teenet.attestation.evidence import Attester, TrustRoots
+from teenet.cluster.admission import AdmissionRefused, request_admission, verifier_policy
+from teenet.cluster.ca import key_pem, new_key
+from teenet.cluster.config import WorkerConfig, load_worker_config
+from teenet.errors import InputError
+
+log = logging.getLogger("teenet.cluster.worker")
+
+
+def attester_and_roots(enclave, allow_simulated: bool) -> tuple[Attester, TrustRoots, bytes]:
+    """This process's attester, the roots it verifies peers with, and its own measurement,
+    from the same enclave runtime compute and data nodes use (node/enclave.py)."""
+    from teenet.node.enclave import build_enclave
+
+    if enclave.backend == "sim" and not allow_simulated:
+        raise InputError("the sim backend needs 'allow_simulated: true'", field="allow_simulated")
+    runtime = build_enclave(enclave.backend, enclave.sim_dir)
+    if enclave.backend == "sim":
+        log.warning("INSECURE: cluster attestation is SIMULATED (allow_simulated: true)")
+    return runtime.attester, runtime.roots, bytes.fromhex(runtime.measurement)
+
+
+def serve_worker(config: WorkerConfig) -> int:
+    attester, roots, measurement = attester_and_roots(config.enclave, config.allow_simulated)
+    key = new_key()
+    try:
+        ca, cert, scheduler = request_admission(config.leader, config.node, key, attester, roots,
+                                                verifier_policy(measurement))
+    except AdmissionRefused as exc:
+        print(f"{config.source}: admission to leader {config.leader} failed: {exc}", file=sys.stderr)
+        return 1
+    log.info("worker '%s' admitted by leader %s; joining scheduler %s", config.node, config.leader, scheduler)
+    from teenet.cluster.dask_tls import run_worker, security_for
+
+    security = security_for(ca, cert, key_pem(key))
+    print(f"worker {config.node} admitted; scheduler {scheduler}", flush=True)
+    asyncio.run(run_worker(scheduler, security, config.node, host=config.listen))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="teenet-cluster-worker")
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_worker_config(args.config)
+        return serve_worker(config)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -305,22 +305,32 @@ def _dp_plan(inputs: Sequence[PartyInput], params: AggregateParams, rules: Relea
 
 def _dp_group(part: pd.DataFrame, params: AggregateParams, plan: DpPlan, k: int) -> list[Any] | None:
     """One group's noisy answers, or None when partition selection leaves it out."""
+    def exact(metric) -> tuple[int, float, float]:
+        clamped = clamp(part[metric.column].dropna().to_numpy(dtype=float), plan.bounds[metric.column])
+        return len(clamped), float(clamped.sum()), float((clamped ** 2).sum())
+
+    return dp_group_from_sums(len(part), exact, params, plan, k)
+
+
+def dp_group_from_sums(rows: int, exact, params: AggregateParams, plan: DpPlan, k: int) -> list[Any] | None:
+    """One group's noisy answers from its exact row count and, per metric, `exact(metric)`:
+    the (count, sum, sum of squares) of its clamped values. The one place the noise is drawn,
+    for a single node and for a cluster's merged partials alike (models/cluster.py)."""
     budget = NoiseBudget(plan.params, plan.queries)
     per_key = plan.rows_per_key
-    noisy_rows = budget.noisy(len(part), per_key, laplace=True)
+    noisy_rows = budget.noisy(rows, per_key, laplace=True)
     threshold = selection_threshold(k, per_key, budget.laplace_scale(per_key), selection_delta(plan.params)) \
         if plan.grouped else float(k)
     if noisy_rows < threshold:
         return None
     out: list[Any] = [int(round(noisy_rows))]
     for metric in params.metrics:
-        values = part[metric.column].dropna().to_numpy(dtype=float)
         bounds = plan.bounds[metric.column]
-        clamped = clamp(values, bounds)
-        count = budget.noisy(len(clamped), per_key)
-        total = budget.noisy(float(clamped.sum()), sum_sensitivity(bounds, per_key)) \
+        n, raw_sum, raw_squares = exact(metric)
+        count = budget.noisy(n, per_key)
+        total = budget.noisy(raw_sum, sum_sensitivity(bounds, per_key)) \
             if set(metric.stats) & {"sum", "mean", "std"} else 0.0
-        squares = budget.noisy(float((clamped ** 2).sum()), square_sensitivity(bounds, per_key)) \
+        squares = budget.noisy(raw_squares, square_sensitivity(bounds, per_key)) \
             if "std" in metric.stats else 0.0
         if count < k:  # post-processing of the noisy count: fewer than k values behind it
             out.extend([None] * len(metric.stats))

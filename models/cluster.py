@@ -52,8 +52,7 @@ from teenet.errors import InputError
 
 from teenet.models import aggregate, psi, release
 from teenet.models.api import _function, _requested_kinds
-from teenet.models.dp import (NoiseBudget, clamp, clip_rows_per_key, selection_delta, selection_threshold,
-                              square_sensitivity, sum_sensitivity)
+from teenet.models.dp import clamp, clip_rows_per_key
 from teenet.models.payloads import arrow_output, json_output
 from teenet.models.rules import check_job
 from teenet.models.spec import InputSpec, Output, PartyInput, Release, ReleaseRequest, ReleaseRules
@@ -461,37 +460,12 @@ def _aggregate_dp(inputs: Sequence[ClusterPartyInput], params: aggregate.Aggrega
 
 def _dp_group_from_partials(row: pd.Series, params: aggregate.AggregateParams, plan: aggregate.DpPlan,
                             k: int) -> list[Any] | None:
-    """models/aggregate.py's _dp_group over merged partials: the same noisy answers, drawn once."""
-    budget = NoiseBudget(plan.params, plan.queries)
-    per_key = plan.rows_per_key
-    noisy_rows = budget.noisy(int(row["rows"]), per_key, laplace=True)
-    threshold = selection_threshold(k, per_key, budget.laplace_scale(per_key), selection_delta(plan.params)) \
-        if plan.grouped else float(k)
-    if noisy_rows < threshold:
-        return None
-    out: list[Any] = [int(round(noisy_rows))]
-    for metric in params.metrics:
+    """models/aggregate.py's noisy answers over merged partials: the same draws, made once."""
+    def exact(metric) -> tuple[int, float, float]:
         c = metric.column
-        bounds = plan.bounds[c]
-        count = budget.noisy(int(row[f"{c}|count"]), per_key)
-        total = budget.noisy(float(row[f"{c}|sum"]), sum_sensitivity(bounds, per_key)) \
-            if set(metric.stats) & {"sum", "mean", "std"} else 0.0
-        squares = budget.noisy(float(row[f"{c}|squares"]), square_sensitivity(bounds, per_key)) \
-            if "std" in metric.stats else 0.0
-        if count < k:
-            out.extend([None] * len(metric.stats))
-            continue
-        for stat in metric.stats:
-            if stat == "count":
-                out.append(int(round(count)))
-            elif stat == "sum":
-                out.append(total)
-            elif stat == "mean":
-                out.append(float(np.clip(total / count, *bounds)))
-            else:
-                variance = (squares - total * total / count) / max(count - 1.0, 1.0)
-                out.append(math.sqrt(max(variance, 0.0)))
-    return out
+        return int(row[f"{c}|count"]), float(row[f"{c}|sum"]), float(row[f"{c}|squares"])
+
+    return aggregate.dp_group_from_sums(int(row["rows"]), exact, params, plan, k)
 
 
 # ---- predict -----------------------------------------------------------------------------

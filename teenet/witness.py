@@ -72,29 +72,6 @@ CREATE TABLE IF NOT EXISTS witness_alarms (
 );
 """
 
-# Coordinator side: the board (coordinator DB migration 4 creates the same tables).
-BOARD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS published_checkpoints (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    origin      TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    publisher   TEXT NOT NULL,
-    note        TEXT NOT NULL,
-    prev_size   INTEGER NOT NULL,
-    proof       TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS published_checkpoints_origin ON published_checkpoints (origin, size);
-CREATE TABLE IF NOT EXISTS checkpoint_cosignatures (
-    origin      TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    witness     TEXT NOT NULL,
-    body        TEXT NOT NULL,
-    line        TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (origin, size, witness, body)
-);
-"""
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from teenet.audit import AuditLog, entry_hash_of
 from teenet.errors import InputError
-from teenet.witness import BOARD_SCHEMA, CheckpointBoard, Witness, publish, witnessed
+from teenet.coordinator.store import CoordinatorStore
+from teenet.witness import CheckpointBoard, Witness, publish, witnessed
 
 
 def _db() -> sqlite3.Connection:
@@ -19,9 +22,9 @@ def _db() -> sqlite3.Connection:
 
 
 def _board(members) -> CheckpointBoard:
-    conn = _db()
-    conn.executescript(BOARD_SCHEMA)
-    return CheckpointBoard(conn, threading.RLock(), members)
+    # The coordinator's own store, so the board runs on the tables its migration makes.
+    store = CoordinatorStore(Path(tempfile.mkdtemp(prefix="teenet-board-")) / "coordinator.db")
+    return CheckpointBoard(store.conn, store.lock, members)
 
 
 @pytest.fixture

@@ -57,15 +57,22 @@ def run_function(function: str, inputs: Sequence[PartyInput], params: Mapping[st
     for i, inp in enumerate(inputs):
         if not isinstance(inp, PartyInput):
             raise InputError("expected a PartyInput", field=f"inputs[{i}]")
-    specs = [inp.spec for inp in inputs]
-    parsed = fn.parse_params(params, specs, _requested_kinds(requests))
-    kinds = release.check_requests(fn.name, fn.release_kinds, requests, frozenset(s.party for s in specs),
-                                   rules=rules, scores_owner=fn.scores_owner(parsed))
-    # Every owner's analysis rule again, from its signed approval, before any data is read:
-    # a forged or stale approval cannot widen what the owner wrote.
-    for rule in rules.effective_analysis:
-        check_job(rule, party=rule.party or "*", function=fn.name, params=params, inputs=specs, releases=requests)
+    parsed, kinds = check_before_data(fn, [inp.spec for inp in inputs], params, requests, rules)
     outputs = fn.compute(inputs, parsed, kinds, rules)
     return [Release(kind=r.kind, recipients=r.recipients, media_type=outputs[r.kind].media_type,
                     payload=outputs[r.kind].payload, summary=outputs[r.kind].summary)
             for r in requests]
+
+
+def check_before_data(fn: Function, specs: Sequence[InputSpec], params: Mapping[str, Any],
+                      requests: Sequence[ReleaseRequest], rules: ReleaseRules) -> tuple[Any, frozenset[str]]:
+    """What the enclave checks before any data is read, on a single node and on a cluster
+    alike: the params, every release request against the function's kinds and the owners'
+    rules, and every owner's analysis rule again, from its signed approval (a forged or stale
+    approval cannot widen what the owner wrote). Returns the parsed params and the kinds."""
+    parsed = fn.parse_params(params, specs, _requested_kinds(requests))
+    kinds = release.check_requests(fn.name, fn.release_kinds, requests, frozenset(s.party for s in specs),
+                                   rules=rules, scores_owner=fn.scores_owner(parsed))
+    for rule in rules.effective_analysis:
+        check_job(rule, party=rule.party or "*", function=fn.name, params=params, inputs=specs, releases=requests)
+    return parsed, kinds

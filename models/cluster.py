@@ -51,10 +51,9 @@ import pyarrow.compute as pc
 from teenet.errors import InputError
 
 from teenet.models import aggregate, psi, release
-from teenet.models.api import _function, _requested_kinds
+from teenet.models.api import _function, check_before_data
 from teenet.models.dp import clamp, clip_rows_per_key
 from teenet.models.payloads import arrow_output, json_output
-from teenet.models.rules import check_job
 from teenet.models.spec import InputSpec, Output, PartyInput, Release, ReleaseRequest, ReleaseRules
 from teenet.models.tables import distinct_keys, key_names, keyed_table, sort_by_keys, with_key_names
 
@@ -123,12 +122,8 @@ def run_function_on_cluster(function: str, inputs: Sequence[ClusterPartyInput], 
         raise InputError(f"every input needs one partition per worker, the same number for all (found {found})",
                          field="inputs.partitions")
     specs = [inp.spec for inp in inputs]
-    # Everything a single node checks before touching data, in the same order.
-    parsed = fn.parse_params(params, specs, _requested_kinds(requests))
-    kinds = release.check_requests(fn.name, fn.release_kinds, requests, frozenset(s.party for s in specs),
-                                   rules=rules, scores_owner=fn.scores_owner(parsed))
-    for rule in rules.effective_analysis:
-        check_job(rule, party=rule.party or "*", function=fn.name, params=params, inputs=specs, releases=requests)
+    # Everything a single node checks before touching data: the same function.
+    parsed, kinds = check_before_data(fn, specs, params, requests, rules)
     if fn.name == "train" and getattr(parsed, "model", None) == "random_forest":
         # Its bootstrap samples and random split search run over row positions: a forest fitted
         # over partitions is a different model from the one a single node fits on the same rows.
@@ -474,9 +469,8 @@ def _dp_group_from_partials(row: pd.Series, params: aggregate.AggregateParams, p
 def _predict_partition(specs: Sequence[InputSpec], params: Any, *tables: pa.Table) -> pa.Table:
     """On a worker: models/predict.py's scoring of this partition's joined rows (no k test:
     k applies to all scored rows, at the leader), keys under the aligned names."""
-    from teenet.models.features import FeatureLayout, feature_frame, onnx_feeds
+    from teenet.models import predict
     from teenet.models.onnx_models import load_model
-    from teenet.models.predict import _score_columns
     from teenet.models.tables import inner_join
 
     inputs = _party_inputs(specs, tables)
@@ -484,20 +478,10 @@ def _predict_partition(specs: Sequence[InputSpec], params: Any, *tables: pa.Tabl
     columns = [[c for c in inp.columns if c in model.inputs] for inp in inputs]
     arity = len(inputs[0].keys)
     table = sort_by_keys(inner_join(inputs, params.normalise, unique=True, columns=columns), arity)
-    features = tuple(model.inputs)
-    layout = FeatureLayout(features, tuple(n for n in features if model.inputs[n] == "numeric"),
-                           tuple(n for n in features if model.inputs[n] == "categorical"))
     out = table.select(key_names(arity))
     if table.num_rows == 0:
         return out
-    feeds = {model.input_names[name]: tensor
-             for name, tensor in onnx_feeds(feature_frame(table, layout), layout).items()}
-    try:
-        results = dict(zip(model.outputs, model.session.run(None, feeds)))
-    except Exception as exc:  # onnxruntime raises its own error types
-        raise InputError(f"the model could not score these rows ({type(exc).__name__})",
-                         field="params.model") from None
-    for name, values in _score_columns(model, results).items():
+    for name, values in predict.score_rows(model, table).items():
         out = out.append_column(name, values)
     return out
 

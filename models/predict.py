@@ -78,6 +78,21 @@ def compute(inputs: Sequence[PartyInput], params: PredictParams, kinds: frozense
     columns = [[c for c in inp.columns if c in model.inputs] for inp in inputs]
     arity = len(inputs[0].keys)
     table = sort_by_keys(inner_join(inputs, params.normalise, unique=True, columns=columns), arity)
+    scored = score_rows(model, table)
+    # Scoring a tiny probe would test ids' membership in the other tables, like a PSI size.
+    release.require_group_size(table.num_rows, rules, "the set of scored rows", unit="ids")
+    owner = next(inp for inp in inputs if inp.party == params.ids_from)
+    ids = with_key_names(table.select(key_names(arity)), owner.keys)
+    out = ids
+    for name, values in scored.items():
+        out = out.append_column(name, values)
+    return {"scores": arrow_output(out, {"rows": out.num_rows, "columns": list(out.column_names),
+                                         "owner": params.ids_from})}
+
+
+def score_rows(model: Any, table: pa.Table) -> dict[str, pa.Array]:
+    """The model's score columns for the joined rows of `table`, in its row order (a single
+    node's whole join, or one cluster partition's)."""
     features = tuple(model.inputs)
     layout = FeatureLayout(features, tuple(n for n in features if model.inputs[n] == "numeric"),
                            tuple(n for n in features if model.inputs[n] == "categorical"))
@@ -88,16 +103,7 @@ def compute(inputs: Sequence[PartyInput], params: PredictParams, kinds: frozense
     except Exception as exc:  # onnxruntime raises its own error types
         raise InputError(f"the model could not score these rows ({type(exc).__name__})",
                          field="params.model") from None
-    # Scoring a tiny probe would test ids' membership in the other tables, like a PSI size.
-    release.require_group_size(table.num_rows, rules, "the set of scored rows", unit="ids")
-    owner = next(inp for inp in inputs if inp.party == params.ids_from)
-    ids = with_key_names(table.select(key_names(arity)), owner.keys)
-    scored = _score_columns(model, results)
-    out = ids
-    for name, values in scored.items():
-        out = out.append_column(name, values)
-    return {"scores": arrow_output(out, {"rows": out.num_rows, "columns": list(out.column_names),
-                                         "owner": params.ids_from})}
+    return _score_columns(model, results)
 
 
 def _score_columns(model: Any, results: Mapping[str, np.ndarray]) -> dict[str, pa.Array]:

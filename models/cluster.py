@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from teenet.errors import InputError
 
@@ -55,7 +54,7 @@ from teenet.models.api import _function, check_before_data
 from teenet.models.dp import clamp, clip_rows_per_key
 from teenet.models.payloads import arrow_output, json_output
 from teenet.models.spec import InputSpec, Output, PartyInput, Release, ReleaseRequest, ReleaseRules
-from teenet.models.tables import distinct_keys, key_names, keyed_table, sort_by_keys, with_key_names
+from teenet.models.tables import key_names, sort_by_keys, with_key_names
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; distributed is imported lazily
     import distributed
@@ -168,29 +167,8 @@ def _psi_partition(specs: Sequence[InputSpec], params: psi.PsiParams, want_ids: 
     """On a worker: this partition's intersection, and partial sums of the payload columns."""
     inputs = _party_inputs(specs, tables)
     common = psi.intersect(inputs, params.normalise, ordered=False)
-    partials = [_payload_partial(inputs, item, common, params.normalise) for item in params.payload]
+    partials = [psi.payload_partial(inputs, item, common, params.normalise) for item in params.payload]
     return {"size": common.num_rows, "ids": common if want_ids else None, "sums": partials}
-
-
-def _payload_partial(inputs: Sequence[PartyInput], item: psi.PayloadColumn, common: pa.Table,
-                     norm: Any) -> dict[str, Any]:
-    """psi._sum_over without the k test: sum, non-null count and people, to be merged."""
-    inp = inputs[item.input_index]
-    table = keyed_table(inp, item.input_index, norm, columns=(item.column,))
-    values = table.column(item.column)
-    if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
-            or pa.types.is_decimal(values.type) or pa.types.is_boolean(values.type)):
-        raise InputError(f"column '{item.column}' of {inp.name} is {values.type}, expected a number",
-                         field="params.payload")
-    arity = len(inp.keys)
-    inside = table.join(common, keys=key_names(arity), join_type="left semi", use_threads=True)
-    column = inside.column(item.column)
-    if pa.types.is_boolean(column.type):
-        column = column.cast(pa.int64())
-    present = inside.filter(pc.is_valid(inside.column(item.column))) if inside.num_rows else inside
-    people = distinct_keys(present, arity).num_rows if present.num_rows else 0
-    total = pc.sum(column).as_py() if inside.num_rows else None
-    return {"sum": total, "count": pc.count(column).as_py() if inside.num_rows else 0, "people": people}
 
 
 def _psi(inputs: Sequence[ClusterPartyInput], params: psi.PsiParams, kinds: frozenset[str],

@@ -144,6 +144,19 @@ def _sum_over(inputs: Sequence[PartyInput], item: PayloadColumn, common: pa.Tabl
               norm: KeyNormalisation, k: int) -> dict[str, Any]:
     """The column's sum and non-null count over the intersection, or both null (suppressed)
     when fewer than k distinct intersecting keys have a non-null value in it."""
+    part = payload_partial(inputs, item, common, norm)
+    entry = {"party": item.party, "table": inputs[item.input_index].table, "column": item.column}
+    if part["people"] < k:
+        return {**entry, "sum": None, "count": None, "suppressed": True}
+    total = part["sum"]
+    return {**entry, "sum": total if total is not None else 0, "count": part["count"], "suppressed": False}
+
+
+def payload_partial(inputs: Sequence[PartyInput], item: PayloadColumn, common: pa.Table,
+                    norm: KeyNormalisation) -> dict[str, Any]:
+    """A payload column over `common` with no k test: its sum (None over no rows), non-null
+    count and the distinct keys behind them. A single node tests k on it directly; a cluster
+    merges the partitions' partials first (models/cluster.py)."""
     inp = inputs[item.input_index]
     table = keyed_table(inp, item.input_index, norm, columns=(item.column,))
     values = table.column(item.column)
@@ -151,18 +164,15 @@ def _sum_over(inputs: Sequence[PartyInput], item: PayloadColumn, common: pa.Tabl
             or pa.types.is_decimal(values.type) or pa.types.is_boolean(values.type)):
         raise InputError(f"column '{item.column}' of {inp.name} is {values.type}, expected a number",
                          field="params.payload")
-    inside = table.join(common, keys=key_names(len(inp.keys)), join_type="left semi", use_threads=True)
+    arity = len(inp.keys)
+    inside = table.join(common, keys=key_names(arity), join_type="left semi", use_threads=True)
     column = inside.column(item.column)
     if pa.types.is_boolean(column.type):
         column = column.cast(pa.int64())
-    arity = len(inp.keys)
     present = inside.filter(pc.is_valid(inside.column(item.column))) if inside.num_rows else inside
     people = distinct_keys(present, arity).num_rows if present.num_rows else 0
-    entry = {"party": item.party, "table": inp.table, "column": item.column}
-    if people < k:
-        return {**entry, "sum": None, "count": None, "suppressed": True}
-    total = pc.sum(column).as_py()
-    return {**entry, "sum": total if total is not None else 0, "count": pc.count(column).as_py(), "suppressed": False}
+    total = pc.sum(column).as_py() if inside.num_rows else None
+    return {"sum": total, "count": pc.count(column).as_py() if inside.num_rows else 0, "people": people}
 
 
 FUNCTION = Function(name="psi", release_kinds=frozenset({"size", "ids", "sums"}), params_type=PsiParams,

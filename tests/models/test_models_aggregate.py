@@ -152,13 +152,14 @@ def test_dp_mechanisms_are_built_without_a_random_state(monkeypatch, tables):
     assert seen and all(state is None and rng is secrets.SystemRandom for state, rng in seen)
 
 
-@pytest.mark.parametrize("dp,std_tolerance", [
-    ({"mechanism": "laplace", "delta": 1e-6}, 1e-2),
-    # the analytic Gaussian's scale shrinks only with the square root of a large epsilon: a
-    # group's noisy std was seen 5% off now and then (a flaky bound), so 10%
-    ({"mechanism": "gaussian", "delta": 1e-6}, 1e-1),
+@pytest.mark.parametrize("dp,mean_tolerance,std_tolerance", [
+    ({"mechanism": "laplace", "delta": 1e-6}, 1e-3, 1e-2),
+    # the analytic Gaussian's scale shrinks only with the square root of a large epsilon: its
+    # noisy mean was seen 0.1% off in about one run in six (so 1e-3 was a flaky bound; 5e-3
+    # is several of its standard deviations), and its std is held to 10%
+    ({"mechanism": "gaussian", "delta": 1e-6}, 5e-3, 1e-1),
 ])
-def test_dp_with_a_huge_budget_is_close_to_exact(tables, dp, std_tolerance):
+def test_dp_with_a_huge_budget_is_close_to_exact(tables, dp, mean_tolerance, std_tolerance):
     inputs = _inputs(tables)[:1]
     metrics = [{"column": "income", "stats": ["mean", "std"]}]
     noisy = _run(inputs, {"group_by": ["region"], "metrics": metrics,
@@ -167,7 +168,7 @@ def test_dp_with_a_huge_budget_is_close_to_exact(tables, dp, std_tolerance):
     assert len(noisy["rows"]) == len(exact["rows"]) == 4
     for got, want in zip(noisy["rows"], exact["rows"]):
         assert got[0] == pytest.approx(want[0], abs=2)
-        assert got[2] == pytest.approx(want[2], rel=1e-3)
+        assert got[2] == pytest.approx(want[2], rel=mean_tolerance)
         assert got[3] == pytest.approx(want[3], rel=std_tolerance)
 
 

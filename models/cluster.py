@@ -59,7 +59,7 @@ from teenet.models.tables import key_names, sort_by_keys, with_key_names
 if TYPE_CHECKING:  # pragma: no cover - typing only; distributed is imported lazily
     import distributed
 
-CLUSTER_FUNCTIONS = frozenset({"psi", "aggregate", "predict"})
+CLUSTER_FUNCTIONS = frozenset({"psi", "aggregate", "predict", "train"})
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,12 @@ def run_function_on_cluster(function: str, inputs: Sequence[ClusterPartyInput], 
         raise InputError(f"function '{fn.name}' does not run on a compute cluster yet (expected one of "
                          f"{', '.join(sorted(CLUSTER_FUNCTIONS))}); run it on a single compute node",
                          field="function")
-    if fn.name == "psi":
+    if fn.name == "train":
+        from teenet.models import cluster_train
+
+        cluster_train.refuse_before_data(parsed)
+        outputs = cluster_train.train_on_cluster(inputs, parsed, kinds, rules, client, federated_tls)
+    elif fn.name == "psi":
         outputs = _psi(inputs, parsed, kinds, rules, client)
     elif fn.name == "predict":
         outputs = _predict(inputs, parsed, rules, client)

@@ -47,10 +47,14 @@ class TrainingRows:
 def pooled_rows(inputs: Sequence[PartyInput], params: Any) -> TrainingRows:
     """Join (vertical, sorted by key) or stack (horizontal, in input order) the rows."""
     table, dropped = labelled_table(inputs, params)
-    if table.num_rows == 0:
+    require_rows(table.num_rows)
+    return rows_of(table, params, dropped)
+
+
+def require_rows(n: int) -> None:
+    if n == 0:
         raise InputError("no rows to train on: the inputs' keys do not intersect (or no row has a label)",
                          field="inputs")
-    return rows_of(table, params, dropped)
 
 
 def labelled_table(inputs: Sequence[PartyInput], params: Any, *, keep_keys: bool = False) -> tuple[pa.Table, int]:

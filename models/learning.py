@@ -27,7 +27,7 @@ from teenet.models.spec import MEDIA_ONNX, Output, PartyInput, ReleaseRules
 from teenet.models.tables import key_names, shipped_table, unique_join_sorted
 
 ROC_POINTS = 200
-TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest"})
+TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest", "xgboost"})
 # Permutation importances (models without coefficients or impurity importances) are
 # estimated on the first held-out rows: enough for a stable ranking, and bounded in cost.
 IMPORTANCE_ROWS = 2000
@@ -129,6 +129,10 @@ def build_pipeline(model: str, task: str, layout: FeatureLayout, hyperparameters
         estimator = LinearRegression()
     elif model == "ridge":
         estimator = Ridge(**hyper)
+    elif model == "xgboost":
+        from teenet.models import boosting
+
+        estimator = boosting.estimator(task, hyper, seed)
     elif model == "hist_gradient_boosting":
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
         estimator = cls(random_state=seed, **hyper)
@@ -388,6 +392,11 @@ def _tree_hyperparameters(params: Any, given: dict[str, Any], rules: ReleaseRule
                           "a release may be (trees x nodes per tree)",
                           expected=f"at most {limit} nodes; {settings.fitting_hint(limit)}",
                           found=f"up to {nodes} nodes")
+    if params.model == "xgboost":
+        from teenet.models import boosting
+
+        return boosting.enforce_leaf_rows(settings.hyperparameters(given), "classification" if classes > 1
+                                          else "regression", classes)
     return settings.hyperparameters(given)
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+import numpy as np
+
 from teenet.errors import InputError
 
 from teenet.models.features import FeatureLayout
@@ -71,6 +73,98 @@ def _hist_gradient_boosting_converters() -> dict[type, Any]:
     return converters
 
 
+def _xgboost_trees(booster: Any) -> tuple[list[dict[str, Any]], list[int], list[float], str]:
+    """The trees (as the booster's JSON model stores them), each tree's output index, the
+    base margins and the objective, from the booster's own JSON (never a pickle)."""
+    model = json.loads(bytes(booster.save_raw("json")))
+    learner = model["learner"]
+    objective = learner["objective"]["name"]
+    gbm = learner["gradient_booster"]
+    if gbm["name"] != "gbtree":
+        raise InputError(f"an XGBoost {gbm['name']} booster has no ONNX conversion here (expected gbtree)",
+                         field="params.model")
+    base = json.loads(learner["learner_model_param"]["base_score"])
+    base = [float(b) for b in (base if isinstance(base, list) else [base])]
+    if objective == "binary:logistic":  # base_score is a probability; the trees add margins
+        base = [float(np.log(b / (1.0 - b))) for b in base]
+    elif objective not in ("multi:softprob", "reg:squarederror"):
+        raise InputError(f"XGBoost objective {objective} has no ONNX conversion here", field="params.model")
+    return gbm["model"]["trees"], [int(t) for t in gbm["model"]["tree_info"]], base, objective
+
+
+def _xgboost_converter(classifier: bool) -> Any:
+    """skl2onnx converter for teenet's XGBoost estimators: one ai.onnx.ml TreeEnsemble node.
+
+    XGBoost sends a row left when its float32 value is below the float32 split condition and
+    a missing value to the default side; BRANCH_LT with float32 thresholds and
+    missing_value_tracks_true = default_left is the same test. Leaves carry the booster's
+    leaf values; base_values its base margins (the logit of base_score for binary:logistic);
+    LOGISTIC or SOFTMAX gives the probabilities."""
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        estimator = operator.raw_operator
+        trees, info, base, objective = _xgboost_trees(estimator.get_booster())
+        nodes: dict[str, list[Any]] = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values",
+                                                         "truenodeids", "falsenodeids", "missing_value_tracks_true")}
+        leaves: dict[str, list[Any]] = {"treeids": [], "nodeids": [], "ids": [], "weights": []}
+        for t, (tree, output) in enumerate(zip(trees, info)):
+            if any(int(kind) != 0 for kind in tree.get("split_type", [])):
+                raise InputError("an XGBoost categorical split has no ONNX conversion here", field="params.model")
+            left, right = tree["left_children"], tree["right_children"]
+            for i, (lo, hi) in enumerate(zip(left, right)):
+                leaf = lo == -1
+                nodes["treeids"].append(t)
+                nodes["nodeids"].append(i)
+                nodes["featureids"].append(0 if leaf else int(tree["split_indices"][i]))
+                nodes["modes"].append("LEAF" if leaf else "BRANCH_LT")
+                nodes["values"].append(0.0 if leaf else float(tree["split_conditions"][i]))
+                nodes["truenodeids"].append(0 if leaf else int(lo))
+                nodes["falsenodeids"].append(0 if leaf else int(hi))
+                nodes["missing_value_tracks_true"].append(0 if leaf else int(tree["default_left"][i]))
+                if leaf:
+                    leaves["treeids"].append(t)
+                    leaves["nodeids"].append(i)
+                    leaves["ids"].append(output)
+                    leaves["weights"].append(float(tree["split_conditions"][i]))
+        attrs = {f"nodes_{k}": v for k, v in nodes.items()}
+        name = scope.get_unique_operator_name("XGBoostTrees")
+        if not classifier:
+            container.add_node("TreeEnsembleRegressor", operator.inputs[0].full_name, operator.outputs[0].full_name,
+                               op_domain="ai.onnx.ml", op_version=1, name=name, n_targets=1,
+                               target_treeids=leaves["treeids"], target_nodeids=leaves["nodeids"],
+                               target_ids=leaves["ids"], target_weights=leaves["weights"], base_values=base,
+                               aggregate_function="SUM", post_transform="NONE", **attrs)
+            return
+        classes = estimator.classes_
+        labels = ({"classlabels_strings": [str(c) for c in classes]} if classes.dtype.kind in "OUS"
+                  else {"classlabels_int64s": [int(c) for c in classes]})
+        container.add_node("TreeEnsembleClassifier", operator.inputs[0].full_name,
+                           [operator.outputs[0].full_name, operator.outputs[1].full_name], op_domain="ai.onnx.ml",
+                           op_version=1, name=name, class_treeids=leaves["treeids"], class_nodeids=leaves["nodeids"],
+                           class_ids=leaves["ids"], class_weights=leaves["weights"], base_values=base,
+                           post_transform="LOGISTIC" if objective == "binary:logistic" else "SOFTMAX",
+                           **labels, **attrs)
+
+    return convert
+
+
+def _register_xgboost(estimator: Any) -> None:
+    from teenet.models import boosting
+
+    if type(estimator) not in (boosting.classifier_class(), boosting.regressor_class()):
+        return
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (calculate_linear_classifier_output_shapes,
+                                                  calculate_linear_regressor_output_shapes)
+
+    classifier = type(estimator) is boosting.classifier_class()
+    update_registered_converter(type(estimator), "TeenetXGBoost" + ("Classifier" if classifier else "Regressor"),
+                                calculate_linear_classifier_output_shapes if classifier
+                                else calculate_linear_regressor_output_shapes,
+                                _xgboost_converter(classifier),
+                                options={"zipmap": [True, False], "nocl": [True, False]} if classifier else None)
+
+
 def export_pipeline(pipeline: Any, layout: FeatureLayout, metadata: Mapping[str, Any]) -> bytes:
     """The whole fitted Pipeline (preprocessing and model) as ONNX bytes."""
     from skl2onnx import convert_sklearn
@@ -79,6 +173,8 @@ def export_pipeline(pipeline: Any, layout: FeatureLayout, metadata: Mapping[str,
     initial_types = [(name, StringTensorType([None, 1]) if name in layout.categorical
                       else FloatTensorType([None, 1])) for name in layout.features]
     estimator = pipeline.steps[-1][1]
+    if type(estimator).__module__ == "teenet.models.boosting":
+        _register_xgboost(estimator)
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     model = convert_sklearn(pipeline, initial_types=initial_types, options=options,
                             custom_conversion_functions=_hist_gradient_boosting_converters())

@@ -151,7 +151,7 @@ def _booster_params(task: str, classes: int, hyperparameters: Mapping[str, Any],
     params = {"tree_method": "hist", "seed": seed, "eta": values["learning_rate"], "max_depth": values["max_depth"],
               "min_child_weight": values["min_child_weight"], "subsample": values["subsample"],
               "colsample_bytree": values["colsample_bytree"], "lambda": values["reg_lambda"],
-              "alpha": values["reg_alpha"], "gamma": values["gamma"], "max_bin": values["max_bin"], "nthread": 1}
+              "alpha": values["reg_alpha"], "gamma": values["gamma"], "max_bin": values["max_bin"]}
     if task == "regression":
         params["objective"] = "reg:squarederror"
     elif classes == 2:
@@ -180,8 +180,9 @@ def _train_worker(part: Any, prepare: Any, classes: np.ndarray | None, params: M
             "federated_client_cert_path": security.tls_worker_cert}
     if not (args["federated_client_key_path"] and args["federated_client_cert_path"]):
         raise InputError("this worker has no TLS certificate for the federated communicator", field="federated_tls")
+    worker_params = {**params, "nthread": max(1, int(get_worker().state.nthreads))}  # this worker's threads
     with collective.CommunicatorContext(**args):
-        booster = xgboost.train(dict(params), xgboost.QuantileDMatrix(np.asarray(x, dtype=np.float32), y),
+        booster = xgboost.train(worker_params, xgboost.QuantileDMatrix(np.asarray(x, dtype=np.float32), y),
                                 num_boost_round=rounds)
     return bytes(booster.save_raw("json"))
 

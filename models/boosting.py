@@ -222,9 +222,7 @@ def fit_on_cluster(cluster: Any, parts: Sequence[Any], pipeline: Any, task: str,
     prepare = pipeline.named_steps["prepare"]
     try:
         futures = [cluster.client.submit(_train_worker, part, prepare, classes, params, rounds, rank, world, address,
-                                         federated_tls.ca_file, pure=False,
-                                         **({} if cluster.workers[rank] is None else
-                                            {"workers": [cluster.workers[rank]], "allow_other_workers": False}))
+                                         federated_tls.ca_file, pure=False, **cluster.where(rank))
                    for rank, part in enumerate(parts)]
         models = cluster.client.gather(futures)
     finally:

@@ -50,7 +50,7 @@ import pyarrow as pa
 from teenet.errors import InputError
 
 from teenet.models.features import FeatureLayout
-from teenet.models.spec import InputSpec, Output, PartyInput, ReleaseRules
+from teenet.models.spec import InputSpec, Output, ReleaseRules
 from teenet.models.tables import key_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,8 +101,9 @@ class _Part:
 
 def _load(specs: Sequence[InputSpec], params: Any, keyed: bool, *tables: pa.Table) -> _Part:
     from teenet.models import learning
+    from teenet.models.cluster import _party_inputs
 
-    inputs = [PartyInput(s.party, s.table, s.keys, s.columns, t) for s, t in zip(specs, tables)]
+    inputs = _party_inputs(specs, tables)
     table, dropped = learning.labelled_table(inputs, params, keep_keys=keyed)
     keys = table.select(key_names(len(specs[0].keys))) if keyed else None
     rows = learning.rows_of(table, params, dropped)
@@ -260,9 +261,12 @@ class _Cluster:
         out = []
         for i, future in enumerate(futures):
             extra = () if per_worker is None else (per_worker[i],)
-            where = {} if self.workers[i] is None else {"workers": [self.workers[i]], "allow_other_workers": False}
-            out.append(self.client.submit(task, future, *extra, *args, pure=False, **where))
+            out.append(self.client.submit(task, future, *extra, *args, pure=False, **self.where(i)))
         return out
+
+    def where(self, i: int) -> dict[str, Any]:
+        """submit() options keeping a task on the worker that holds partition i."""
+        return {} if self.workers[i] is None else {"workers": [self.workers[i]], "allow_other_workers": False}
 
     def gather(self, task: Any, futures: Sequence[Any], *args: Any, per_worker: Sequence[Any] | None = None) -> list[Any]:
         return self.client.gather(self.map(task, futures, *args, per_worker=per_worker))
@@ -293,9 +297,8 @@ def train_on_cluster(inputs: Sequence["ClusterPartyInput"], params: Any, kinds: 
     cluster = _Cluster(client, workers)
     loads = []
     for i in range(len(inputs[0].partitions)):
-        where = {} if workers[i] is None else {"workers": [workers[i]], "allow_other_workers": False}
         loads.append(client.submit(_load, specs, params, keyed, *[inp.partitions[i] for inp in inputs],
-                                   pure=False, **where))
+                                   pure=False, **cluster.where(i)))
     summaries = cluster.gather(_summary, loads)
     n = sum(int(s["rows"]) for s in summaries)
     dropped = sum(int(s["dropped"]) for s in summaries)

@@ -141,20 +141,30 @@ def _from_order_key(key: int) -> float:
     return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
 
 
-def _histograms(part: _Part, columns: Sequence[str], queries: Sequence[tuple[int, int, int]]) -> np.ndarray:
-    """Per query (column index, known key prefix, bytes known): counts of the training rows'
-    present values with that prefix, by their next key byte."""
+def _sorted_keys(part: _Part, columns: Sequence[str]) -> list[np.ndarray]:
+    """Per column, the order keys of the training rows' present values, sorted (kept on the
+    worker for the selection rounds)."""
     frame, _ = part.rows("train")
-    keys: dict[int, np.ndarray] = {}
+    out = []
+    for c in columns:
+        values = frame[c].to_numpy(dtype=np.float64)
+        out.append(np.sort(_order_keys(values[~np.isnan(values)])))
+    return out
+
+
+def _histograms(keys: Sequence[np.ndarray], queries: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """Per query (column index, known key prefix, bytes known): how many of the worker's
+    sorted keys have that prefix, by their next byte (bucket edges found by binary search)."""
     out = np.zeros((len(queries), 256), dtype=np.int64)
     for q, (j, prefix, depth) in enumerate(queries):
-        if j not in keys:
-            values = frame[columns[j]].to_numpy(dtype=np.float64)
-            keys[j] = _order_keys(values[~np.isnan(values)])
-        u = keys[j]
-        if depth:
-            u = u[(u >> np.uint64(64 - 8 * depth)) == np.uint64(prefix)]
-        out[q] = np.bincount(((u >> np.uint64(56 - 8 * depth)) & np.uint64(255)).astype(np.int64), minlength=256)
+        width = 1 << (56 - 8 * depth)
+        low = prefix << (64 - 8 * depth) if depth else 0
+        edges = [low + b * width for b in range(257)]
+        top = 1 << 64
+        cut = np.searchsorted(keys[j], np.array([min(e, top - 1) for e in edges], dtype=np.uint64), side="left")
+        if edges[-1] >= top:  # the last bucket runs to the end of the key space
+            cut[-1] = len(keys[j])
+        out[q] = np.diff(cut)
     return out
 
 
@@ -402,8 +412,10 @@ def _exact_medians(cluster: _Cluster, parts: Sequence[Any], columns: Sequence[st
         return {}
     columns = list(columns)
 
+    keys = cluster.map(_sorted_keys, parts, columns)
+
     def counts(queries: list[tuple[int, int, int]]) -> np.ndarray:
-        return np.sum(cluster.gather(_histograms, parts, columns, queries), axis=0)
+        return np.sum(cluster.gather(_histograms, keys, queries), axis=0)
 
     first = counts([(j, 0, 0) for j in range(len(columns))])
     totals = first.sum(axis=1)

@@ -179,3 +179,23 @@ def test_refusals_name_the_reason_and_read_no_partition(client):
         run_function_on_cluster("train", spread, {**base, "model": "logistic_regression"}, BOTH, big_k, client)
     assert "min_group_size" in str(refused.value)
     assert not any(ch.isdigit() for ch in str(refused.value).replace("500", ""))
+
+
+def test_horizontal_layout_trains_on_every_row_only(client):
+    """Stacked rows: with test_fraction 0 the order of rows changes no number (to rounding);
+    a hold-out follows the shipped order, which partitioning loses, so it is refused."""
+    bank, telco = _tables(n=1200, seed=11)
+    columns = ("x1", "label")
+    inputs = [PartyInput("bank", "customers", ("id",), columns, bank.data.select(["id", *columns])),
+              PartyInput("telco", "usage", ("id",), columns,
+                         bank.data.select(["id", *columns]).slice(0, 400)
+                         .set_column(0, "id", pa.array(np.arange(400) * 5 + 1_000_003)))]
+    params = {"layout": "horizontal", "model": "logistic_regression", "label": {"column": "label"},
+              "features": ["x1"], "test_fraction": 0.0}
+    single, cluster = _both(client, inputs, params)
+    _assert_same_linear_model(single, cluster)
+    assert json.loads(cluster[1].payload)["evaluated_on"] == "training_rows"
+    with pytest.raises(InputError) as caught:
+        run_function_on_cluster("train", scatter_inputs(client, inputs), {**params, "test_fraction": 0.25}, BOTH,
+                                RULES, client)
+    assert caught.value.field == "params.test_fraction" and "shipped" in str(caught.value)

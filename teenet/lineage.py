@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from teenet.errors import InputError, VerificationError
+from teenet.errors import InputError, TeenetError, VerificationError
 from teenet.tlog import MerkleTree, leaf_hash
 
 LINEAGE_FORMAT = "teenet/lineage/v1"
@@ -174,6 +174,10 @@ class LineageReport:
     job_id: str = ""
     links: list[tuple[str, bool, str]] = field(default_factory=list)
     lineage: dict[str, Any] = field(default_factory=dict)
+    # Each log the result depends on, judged against a board (teenet.witness.QuorumState);
+    # empty when no board was given. An "inconsistent" one is also a failed link.
+    witnessing: list[Any] = field(default_factory=list)
+    witnessing_note: str = ""  # why witnessing was not judged (no board, the board unreachable)
 
     @property
     def broken(self) -> str | None:
@@ -183,9 +187,21 @@ class LineageReport:
     def ok(self) -> bool:
         return bool(self.links) and self.broken is None
 
+    @property
+    def witnessed(self) -> bool:
+        """Every log the result depends on is covered by a checkpoint a quorum cosigned."""
+        return self.ok and bool(self.witnessing) and all(w.state == "witnessed" for w in self.witnessing)
+
+    @property
+    def status(self) -> str:
+        """"broken", "witnessed" or "unwitnessed" (verified, not (yet) shown witnessed)."""
+        return "broken" if not self.ok else "witnessed" if self.witnessed else "unwitnessed"
+
     def to_json(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "ok": self.ok, "broken": self.broken,
+        return {"job_id": self.job_id, "ok": self.ok, "broken": self.broken, "status": self.status,
                 "links": [{"link": n, "ok": ok, "detail": d} for n, ok, d in self.links],
+                "witnessing": [w.to_json() for w in self.witnessing],
+                "witnessing_note": self.witnessing_note,
                 "lineage": self.lineage}
 
 
@@ -226,8 +242,12 @@ def statement_lineage(statement: bytes) -> dict[str, Any] | None:
     return lin if isinstance(lin, dict) else None
 
 
-def verify_lineage(doc: Mapping[str, Any], consortium, roots) -> LineageReport:
-    """Verify a result file's lineage offline, link by link (see the module docstring)."""
+def verify_lineage(doc: Mapping[str, Any], consortium, roots, board=None) -> LineageReport:
+    """Verify a result file's lineage offline, link by link (see the module docstring).
+
+    With `board` (teenet.witness.Board: the coordinator's, or a checkpoints file's), also
+    judge whether each log the result depends on is witnessed (`report.witnessing`): the
+    compute node's log at the tree head covering the drop event."""
     from teenet.audit import default_origin
     from teenet.canonical import parse_canonical_json
     from teenet.jobspec import SignedJob, verify_signed_job
@@ -337,7 +357,32 @@ def verify_lineage(doc: Mapping[str, Any], consortium, roots) -> LineageReport:
         link("drop.inclusion", True, f"the drop event (entry {seq}) is in the signed tree head")
     except Exception as exc:
         link("drop.inclusion", False, str(exc) or type(exc).__name__)
+        return report
+    # 6. witnessing: a checkpoint at or beyond that tree head, consistent with it, cosigned by a quorum
+    if board is None:
+        report.witnessing_note = "witnessing not judged: no board or checkpoints file given"
+        return report
+    judge_witnessing(report, board, consortium, [("drop", spec.compute, key, head)])
     return report
+
+
+def judge_witnessing(report: LineageReport, board, consortium, logs) -> None:
+    """Judge each (log, member, key, tree head) against `board`; an inconsistent one is a
+    failed link `witness.LOG`. A board that cannot be read leaves the rest unjudged."""
+    from teenet.witness import quorum_state, witnessed_members
+
+    witnesses = witnessed_members(consortium)
+    for name, member, key, head in logs:
+        try:
+            state = quorum_state(board, log=name, member=member, key=key, head=head, witnesses=witnesses,
+                                 quorum=consortium.witness_quorum)
+        except TeenetError as exc:
+            report.witnessing_note = f"witnessing not judged: {exc}"
+            report.witnessing.clear()
+            return
+        report.witnessing.append(state)
+        if state.state == "inconsistent":
+            report.links.append((f"witness.{name}", False, state.detail))
 
 
 def render(report: LineageReport) -> str:
@@ -356,5 +401,17 @@ def render(report: LineageReport) -> str:
     lines.append("  links")
     for name, ok, detail in report.links:
         lines.append(f"    {'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    lines.append("lineage verified" if report.ok else f"lineage BROKEN at {report.broken}")
+    if report.witnessing:
+        lines.append("  witnessing")
+        for w in report.witnessing:
+            mark = {"witnessed": "ok  ", "unwitnessed": "WAIT"}.get(w.state, "FAIL")
+            lines.append(f"    {mark} {w.log} ({w.member}'s log, tree head {w.size}): {w.state}: {w.detail}")
+    elif report.witnessing_note:
+        lines.append(f"  {report.witnessing_note}")
+    if not report.ok:
+        lines.append(f"lineage BROKEN at {report.broken}")
+    elif report.witnessed:
+        lines.append("lineage verified and witnessed")
+    else:
+        lines.append("lineage verified, not yet witnessed by the consortium's quorum")
     return "\n".join(lines)

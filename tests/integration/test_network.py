@@ -280,8 +280,12 @@ def test_a_results_lineage_verifies_offline_and_any_edit_is_named(network, capsy
     assert code == 0, err
     assert "lineage verified" in text and "fingerprint" in text
     result_file = tmp_path / "lineage-size.json"
-    report = cli_json(capsys, "lineage", "show", result_file, "--config", network / "analyst.yaml")
-    assert report["ok"] is True and report["broken"] is None
+    code, text, err = run_cli(capsys, "lineage", "show", result_file, "--config", network / "analyst.yaml", "--json")
+    report = json.loads(text)
+    # 0 once a quorum cosigned the compute node's log past the drop event, 3 until then
+    # (tests/integration/test_witnessing.py follows it to 0)
+    assert code in (0, 3), err
+    assert report["ok"] is True and report["broken"] is None and report["status"] in ("witnessed", "unwitnessed")
     lin = report["lineage"]
     assert lin["job_id"] == job_id and lin["enclave"]["node"] == "compute-1"
     k = lin["release_rules"]["k"]

@@ -8,11 +8,15 @@ operator acknowledges. The split view is covered in-process (tests/core/test_wit
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,6 +96,63 @@ def _rewrite_and_resign(net):
     log.checkpoint()
     log.close()
     return len(rows) + 1
+
+
+TEENET = Path(sys.executable).with_name("teenet")
+
+
+def teenet(*args) -> subprocess.CompletedProcess:
+    """The installed `teenet` as a real process (its exit code is what scripts see)."""
+    env = {k: v for k, v in os.environ.items() if k != "TEENET_CONFIG"}
+    done = subprocess.run([str(TEENET), *map(str, args)], capture_output=True, text=True, timeout=120, env=env)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
+
+
+def test_lineage_show_says_whether_a_quorum_witnessed_the_result_with_each_exit_code(net, capsys, tmp_path):
+    """`lineage show` exits 0 once a quorum cosigned a checkpoint covering the drop event,
+    3 while not (here: a checkpoints file without the cosignatures), 1 when broken; the
+    coordinator's own log is witnessed too (the sandbox's consortium file names its key)."""
+    out = cli_json(capsys, "job", "submit", net / "jobs" / "psi-overlap.yaml", "--config", net / "analyst.yaml",
+                   "--wait")
+    assert out["state"] == "succeeded", out
+    done = teenet("job", "result", out["job_id"], "--config", net / "analyst.yaml", "--out", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr  # verified results: witnessed or not yet, never a failure
+    shown = json.loads(done.stdout)["lineage"][0]
+    assert shown["status"] in ("witnessed", "unwitnessed") and shown["witnessing"][0]["log"] == "drop"
+    assert (tmp_path / "checkpoints.json").is_file()
+    result, saved = tmp_path / "lineage-size.json", tmp_path / "saved-checkpoints.json"
+    args = ("lineage", "show", result, "--config", net / "analyst.yaml")
+    assert _until(lambda: teenet(*args, "--save-checkpoints", saved).returncode == 0, 60)
+    report = json.loads(teenet(*args, "--json").stdout)
+    drop = report["witnessing"][0]
+    assert report["status"] == "witnessed" and drop["member"] == "compute-1"
+    assert drop["cosignatures"] >= 1 and drop["cosigned_size"] >= drop["size"]
+    # offline, from the saved checkpoints file
+    done = teenet(*args, "--checkpoints", saved)
+    assert done.returncode == 0 and "lineage verified and witnessed" in done.stdout, done.stdout + done.stderr
+    # without the cosignatures: verified, not yet witnessed (3), said plainly
+    doc = json.loads(saved.read_text())
+    for entry in doc["logs"].values():
+        entry["cosignatures"] = []
+    stripped = tmp_path / "stripped.json"
+    stripped.write_text(json.dumps(doc))
+    done = teenet(*args, "--checkpoints", stripped)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "not yet witnessed" in done.stdout and "error" not in done.stderr
+    # an edited lineage: broken (1), naming the link
+    edited = json.loads(result.read_text())
+    st = json.loads(base64.b64decode(edited["result"]["statement"]))
+    st["lineage"]["inputs"][0]["fingerprint"] = "00" * 32
+    edited["result"]["statement"] = base64.b64encode(json.dumps(st).encode()).decode()
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    done = teenet("lineage", "show", tmp_path / "edited.json", "--config", net / "analyst.yaml",
+                  "--checkpoints", saved)
+    assert done.returncode == 1 and "statement.signature" in done.stderr, done.stderr
+    # the coordinator's log: witnessed by the members, like theirs
+    assert _until(lambda: _status(capsys, net, "insurer").get("coordinator", {}).get("cosigned_size", 0) > 0)
+    status = cli_json(capsys, "audit", "witness-status", "--config", net / "telco.yaml")
+    assert status["coordinator_log"] == "witnessed"
 
 
 def test_a_rewritten_log_is_caught_by_every_witness_and_jobs_with_it_wait_for_the_operator(net, capsys):

@@ -155,6 +155,21 @@ def test_lineage_show_says_whether_a_quorum_witnessed_the_result_with_each_exit_
     assert status["coordinator_log"] == "witnessed"
 
 
+def test_an_owner_registers_a_tables_fingerprint_in_its_witnessed_log(net, capsys):
+    done = teenet("catalog", "register", "customers", "--config", net / "bank.yaml", "--json")
+    assert done.returncode == 0, done.stderr
+    reg = json.loads(done.stdout)
+    assert reg["table"] == "customers" and len(reg["fingerprint"]) == 64
+    assert reg["rows"] == "<10" or int(reg["rows"]) % reg["k"] == 0  # rounded per the release rules
+    # the registration is in the bank's log, and the other members cosign a head covering it
+    assert _until(lambda: _status(capsys, net, "insurer")["bank"]["cosigned_size"] >= reg["tree_head_size"])
+    shown = json.loads(teenet("catalog", "show", "--config", net / "bank.yaml", "--json").stdout)
+    assert [r["fingerprint"] for r in shown["registrations"]][-1] == reg["fingerprint"]
+    bad = teenet("catalog", "register", "accounts", "--config", net / "bank.yaml")
+    assert bad.returncode == 1 and "field 'tables'" in bad.stderr and "customers" in bad.stderr
+    assert teenet("catalog", "show", "--config", net / "compute-1.yaml").returncode == 1
+
+
 def test_a_rewritten_log_is_caught_by_every_witness_and_jobs_with_it_wait_for_the_operator(net, capsys):
     from teenet.cli.sandbox import up_sandbox
 

@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,6 +169,62 @@ def test_an_owner_registers_a_tables_fingerprint_in_its_witnessed_log(net, capsy
     bad = teenet("catalog", "register", "accounts", "--config", net / "bank.yaml")
     assert bad.returncode == 1 and "field 'tables'" in bad.stderr and "customers" in bad.stderr
     assert teenet("catalog", "show", "--config", net / "compute-1.yaml").returncode == 1
+
+
+def test_the_compute_enclave_itself_refuses_a_job_with_a_party_it_caught_equivocating(net, capsys, tmp_path):
+    """Only compute-1 is shown a fork of the bank's log (a second history, really signed by
+    the bank, of the size compute-1 cosigned). The data nodes see nothing wrong and approve;
+    compute-1's own path (node/compute_role.py on_compute) refuses the job: no keys are made,
+    no offer is posted, no table is shipped."""
+    from teenet.audit import AuditLog, default_origin
+    from teenet.identity import MemberKeys
+    from teenet.node.store import NodeStore
+    from teenet.witness import CheckpointBoard, publish, witnessed_members
+    from teenet.coordinator.store import CoordinatorStore
+    from teenet.config import load_consortium
+
+    consortium = load_consortium(net / "consortium.yaml")
+    members = witnessed_members(consortium)
+    bank_key = MemberKeys.load(net / "members" / "bank" / "keys").signing
+    origin = default_origin(bank_key.public_key())
+    store = NodeStore(net / "state" / "compute-1" / "node.db")
+    try:
+        witness = store.witness("compute-1", MemberKeys.load(net / "members" / "compute-1" / "keys").signing,
+                                members)
+        if witness.head(origin) is None:  # run alone: give the bank's log a head to cosign
+            assert teenet("catalog", "register", "customers", "--config", net / "bank.yaml").returncode == 0
+        assert _until(lambda: witness.head(origin) is not None)
+        size = witness.head(origin)[0]
+        fork = AuditLog(tmp_path / "fork.db", bank_key, checkpoint_every=1_000_000)
+        for i in range(size):
+            fork.append({"event": "forked", "i": i})
+        fork.checkpoint()
+        board = CheckpointBoard(CoordinatorStore(tmp_path / "board.db").conn, threading.RLock(), members)
+        publish(fork, "bank", board)
+        cosigned, raised = witness.check_log(board, origin)
+        assert cosigned == 0 and [(e.member, e.kind) for e in raised] == [("bank", "inconsistent")]
+    finally:
+        store.close()
+    for other in ("insurer", "telco"):
+        assert not _status(capsys, net, other)["bank"]["blocked"]
+
+    spec = write_job(net, "psi-compute-caught",
+                     (net / "jobs" / "psi-overlap.yaml").read_text().replace("psi-overlap", "psi-compute-caught"))
+    out = cli_json_exit(capsys, "job", "submit", spec, "--config", net / "analyst.yaml", "--wait", "--timeout", "30")
+    assert out["state"] == "failed" and "member.equivocated" in out["reason"], out
+    assert "teenet/audit/" not in out["reason"] and origin not in out["reason"]
+    job_id = out["job_id"]
+    events = _audit_events(net, "compute-1", job_id)
+    assert [e["event"] for e in events] == ["job_failed"] and "member.equivocated" in events[0]["reason"]
+    for party in ("bank", "telco", "insurer"):  # nothing was sealed to or received by the enclave
+        assert not {"released_table", "shipped"} & {e["event"] for e in _audit_events(net, party, job_id)}
+    assert teenet("audit", "acknowledge", "bank", "--config", net / "compute-1.yaml").returncode == 0
+
+
+def _audit_events(net, node, job_id):
+    from teenet.audit import read_log
+
+    return [dict(e.event) for e in read_log(net / "state" / node / "audit.db")[0] if e.event.get("job_id") == job_id]
 
 
 def test_a_rewritten_log_is_caught_by_every_witness_and_jobs_with_it_wait_for_the_operator(net, capsys):

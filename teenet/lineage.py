@@ -131,15 +131,10 @@ def record_drop(rt, run, *, platform: str) -> dict[str, Any]:
     import teenet
     from teenet.models.rules import epsilon_cost
 
-    from teenet.tlog import Checkpoint, SignedNote
-
     run.session._hpke_private = None  # no table key envelope of this job opens after this
     run.tables.clear()
     entry = rt.audit_log.append({"event": DROP_EVENT, "node": rt.name, "job_id": run.job_id})
-    cp = rt.audit_log.checkpoint()
-    note = next(n for n in reversed(rt.audit_log.tree_heads())
-                if Checkpoint.parse(SignedNote.parse(n).body).size == cp.seq)
-    proof = rt.audit_log.inclusion_proof(entry.seq, cp.seq)
+    dropped = _entry_proof(rt.audit_log, entry)
     spec = run.spec
     k = int(run.terms.min_group_size)
     try:
@@ -149,13 +144,112 @@ def record_drop(rt, run, *, platform: str) -> dict[str, Any]:
     inputs = [{"party": i.party, "table": i.table,
                "fingerprint": run.fingerprints[(i.party, i.table)][0],
                "rows": rounded_rows(run.fingerprints[(i.party, i.table)][1], k)} for i in spec.inputs]
-    return {"format": LINEAGE_FORMAT, "job_id": run.job_id,
-            "spec_sha256": hashlib.sha256(run.signed_spec).hexdigest(),
-            "enclave": {"measurement": rt.enclave.measurement, "platform": platform, "node": rt.name},
-            "inputs": inputs, "function": {"name": spec.function, "version": f"teenet {teenet.__version__}"},
-            "release_rules": {"k": k, "epsilon": epsilon},
-            "dropped": {"at": entry.at, "audit_seq": entry.seq, "prev_hash": entry.prev_hash.hex(),
-                        "tree_head": note, "inclusion_proof": [_b64(p) for p in proof]}}
+    shipped = getattr(run, "shipped", {})
+    for i, item in zip(spec.inputs, inputs):
+        if shipped.get((i.party, i.table)):
+            item["shipped"] = shipped[(i.party, i.table)]
+    lineage = {"format": LINEAGE_FORMAT, "job_id": run.job_id,
+               "spec_sha256": hashlib.sha256(run.signed_spec).hexdigest(),
+               "enclave": {"measurement": rt.enclave.measurement, "platform": platform, "node": rt.name},
+               "inputs": inputs, "function": {"name": spec.function, "version": f"teenet {teenet.__version__}"},
+               "release_rules": {"k": k, "epsilon": epsilon}, "dropped": dropped}
+    return fit_lineage(lineage)
+
+
+def fit_lineage(lineage: dict[str, Any]) -> dict[str, Any]:
+    """Leave shipped records out, from the last input back, until the lineage fits in
+    MAX_LINEAGE_BYTES (a statement stays under teenet.release.MAX_STATEMENT_BYTES)."""
+    from teenet.canonical import canonical_json
+
+    for item in reversed(lineage.get("inputs") or []):
+        if len(canonical_json(lineage)) <= MAX_LINEAGE_BYTES:
+            break
+        item.pop("shipped", None)
+    return lineage
+
+
+# the owner's `shipped` record, carried with the fingerprint --------------------------------------
+
+SHIPPED_EVENT = "shipped"
+# The whole lineage statement's budget: shipped records are left out (from the last input
+# back) when they would not fit, so a job of many inputs still gets a statement.
+MAX_LINEAGE_BYTES = 5120
+
+
+def shipped_payload(*, job_id: str, node: str, table: str, fingerprint: str, rows: str, at: str) -> bytes:
+    """The audit payload of a `shipped` entry, as teenet.audit.AuditLog.append writes it."""
+    from teenet.canonical import canonical_json
+
+    return canonical_json({"at": at, "event": {"event": SHIPPED_EVENT, "fingerprint": fingerprint,
+                                               "job_id": job_id, "node": node, "rows": rows, "table": table}})
+
+
+def _entry_proof(log, entry) -> dict[str, Any]:
+    """Sign a tree head covering `entry` now; its note and the entry's inclusion proof."""
+    from teenet.tlog import Checkpoint, SignedNote
+
+    cp = log.checkpoint()
+    note = next(n for n in reversed(log.tree_heads()) if Checkpoint.parse(SignedNote.parse(n).body).size == cp.seq)
+    proof = log.inclusion_proof(entry.seq, cp.seq)
+    return {"at": entry.at, "audit_seq": entry.seq, "prev_hash": entry.prev_hash.hex(), "tree_head": note,
+            "inclusion_proof": [_b64(p) for p in proof]}
+
+
+def record_shipped(rt, job_id: str, table: str, root: bytes, rows: str) -> dict[str, Any]:
+    """On the data node, as a table's stream ends: write `shipped` (job, table, fingerprint,
+    rounded rows) in its own audit and sign a tree head covering it. Returns the record the
+    stream's last message carries to the compute enclave (`shipped_fields`)."""
+    entry = rt.audit_log.append({"event": SHIPPED_EVENT, "node": rt.name, "job_id": job_id, "table": table,
+                                 "fingerprint": root.hex(), "rows": rows})
+    return {**_entry_proof(rt.audit_log, entry), "rows": rows}
+
+
+def shipped_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The LineageFingerprint fields (64-69) of a `record_shipped` record."""
+    return {"shipped_seq": int(record["audit_seq"]), "shipped_at": record["at"],
+            "shipped_prev_hash": bytes.fromhex(record["prev_hash"]), "shipped_tree_head": record["tree_head"],
+            "shipped_proof": [base64.b64decode(p) for p in record["inclusion_proof"]],
+            "shipped_rows": record["rows"]}
+
+
+def verify_shipped(record: Mapping[str, Any], *, job_id: str, party: str, table: str, fingerprint: str,
+                   key) -> Any:
+    """The owner's `shipped` entry for (job, table, fingerprint) is in a tree head of its log
+    signed with its key; returns that tree head (a Checkpoint). VerificationError otherwise."""
+    from teenet.audit import default_origin
+    from teenet.tlog import Checkpoint, SignedNote, verify_inclusion, verify_note
+
+    try:
+        note = SignedNote.parse(str(record["tree_head"]))
+        verify_note(note, default_origin(key), key)
+        head = Checkpoint.parse(note.body)
+        seq = int(record["audit_seq"])
+        payload = shipped_payload(job_id=job_id, node=party, table=table, fingerprint=fingerprint,
+                                  rows=str(record["rows"]), at=str(record["at"]))
+        leaf = leaf_hash(drop_event_payload_hash(seq, bytes.fromhex(str(record["prev_hash"])), payload))
+        proof = [_unb64(p, "inclusion_proof") for p in record.get("inclusion_proof") or []]
+        verify_inclusion(leaf, seq - 1, head.size, proof, head.root_hash)
+    except VerificationError as exc:
+        raise VerificationError("input.fingerprint", f"{party}'s shipped record of {table} does not verify "
+                                f"({exc.check})") from None
+    except (KeyError, TypeError, ValueError, InputError) as exc:
+        raise VerificationError("input.fingerprint", f"{party}'s shipped record of {table} is malformed "
+                                f"({type(exc).__name__})") from None
+    return head
+
+
+def check_shipped_record(msg, consortium, *, job_id: str, party: str, table: str, root: bytes) -> dict | None:
+    """In the compute enclave: the shipped record a table's last message carries (None when
+    an older data node sent none), verified against the party's key and the fingerprint the
+    enclave itself recomputed; a record that does not verify refuses the table."""
+    if not msg.shipped_tree_head:
+        return None
+    record = {"audit_seq": int(msg.shipped_seq), "at": msg.shipped_at, "prev_hash": bytes(msg.shipped_prev_hash).hex(),
+              "rows": msg.shipped_rows, "tree_head": msg.shipped_tree_head,
+              "inclusion_proof": [_b64(bytes(p)) for p in msg.shipped_proof]}
+    verify_shipped(record, job_id=job_id, party=party, table=table, fingerprint=root.hex(),
+                   key=consortium.member(party).keys.signing)
+    return record
 
 
 def drop_event_payload_hash(seq: int, prev_hash: bytes, payload: bytes) -> bytes:
@@ -358,11 +452,33 @@ def verify_lineage(doc: Mapping[str, Any], consortium, roots, board=None) -> Lin
     except Exception as exc:
         link("drop.inclusion", False, str(exc) or type(exc).__name__)
         return report
-    # 6. witnessing: a checkpoint at or beyond that tree head, consistent with it, cosigned by a quorum
+    # 6. each owner's own `shipped` entry, where the result names it: in the owner's signed tree head
+    logs = [("drop", spec.compute, key, head)]
+    for item in lin.get("inputs") or []:
+        record = item.get("shipped") if isinstance(item, Mapping) else None
+        if record is None:
+            continue
+        party, table = str(item.get("party")), str(item.get("table"))
+        name = f"{party}/{table}"
+        try:
+            if not isinstance(record, Mapping):
+                raise VerificationError("input.fingerprint", "the shipped record is not an object")
+            owner_key = consortium.member(party, "data").keys.signing
+            owner_head = verify_shipped(record, job_id=signed.job_id, party=party, table=table,
+                                        fingerprint=str(item.get("fingerprint")), key=owner_key)
+            link(f"shipped.{name}", True, f"{party}'s own audit entry {record.get('audit_seq')} records shipping "
+                 f"this fingerprint, in its signed tree head of {owner_head.size} entries")
+            logs.append((f"shipped:{name}", party, owner_key, owner_head))
+        except TeenetError as exc:
+            link(f"shipped.{name}", False, str(exc))
+    if not report.ok:
+        return report
+    # 7. witnessing: for each of those logs, a checkpoint at or beyond the tree head, consistent
+    # with it, cosigned by a quorum of other members
     if board is None:
         report.witnessing_note = "witnessing not judged: no board or checkpoints file given"
         return report
-    judge_witnessing(report, board, consortium, [("drop", spec.compute, key, head)])
+    judge_witnessing(report, board, consortium, logs)
     return report
 
 
@@ -396,7 +512,9 @@ def render(report: LineageReport) -> str:
                   f"  release rules k={rr.get('k')} epsilon={rr.get('epsilon')}",
                   "  inputs"]
         for i in lin.get("inputs", []):
-            lines.append(f"    {i.get('party')}/{i.get('table')}  rows {i.get('rows')}  fingerprint {i.get('fingerprint')}")
+            lines.append(f"    {i.get('party')}/{i.get('table')}  rows {i.get('rows')}  fingerprint {i.get('fingerprint')}"
+                         + (f"  (shipped: {i.get('party')}'s audit entry {i['shipped'].get('audit_seq')})"
+                            if isinstance(i.get("shipped"), Mapping) else ""))
         lines.append(f"  inputs and keys dropped at {d.get('at')} (audit entry {d.get('audit_seq')})")
     lines.append("  links")
     for name, ok, detail in report.links:

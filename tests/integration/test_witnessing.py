@@ -128,6 +128,11 @@ def test_lineage_show_says_whether_a_quorum_witnessed_the_result_with_each_exit_
     report = json.loads(teenet(*args, "--json").stdout)
     drop = report["witnessing"][0]
     assert report["status"] == "witnessed" and drop["member"] == "compute-1"
+    # each owner's own `shipped` entry is named by the result, proven and witnessed too
+    assert {w["log"]: w["state"] for w in report["witnessing"][1:]} == {
+        f"shipped:{i['party']}/{i['table']}": "witnessed" for i in report["lineage"]["inputs"]}
+    assert {link["link"] for link in report["links"] if link["link"].startswith("shipped.")} == {
+        "shipped.bank/customers", "shipped.telco/usage", "shipped.insurer/policies"}
     assert drop["cosignatures"] >= 1 and drop["cosigned_size"] >= drop["size"]
     # offline, from the saved checkpoints file
     done = teenet(*args, "--checkpoints", saved)

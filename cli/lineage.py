@@ -139,6 +139,10 @@ def show(result: str = typer.Argument(..., help="A result file (teenet job resul
          save_checkpoints: Path = typer.Option(None, "--save-checkpoints",
                                                help="Write the checkpoints and cosignatures witnessing was "
                                                     "judged on to this file (for offline verification)."),
+         model_lineage: Path = typer.Option(None, "--model-lineage",
+                                            help="For a predict result: the train job's model result file "
+                                                 "(its lineage-model.json); its own lineage is verified and "
+                                                 "linked to the model the predict result names."),
          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Print a result's lineage tree, verify every link and whether each log it depends on
     is witnessed by the consortium's quorum. Exit 0 verified and witnessed, 1 broken (naming
@@ -151,7 +155,9 @@ def show(result: str = typer.Argument(..., help="A result file (teenet job resul
     board = read_checkpoints_file(checkpoints) if checkpoints is not None else CoordinatorBoard(analyst.stub)
     path = Path(result)
     doc = read_result_file(path) if path.exists() or result.endswith(".json") else _fetch_doc(analyst, result)
-    report = verify_lineage(doc, analyst.consortium, recipient_roots(analyst.consortium, analyst.sim_dir), board)
+    model_doc = read_result_file(model_lineage) if model_lineage is not None else None
+    report = verify_lineage(doc, analyst.consortium, recipient_roots(analyst.consortium, analyst.sim_dir), board,
+                            model_doc=model_doc)
     if save_checkpoints is not None and report.witnessing:
         write_checkpoints_file(save_checkpoints, [report])
     emit(report.to_json(), as_json, lambda c: c.print(render(report), markup=False))

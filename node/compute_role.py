@@ -26,7 +26,7 @@ import pyarrow as pa
 from teenet.approval import ApprovedTerms, SignedDecision, verify_approvals
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
-from teenet.lineage import Fingerprinter, check_fingerprint, check_shipped_record, record_drop
+from teenet.lineage import Fingerprinter, check_fingerprint, check_shipped_record, model_input, record_drop
 from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
 from teenet.pki import peer_name
 from teenet.reasons import Reason, check_of, transport_check
@@ -59,6 +59,7 @@ class JobRun:
     model_onnx: bytes | None = None          # its bytes, once their provenance verified
     fingerprints: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # teenet.lineage
     shipped: dict[tuple[str, str], dict] = field(default_factory=dict)  # the owners' shipped records (teenet.lineage)
+    model_lineage: dict | None = None  # predict: the shipped model as a lineage input (teenet.lineage)
     signed_spec: bytes = b""
 
     def ready(self) -> bool:
@@ -363,6 +364,7 @@ class ComputeRole(rpc.ComputeServicer):
             context.abort(grpc.StatusCode.CANCELLED, "model stream broke before its end")
         with self._lock:
             run.model_onnx = onnx
+            run.model_lineage = model_input(ref, m, rt.consortium, rt.enclave.roots)
         rt.audit("model_received", job_id=k.job_id, party=k.party, train_job=ref.job,
                  data_enclave=claims.measurement.hex())
         self._start_if_ready(run)

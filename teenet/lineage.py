@@ -153,6 +153,8 @@ def record_drop(rt, run, *, platform: str) -> dict[str, Any]:
                "enclave": {"measurement": rt.enclave.measurement, "platform": platform, "node": rt.name},
                "inputs": inputs, "function": {"name": spec.function, "version": f"teenet {teenet.__version__}"},
                "release_rules": {"k": k, "epsilon": epsilon}, "dropped": dropped}
+    if getattr(run, "model_lineage", None):  # predict: the model it scored with
+        lineage["model"] = dict(run.model_lineage)
     return fit_lineage(lineage)
 
 
@@ -252,6 +254,22 @@ def check_shipped_record(msg, consortium, *, job_id: str, party: str, table: str
     return record
 
 
+def model_input(ref, shipped_model, consortium, roots) -> dict[str, Any]:
+    """In the compute enclave, once a predict job's shipped model verified: the model as a
+    lineage input: who shipped it, its train job, the SHA-256 of the train result's signed
+    statement (which carries the train job's own lineage) and the measurement and platform
+    of the enclave that released it (from its offer's evidence, verified again here)."""
+    from teenet.attestation.policy import policy_from_config
+    from teenet.negotiation import verify_compute_offer
+    from teenet.node.results import offer_from_proto
+
+    policy = policy_from_config(consortium.attestation, source="consortium attestation")
+    verified = verify_compute_offer(offer_from_proto(shipped_model.train_offer), bytes.fromhex(ref.job), policy, roots)
+    return {"party": ref.sender, "train_job": ref.job,
+            "statement_sha256": hashlib.sha256(bytes(shipped_model.head.statement)).hexdigest(),
+            "measurement": verified.claims.measurement.hex(), "platform": verified.claims.platform.value}
+
+
 def drop_event_payload_hash(seq: int, prev_hash: bytes, payload: bytes) -> bytes:
     from teenet.audit import entry_hash_of
 
@@ -272,6 +290,7 @@ class LineageReport:
     # empty when no board was given. An "inconsistent" one is also a failed link.
     witnessing: list[Any] = field(default_factory=list)
     witnessing_note: str = ""  # why witnessing was not judged (no board, the board unreachable)
+    model: dict[str, Any] = field(default_factory=dict)  # a predict result's train lineage, when given
 
     @property
     def broken(self) -> str | None:
@@ -296,7 +315,7 @@ class LineageReport:
                 "links": [{"link": n, "ok": ok, "detail": d} for n, ok, d in self.links],
                 "witnessing": [w.to_json() for w in self.witnessing],
                 "witnessing_note": self.witnessing_note,
-                "lineage": self.lineage}
+                "lineage": self.lineage, "model": self.model}
 
 
 def _b64(value: bytes) -> str:
@@ -336,12 +355,16 @@ def statement_lineage(statement: bytes) -> dict[str, Any] | None:
     return lin if isinstance(lin, dict) else None
 
 
-def verify_lineage(doc: Mapping[str, Any], consortium, roots, board=None) -> LineageReport:
+def verify_lineage(doc: Mapping[str, Any], consortium, roots, board=None,
+                   model_doc: Mapping[str, Any] | None = None) -> LineageReport:
     """Verify a result file's lineage offline, link by link (see the module docstring).
 
     With `board` (teenet.witness.Board: the coordinator's, or a checkpoints file's), also
     judge whether each log the result depends on is witnessed (`report.witnessing`): the
-    compute node's log at the tree head covering the drop event."""
+    compute node's log at the tree head covering the drop event, and each owner's log at the
+    tree head covering its `shipped` entry where the result names it. For a predict result,
+    `model_doc` is the train job's model result file: its own lineage is verified (and
+    judged) too, and linked to the model the predict lineage names."""
     from teenet.audit import default_origin
     from teenet.canonical import parse_canonical_json
     from teenet.jobspec import SignedJob, verify_signed_job
@@ -471,6 +494,7 @@ def verify_lineage(doc: Mapping[str, Any], consortium, roots, board=None) -> Lin
             logs.append((f"shipped:{name}", party, owner_key, owner_head))
         except TeenetError as exc:
             link(f"shipped.{name}", False, str(exc))
+    sub = _model_links(report, link, spec, lin, model_doc, consortium, roots, board)
     if not report.ok:
         return report
     # 7. witnessing: for each of those logs, a checkpoint at or beyond the tree head, consistent
@@ -479,7 +503,51 @@ def verify_lineage(doc: Mapping[str, Any], consortium, roots, board=None) -> Lin
         report.witnessing_note = "witnessing not judged: no board or checkpoints file given"
         return report
     judge_witnessing(report, board, consortium, logs)
+    if sub is not None:
+        report.witnessing += [_renamed(w, f"model/{w.log}") for w in sub.witnessing]
+        if sub.witnessing_note and not sub.witnessing:
+            report.witnessing_note = f"the model's {sub.witnessing_note}"
+            report.witnessing.clear()
     return report
+
+
+def _renamed(state, log: str):
+    from dataclasses import replace
+
+    return replace(state, log=log)
+
+
+def _model_links(report: LineageReport, link, spec, lin: Mapping[str, Any], model_doc, consortium, roots, board):
+    """A predict result: the model it names is the job's, and (given the train result file)
+    that file's own lineage verifies and is the model's. Returns the train file's report."""
+    if spec.function != "predict":
+        return None
+    from teenet.shipped_model import ModelReference
+
+    model = lin.get("model") if isinstance(lin.get("model"), Mapping) else {}
+    try:
+        ref = ModelReference.parse(spec.params, [i.party for i in spec.inputs])
+        named = model.get("train_job") == ref.job and model.get("party") == ref.sender
+    except TeenetError:
+        named = False
+    link("model.named", named, f"the lineage names the job's model: train job {str(model.get('train_job'))[:16]} "
+         f"shipped by {model.get('party')}")
+    if model_doc is None or not named:
+        return None
+    sub = verify_lineage(model_doc, consortium, roots, board)
+    for name, ok, detail in sub.links:
+        report.links.append((f"model/{name}", ok, detail))
+    try:
+        statement = _unb64(model_doc["result"]["statement"], "result.statement")
+    except (KeyError, TypeError, InputError):
+        statement = b""
+    sub_enclave = sub.lineage.get("enclave") or {}
+    link("model.lineage", sub.ok and sub.job_id == model.get("train_job")
+         and hashlib.sha256(statement).hexdigest() == model.get("statement_sha256")
+         and sub_enclave.get("measurement") == model.get("measurement"),
+         "the train result file is the model's: its job, statement digest and measurement")
+    report.model = sub.to_json()
+    return sub
 
 
 def judge_witnessing(report: LineageReport, board, consortium, logs) -> None:
@@ -515,6 +583,10 @@ def render(report: LineageReport) -> str:
             lines.append(f"    {i.get('party')}/{i.get('table')}  rows {i.get('rows')}  fingerprint {i.get('fingerprint')}"
                          + (f"  (shipped: {i.get('party')}'s audit entry {i['shipped'].get('audit_seq')})"
                             if isinstance(i.get("shipped"), Mapping) else ""))
+        m = lin.get("model")
+        if isinstance(m, Mapping):
+            lines.append(f"  model         train job {m.get('train_job')} shipped by {m.get('party')}, statement "
+                         f"sha256 {m.get('statement_sha256')}, enclave {m.get('platform')} {m.get('measurement')}")
         lines.append(f"  inputs and keys dropped at {d.get('at')} (audit entry {d.get('audit_seq')})")
     lines.append("  links")
     for name, ok, detail in report.links:

@@ -602,6 +602,8 @@ def render(report: LineageReport) -> str:
         lines.append(f"lineage BROKEN at {report.broken}")
     elif report.witnessed:
         lines.append("lineage verified and witnessed")
+    elif not report.witnessing:
+        lines.append("lineage verified; its witnessing was not judged (see above)")
     else:
         lines.append("lineage verified, not yet witnessed by the consortium's quorum")
     return "\n".join(lines)

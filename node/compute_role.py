@@ -354,6 +354,7 @@ class ComputeRole(rpc.ComputeServicer):
                                         result=result_from_proto(m.head, messages),
                                         key=ResultKey(key.secret_bytes()), consortium=rt.consortium,
                                         roots=rt.enclave.roots)
+            model_lineage = model_input(ref, m, rt.consortium, rt.enclave.roots)  # teenet.lineage
         except TeenetError as exc:
             # Named by its check first, as a table's refusal is, so the shipper can say which.
             detail = str(exc) if isinstance(exc, VerificationError) else f"{check_of(exc)}: {exc}"
@@ -364,7 +365,7 @@ class ComputeRole(rpc.ComputeServicer):
             context.abort(grpc.StatusCode.CANCELLED, "model stream broke before its end")
         with self._lock:
             run.model_onnx = onnx
-            run.model_lineage = model_input(ref, m, rt.consortium, rt.enclave.roots)
+            run.model_lineage = model_lineage
         rt.audit("model_received", job_id=k.job_id, party=k.party, train_job=ref.job,
                  data_enclave=claims.measurement.hex())
         self._start_if_ready(run)

@@ -9,7 +9,8 @@ the node's catalog reads it. It appends `catalog_registered` (table, columns, fi
 chunk count, row count rounded down to a multiple of the table's k, or "<k") to the node's
 audit log and signs a tree head covering it, which the node's daemon publishes and the
 other members cosign. The entry's time is the audit entry's `at`. `show` lists the
-registrations in the log.
+registrations in the log, each judged against the coordinator's board: is a
+checkpoint a quorum cosigned at or beyond the tree head covering it (`witnessed`).
 """
 
 from __future__ import annotations
@@ -145,13 +146,55 @@ def show(config: Path = typer.Option(None, "--config", "-c", help="The data node
             rows.append({"audit_seq": e.seq, "at": e.at, **{k: event.get(k) for k in
                                                             ("table", "fingerprint", "chunks", "rows", "columns")}})
 
+    note = _witnessing(cfg, db, rows) if rows else ""
+
     def render(c) -> None:
         from rich.table import Table
 
-        t = Table("entry", "at", "table", "rows", "fingerprint")
+        t = Table("entry", "at", "table", "rows", "fingerprint", "witnessed")
         for r in rows:
-            t.add_row(str(r["audit_seq"]), str(r["at"]), str(r["table"]), str(r["rows"]), str(r["fingerprint"]))
+            t.add_row(str(r["audit_seq"]), str(r["at"]), str(r["table"]), str(r["rows"]), str(r["fingerprint"]),
+                      str(r.get("witnessed", "not judged")))
         c.print(t)
-        c.print(f"{len(rows)} registration(s) in {db}")
+        c.print(f"{len(rows)} registration(s) in {db}" + (f"; {note}" if note else ""))
 
-    emit({"node": cfg.node, "registrations": rows}, as_json, render)
+    emit({"node": cfg.node, "registrations": rows, "witnessing_note": note}, as_json, render)
+
+
+def _witnessing(cfg, db: Path, rows: list[dict[str, Any]]) -> str:
+    """Judge, against the coordinator's board, whether a checkpoint a quorum cosigned covers
+    each registration (`witnessed`: "yes" or "not yet"); a note when it cannot be judged."""
+    from teenet.audit import read_tree_heads
+    from teenet.cli.lineage import CoordinatorBoard
+    from teenet.errors import TeenetError
+    from teenet.node.links import CoordinatorLink
+    from teenet.tlog import Checkpoint, SignedNote
+    from teenet.witness import quorum_state, witnessed_members
+
+    from dataclasses import replace
+
+    heads = sorted((Checkpoint.parse(SignedNote.parse(n).body) for n in read_tree_heads(db)), key=lambda h: h.size)
+    try:  # the node's own TLS identity, as `job` commands use it ('enclave' keys open only in the node)
+        link = CoordinatorLink(cfg.coordinator, replace(cfg.tls, protection=cfg.key_protection.resolve()),
+                               cfg.consortium.coordinator_name)
+    except TeenetError as exc:
+        return f"witnessing not judged: {exc}"
+    board = CoordinatorBoard(link.stub, "try again later")
+    key = cfg.member.keys.signing
+    try:
+        for r in rows:
+            head = next((h for h in heads if h.size >= r["audit_seq"]), None)
+            if head is None:
+                r["witnessed"] = "not yet (no signed tree head covers it)"
+                continue
+            state = quorum_state(board, log="catalog", member=cfg.node, key=key, head=head,
+                                 witnesses=witnessed_members(cfg.consortium), quorum=cfg.consortium.witness_quorum)
+            r["witnessed"] = {"witnessed": "yes", "unwitnessed": "not yet"}.get(state.state, "INCONSISTENT")
+            r["witnessing"] = state.to_json()
+    except TeenetError as exc:
+        for r in rows:
+            r.pop("witnessed", None)
+        return f"witnessing not judged: {exc}"
+    finally:
+        link.close()
+    return ""

@@ -309,7 +309,7 @@ def _fetch_results(analyst: "_Analyst", job_id: str, out: Path):
     from teenet.cli import lineage as lineage_cli  # the result files and verified lineage (issue 14)
 
     data["lineage"] = lineage_cli.lineage_of_results(kept["fetched"], analyst.consortium, kept["roots"], out,
-                                                     board=lineage_cli.CoordinatorBoard(analyst.stub))
+                                                     board=lineage_cli.CoordinatorBoard(analyst.stub, "run `teenet lineage show FILE` later"))
     return data, claims, files
 
 

@@ -50,10 +50,11 @@ class CoordinatorBoard:
     """The coordinator's board (teenet.witness.GrpcBoard) read-only, its transport errors
     said as one TeenetError (witnessing then stays unjudged, it is not a broken lineage)."""
 
-    def __init__(self, stub: Any) -> None:
+    def __init__(self, stub: Any, hint: str = "try again later, or pass --checkpoints FILE") -> None:
         from teenet.witness import GrpcBoard
 
         self._board = GrpcBoard(stub)
+        self._hint = hint
 
     def _call(self, fn, *args):
         import grpc
@@ -62,7 +63,7 @@ class CoordinatorBoard:
             return fn(*args)
         except grpc.RpcError as exc:
             raise TeenetError(f"the coordinator's checkpoint board could not be read ({exc.code().name}); "
-                              "try again later, or pass --checkpoints FILE") from None
+                              f"{self._hint}") from None
 
     def checkpoints(self, origin: str, min_size: int):
         return self._call(self._board.checkpoints, origin, min_size)

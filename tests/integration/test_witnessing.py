@@ -171,6 +171,7 @@ def test_an_owner_registers_a_tables_fingerprint_in_its_witnessed_log(net, capsy
     assert _until(lambda: _status(capsys, net, "insurer")["bank"]["cosigned_size"] >= reg["tree_head_size"])
     shown = json.loads(teenet("catalog", "show", "--config", net / "bank.yaml", "--json").stdout)
     assert [r["fingerprint"] for r in shown["registrations"]][-1] == reg["fingerprint"]
+    assert shown["registrations"][-1]["witnessed"] == "yes", shown  # judged on the coordinator's board
     bad = teenet("catalog", "register", "accounts", "--config", net / "bank.yaml")
     assert bad.returncode == 1 and "field 'tables'" in bad.stderr and "customers" in bad.stderr
     assert teenet("catalog", "show", "--config", net / "compute-1.yaml").returncode == 1

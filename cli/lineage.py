@@ -7,7 +7,8 @@ and the compute node's signed audit tree head with the inclusion proof of the ev
 dropped the inputs and keys. See teenet/lineage.py and docs/architecture.md (Lineage).
 
 Witnessing: each log a result depends on (the compute node's, at the tree head covering
-the drop event) is judged against the coordinator's checkpoint board (with `--config`),
+the drop event; each owner's, at the tree head covering its `shipped` entry where the
+result names it; with `--model-lineage`, the train result's too) is judged against the coordinator's checkpoint board (with `--config`),
 or offline against a checkpoints file (`--checkpoints`, written by `job result --out` as
 DIR/checkpoints.json, or by `lineage show --save-checkpoints`). Exit codes (docs/cli.md):
 0 verified and witnessed, 1 broken (or bad input), 3 verified but not (yet) witnessed.

@@ -36,7 +36,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -557,8 +557,8 @@ class QuorumState:
     detail: str = ""
     cosigned_size: int = 0
     cosignatures: int = 0
-    evidence: list[Published] = None  # type: ignore[assignment]
-    evidence_cosignatures: list[Cosignature] = None  # type: ignore[assignment]
+    evidence: list[Published] = field(default_factory=list)  # what it was judged on (checkpoints_file)
+    evidence_cosignatures: list[Cosignature] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"log": self.log, "member": self.member, "origin": self.origin, "size": self.size,
@@ -573,7 +573,7 @@ def quorum_state(board: Board, *, log: str, member: str, key: ed25519.Ed25519Pub
     holds, until one carries `quorum` valid cosignatures of `witnesses` (the owner never
     counts). Board errors are the caller's (see cli/lineage.py)."""
     origin = head.origin
-    out = QuorumState(log, member, origin, head.size, quorum, evidence=[], evidence_cosignatures=[])
+    out = QuorumState(log, member, origin, head.size, quorum)
     witnesses = {n: k for n, k in witnesses.items() if n != member}
     cosigs = board.cosignatures(origin)
     cur: tuple[int, bytes] | None = None
@@ -637,12 +637,12 @@ def checkpoints_file(states: Iterable[QuorumState]) -> dict[str, Any]:
     logs: dict[str, dict[str, list]] = {}
     for s in states:
         entry = logs.setdefault(s.origin, {"checkpoints": [], "cosignatures": []})
-        for p in s.evidence or ():
+        for p in s.evidence:
             item = {"publisher": p.publisher, "note": p.note, "prev_size": p.prev_size,
                     "proof": [base64.b64encode(h).decode() for h in p.proof]}
             if item not in entry["checkpoints"]:
                 entry["checkpoints"].append(item)
-        for c in s.evidence_cosignatures or ():
+        for c in s.evidence_cosignatures:
             item = {"witness": c.witness, "body": c.body, "line": c.line}
             if item not in entry["cosignatures"]:
                 entry["cosignatures"].append(item)

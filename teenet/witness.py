@@ -543,9 +543,10 @@ class QuorumState:
 
     `state` is "witnessed" (a checkpoint at or beyond the head's size, shown consistent
     with it by the owner's own published proofs, carries `quorum` valid cosignatures of
-    distinct other members), "unwitnessed" (not yet, or the board could not be read:
-    `detail` says which) or "inconsistent" (the board holds the owner's signed word that
-    contradicts the head: another root at its size, or a later head that does not extend it).
+    distinct other members), "unwitnessed" (not yet, the board could not be read, or an
+    unsigned consistency proof on it does not verify: `detail` says which) or "inconsistent"
+    (the board holds the owner's own signed word contradicting the head: another root at
+    its size, which no board can forge).
     """
 
     log: str
@@ -604,9 +605,12 @@ def quorum_state(board: Board, *, log: str, member: str, key: ed25519.Ed25519Pub
             try:
                 verify_consistency(cur[0], cp.size, cur[1], cp.root_hash, list(pub.proof))
             except VerificationError:
-                out.state, out.detail = "inconsistent", (
-                    f"{member}'s checkpoint of size {cp.size} does not extend the tree head the result names "
-                    "(its log was rewritten)")
+                # The proof is not signed: a rewritten log and a board that altered the proof
+                # look the same here, so this is "not witnessed", not the owner's fault (the
+                # witnesses, who judge the same proof, raise the alarm if the log was rewritten).
+                out.detail = (f"the board's consistency proof from size {cur[0]} to {member}'s checkpoint of size "
+                              f"{cp.size} does not verify (a rewritten log, or an altered proof): not witnessed "
+                              "past it")
                 out.evidence.append(pub)
                 return out
         else:

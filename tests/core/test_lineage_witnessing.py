@@ -89,7 +89,9 @@ def test_a_result_head_is_witnessed_only_once_a_quorum_cosigned_a_checkpoint_tha
     raw[0] ^= 1
     later_pub["proof"][0] = base64.b64encode(bytes(raw)).decode()
     s = _state(FileBoard(flipped), publics, head, 2)
-    assert s.state == "inconsistent" and "does not extend" in s.detail
+    # an unsigned proof that fails does not prove the owner rewrote anything (a board could
+    # alter it): not witnessed, not broken
+    assert s.state == "unwitnessed" and "does not verify" in s.detail
     with pytest.raises(InputError, match="format"):
         FileBoard({"format": "nope"})
     with pytest.raises(InputError) as bad:

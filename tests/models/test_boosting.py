@@ -95,6 +95,7 @@ def tls_cluster(tmp_path_factory):
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tls://",
                            security=security, dashboard_address=None, host="127.0.0.1")
     client = Client(cluster, security=security)
+    client.wait_for_workers(2, timeout=120)
     yield client, files
     client.close()
     cluster.close()

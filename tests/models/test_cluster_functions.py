@@ -41,6 +41,7 @@ def client(tmp_path_factory):
     cluster = LocalCluster(n_workers=3, threads_per_worker=1, processes=False, protocol="tls://",
                            security=security, dashboard_address=None, host="127.0.0.1")
     client = Client(cluster, security=security)
+    client.wait_for_workers(3, timeout=120)  # a loaded machine registers workers late
     assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
     yield client
     client.close()

@@ -33,6 +33,17 @@ DROP_TIMEOUT = 10.0
 WATCH_INTERVAL = 0.25
 
 
+def _wait(futures: list, timeout: float, *, first: bool = False) -> None:
+    """distributed.wait, which raises TimeoutError when nothing is done in time; the caller
+    reads each future's status instead."""
+    from distributed import wait
+
+    try:
+        wait(futures, timeout=timeout, return_when="FIRST_COMPLETED" if first else "ALL_COMPLETED")
+    except TimeoutError:
+        pass
+
+
 class ClusterFailed(TeenetError):
     """The job cannot go on on this cluster (a worker lost, a worker refusing); `reason` leaves."""
 
@@ -131,8 +142,6 @@ class ClusterLeader:
     def open_job(self, run: Any) -> ClusterJob:
         """Per-job keys on every worker, the partition key sealed to every input owner, and
         the cluster part of the offer signed with the leader's per-job key."""
-        from distributed import wait
-
         from teenet.cluster import jobs
         from teenet.cluster.partition import job_normalisation
         from teenet.negotiation import (ClusterOffer, WorkerEntry, cluster_offer_message, seal_partition_key)
@@ -155,10 +164,10 @@ class ClusterLeader:
                                  consortium_ca, run.session.suite.value, workers=[address],
                                  allow_other_workers=False, pure=False)
                    for index, (_, address) in enumerate(workers)]
-        done, pending = wait(futures, timeout=OPEN_TIMEOUT)
+        _wait(futures, OPEN_TIMEOUT)
         entries = []
         for index, ((name, _), future) in enumerate(zip(workers, futures)):
-            if future in pending or future.status != "finished":
+            if future.status != "finished":
                 client.cancel(futures)
                 self._drop_on_workers(run.job_id, workers)
                 raise ClusterFailed("cluster.worker_lost", name, f"worker {name} did not make its per-job keys")
@@ -185,8 +194,6 @@ class ClusterLeader:
                          name=f"cluster-{cj.job_id[:8]}").start()
 
     def _watch(self, cj: ClusterJob, on_complete: Callable[[], None], on_lost: Callable[[ClusterFailed], None]) -> None:
-        from distributed import wait
-
         from teenet.cluster import jobs
 
         rt = self.rt
@@ -209,7 +216,7 @@ class ClusterLeader:
                     if index not in waiting:
                         waiting[index] = client.submit(jobs.wait_arrivals, cj.job_id, known[index], 1.0,
                                                        workers=[address], allow_other_workers=False, pure=False)
-                wait(list(waiting.values()), timeout=WATCH_INTERVAL * 4, return_when="FIRST_COMPLETED")
+                _wait(list(waiting.values()), WATCH_INTERVAL * 4, first=True)
                 for index, future in list(waiting.items()):
                     if future.status == "pending":
                         continue
@@ -294,8 +301,6 @@ class ClusterLeader:
         self.rt.audit("cluster_partitions_dropped", job_id=cj.job_id, workers=dropped, unreachable=unreachable)
 
     def _drop_on_workers(self, job_id: str, workers: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-        from distributed import wait
-
         from teenet.cluster import jobs
 
         try:
@@ -304,7 +309,7 @@ class ClusterLeader:
             live = [(name, addr) for name, addr in workers if addr in present]
             futures = {name: client.submit(jobs.drop_job, job_id, workers=[addr], allow_other_workers=False,
                                            pure=False) for name, addr in live}
-            wait(list(futures.values()), timeout=DROP_TIMEOUT)
+            _wait(list(futures.values()), DROP_TIMEOUT)
         except Exception as exc:  # the scheduler itself is gone: nothing is reachable
             log.warning("job %s: could not reach the workers to drop it (%s)", job_id[:16], type(exc).__name__)
             return [], [name for name, _ in workers]

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from teenet.errors import TeenetError, VerificationError
@@ -144,7 +144,7 @@ class ClusterLeader:
         the cluster part of the offer signed with the leader's per-job key."""
         from teenet.cluster import jobs
         from teenet.cluster.partition import job_normalisation
-        from teenet.negotiation import (ClusterOffer, WorkerEntry, cluster_offer_message, seal_partition_key)
+        from teenet.negotiation import WorkerEntry, build_cluster_offer
 
         rt = self.rt
         spec = run.spec
@@ -174,12 +174,8 @@ class ClusterLeader:
             r = future.result()
             entries.append(WorkerEntry(r["name"], index, r["endpoint"], r["hpke_public_key"], r["signing_public_key"],
                                        r["evidence"], hashlib.sha256(r["certificate"]).digest(), r["certificate"]))
-        parties = sorted({p for p, _, _, _ in inputs})
-        sealed = tuple((p, seal_partition_key(bytes.fromhex(run.job_id), p, rt.name, partition_key,
-                                              rt.consortium.member(p).keys.hpke)) for p in parties)
-        cluster = ClusterOffer(tuple(entries), n, sealed)
-        message = cluster_offer_message(run.session.offer(rt.name, rt.config.listen or ""), cluster)
-        cluster = replace(cluster, signature=run.session.sign(message))
+        owners = {p: rt.consortium.member(p).keys.hpke for p, _, _, _ in inputs}
+        cluster = build_cluster_offer(run.session, rt.name, entries, partition_key, owners)
         del partition_key
         cj = ClusterJob(run.job_id, workers, cluster, inputs)
         with self._lock:

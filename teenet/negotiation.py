@@ -30,8 +30,10 @@ partition key HPKE-sealed to each input owner; the leader signs it with its per-
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
@@ -196,6 +198,20 @@ def seal_partition_key(job_digest: bytes, party: str, compute: str, key: bytes, 
     return _PARTITION_SUITE.encrypt(key, recipient, info=partition_key_info(job_digest, party, compute))
 
 
+def build_cluster_offer(session: "ComputeEnclaveSession", compute: str, workers: Sequence[WorkerEntry],
+                        partition_key: bytes, owners: Mapping[str, x25519.X25519PublicKey]) -> ClusterOffer:
+    """The leader's cluster part: the workers in partition order, the partition key sealed to
+    every input owner's consortium key, signed with the leader's per-job key."""
+    if len(partition_key) != PARTITION_KEY_SIZE:
+        raise NegotiationError("a partition key is 32 bytes")
+    sealed = tuple((party, seal_partition_key(session.job_digest, party, compute, partition_key, owners[party]))
+                   for party in sorted(owners))
+    cluster = ClusterOffer(tuple(workers), len(workers), sealed)
+    leader = session.offer(compute, "")
+    return ClusterOffer(cluster.workers, cluster.partitions, sealed,
+                        session.sign(cluster_offer_message(leader, cluster)))
+
+
 @dataclass(frozen=True)
 class VerifiedCluster:
     """A cluster part whose leader signature and every worker's evidence verified."""
@@ -213,7 +229,6 @@ def verify_cluster_offer(verified: VerifiedOffer, *, party: str, party_hpke: x25
     (bound to the job and that worker's keys); then it opens this party's partition key.
     Any failure raises VerificationError naming a `cluster.*` check (or the policy's)."""
     from teenet.errors import VerificationError
-    import hashlib
 
     offer = verified.offer
     cluster = offer.cluster

@@ -65,8 +65,12 @@ class LeaderScheduler:
         self.address: str = self._scheduler.address
 
     async def _start(self, host: str, port: int) -> Any:
+        import dask
         from distributed import Scheduler
 
+        # No work stealing: a task runs where its partitions are, so rows move between
+        # workers only when a function's own task needs them, never to balance load.
+        dask.config.set({"distributed.scheduler.work-stealing": False})
         scheduler = Scheduler(host=host, port=port, protocol="tls", security=self.security,
                               dashboard=False, dashboard_address=None, idle_timeout=None)
         await scheduler

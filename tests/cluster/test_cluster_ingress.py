@@ -190,3 +190,21 @@ def test_check_partition_names_the_partition_only():
         check_partition(_rows(1), ["customer_id"], INT, KEY, 2, 0, where="bank/customers")
     assert caught.value.check == "cluster.partition" and "1000" not in str(caught.value)
     check_partition(_rows(0), ["customer_id"], INT, KEY, 2, 0, where="bank/customers")
+
+
+def test_sandbox_init_writes_a_leader_and_its_workers(tmp_path):
+    from teenet.cli.sandbox import _expected, init_sandbox
+    from teenet.cluster.config import load_worker_config
+    from teenet.config import load_node_config
+
+    summary = init_sandbox(tmp_path / "net", rows=200, workers=2)
+    assert summary["workers"] == ["compute-1-w1", "compute-1-w2"]
+    leader = load_node_config(tmp_path / "net" / "compute-1.yaml")
+    assert leader.cluster.workers == 2 and leader.cluster.allow_simulated
+    for name in summary["workers"]:
+        worker = load_worker_config(tmp_path / "net" / f"{name}.yaml")
+        assert worker.leader == leader.cluster.admission_listen and worker.enclave.backend == "sim"
+    names = [n for n, _, _ in _expected(tmp_path / "net")]
+    assert names[-2:] == summary["workers"]  # started after their leader
+    with pytest.raises(InputError, match="--workers must be 0..16"):
+        init_sandbox(tmp_path / "bad", workers=17)

@@ -135,8 +135,7 @@ class ClusterLeader:
 
     def workers(self) -> list[tuple[str, str]]:
         """The admitted workers connected now, (name, address), by name: partition order."""
-        info = self.client().scheduler_info(n_workers=-1)["workers"]
-        return sorted((str(w.get("name")), addr) for addr, w in info.items())
+        return sorted(self.scheduler.workers())
 
     # ---- per job --------------------------------------------------------------------------
     def open_job(self, run: Any) -> ClusterJob:

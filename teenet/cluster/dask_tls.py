@@ -79,6 +79,14 @@ class LeaderScheduler:
     def worker_count(self) -> int:
         return len(self._scheduler.workers)
 
+    def workers(self) -> list[tuple[str, str]]:
+        """(name, address) of every worker connected now, read on the scheduler's own loop
+        (no network round trip, so a busy machine never makes a live worker look gone)."""
+        async def read() -> list[tuple[str, str]]:
+            return [(str(ws.name), addr) for addr, ws in self._scheduler.workers.items()]
+
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result(30)
+
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._scheduler.close(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -214,7 +214,7 @@ class ComputeRole(rpc.ComputeServicer):
     def _lost_on_cluster(self, run: JobRun, exc) -> None:
         with self._lock:
             running = run.started and run.job_id in self.runs
-        if not running:  # still taking partitions: the job ends here; mid-run, _execute fails it
+        if not running and not run.cluster.closed.is_set():  # closed: the job already ended  # still taking partitions: the job ends here; mid-run, _execute fails it
             self._drop(run, exc.reason, f"{exc.reason.text()}: {exc}")
 
     def _drop_cluster(self, run: JobRun) -> None:

@@ -29,6 +29,7 @@ class Received:
     claims: Any          # the data enclave's verified claims
     root: bytes          # the stream's fingerprint (RFC 9162 root over its chunks)
     sealed_bytes: int
+    fingerprint: Any     # the owner's LineageFingerprint message (its shipped record, teenet.lineage)
 
 
 def envelope_of(k: pb.KeyEnvelope) -> KeyEnvelope:
@@ -70,4 +71,4 @@ def receive_sealed_table(*, session, k: pb.KeyEnvelope, request_iterator: Iterat
     root = check_fingerprint(table_key=key.secret_bytes(), header=reader.header, computed=computed,
                              claimed_root=claimed[0].root, claimed_chunks=claimed[0].chunks,
                              mac=claimed[0].mac)
-    return Received(table, claims, root, sealed_bytes[0])
+    return Received(table, claims, root, sealed_bytes[0], claimed[0])

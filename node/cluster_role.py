@@ -76,7 +76,25 @@ class ClusterJob:
         for p, t, _, _ in self.inputs:
             parts = self.arrivals[(p, t)]
             out[(p, t)] = (clustered_root([parts[i][1] for i in range(len(self.workers))]).hex(),
-                           sum(rows for rows, _ in parts.values()))
+                           sum(part[0] for part in parts.values()))
+        return out
+
+    def shipped(self, consortium) -> dict[tuple[str, str], dict]:
+        """Per input, the owner's signed shipped record, verified against the clustered
+        fingerprint; every partition must carry the same one (else `input.fingerprint`)."""
+        from teenet.lineage import check_shipped_record
+        from teenet.proto import teenet_pb2 as pb
+
+        out = {}
+        for (p, t), (root, _) in self.fingerprints().items():
+            records = {part[2] for part in self.arrivals[(p, t)].values()}
+            if len(records) != 1:
+                raise VerificationError("input.fingerprint", f"the partitions of {p}/{t} carry different shipped "
+                                        "records")
+            record = check_shipped_record(pb.LineageFingerprint.FromString(records.pop()), consortium,
+                                          job_id=self.job_id, party=p, table=t, root=bytes.fromhex(root))
+            if record is not None:
+                out[(p, t)] = record
         return out
 
 
@@ -221,7 +239,7 @@ class ClusterLeader:
                     arrivals = future.result()
                     for a in arrivals[known[index]:]:
                         slot = cj.arrivals.setdefault((a["party"], a["table"]), {})
-                        slot[index] = (int(a["rows"]), bytes.fromhex(a["root"]))
+                        slot[index] = (int(a["rows"]), bytes.fromhex(a["root"]), a.get("shipped", b""))
                         rt.audit("partition_received", job_id=cj.job_id, party=a["party"], table=a["table"],
                                  partition=index, worker=cj.workers[index][0], rows=int(a["rows"]))
                     known[index] = len(arrivals)

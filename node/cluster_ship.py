@@ -24,7 +24,8 @@ import pyarrow as pa
 
 from teenet.cluster.partition import clustered_root, job_normalisation, partition_rows, partition_table_name
 from teenet.errors import TeenetError
-from teenet.lineage import Fingerprinter, fingerprint_mac
+from teenet.lineage import (Fingerprinter, fingerprint_mac, owner_min_group_size, record_shipped, rounded_rows,
+                            shipped_fields)
 from teenet.pki import GRPC_OPTIONS
 from teenet.proto import teenet_pb2 as pb
 from teenet.proto import teenet_pb2_grpc as rpc
@@ -72,6 +73,17 @@ def ship_partitions(role, job_id: str, spec, inp, columns: list[str], session, v
     fingerprints = [Fingerprinter() for _ in range(n)]
     schema: list[pa.Schema] = []
     have_schema = threading.Event()
+    shipped: list[dict] = []
+
+    def record() -> None:
+        # Once every partition is sealed: `shipped` in this node's audit with the clustered
+        # fingerprint (docs/format.md), and its signed record in every partition's last message.
+        if not read_error:
+            root = clustered_root([f.root() for f in fingerprints])
+            shipped.append(record_shipped(rt, job_id, inp.table, root,
+                                          rounded_rows(sum(rows), owner_min_group_size(rt, job_id))))
+
+    sealed = threading.Barrier(n, action=record)
 
     def put(i: int, item) -> bool:
         while not abort.is_set():
@@ -129,12 +141,16 @@ def ship_partitions(role, job_id: str, spec, inp, columns: list[str], session, v
 
         for msg in writer.seal_batches(batches()):
             yield pb.UploadMessage(chunk=msg)
-        if read_error:
+        try:
+            sealed.wait()
+        except threading.BrokenBarrierError:
+            return  # another partition failed: this stream ends unfinished and is refused
+        if read_error or not shipped:
             return  # without its fingerprint the stream is refused; the read error is reported below
         fp = fingerprints[i]
         yield pb.UploadMessage(fingerprint=pb.LineageFingerprint(
             root=fp.root(), chunks=fp.chunks, mac=fingerprint_mac(table_keys[i].secret_bytes(), header, fp.root(),
-                                                                 fp.chunks)))
+                                                                 fp.chunks), **shipped_fields(shipped[0])))
         log.debug("job %s: partition %d of %s sealed for %s", job_id[:16], i, inp.table, worker.name)
 
     replies: list = [None] * n
@@ -147,6 +163,7 @@ def ship_partitions(role, job_id: str, spec, inp, columns: list[str], session, v
         except grpc.RpcError as exc:
             errors[i] = exc
             abort.set()
+            sealed.abort()
         finally:
             channel.close()
 

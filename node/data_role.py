@@ -22,8 +22,9 @@ import grpc
 from teenet.approval import Decision, sign_decision
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
-from teenet.lineage import Fingerprinter, fingerprint_mac, owner_min_group_size, rounded_rows
 from teenet.cluster.offer import cluster_from_proto
+from teenet.lineage import (Fingerprinter, fingerprint_mac, owner_min_group_size, record_shipped, rounded_rows,
+                            shipped_fields)
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_cluster_offer, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
 from teenet.reasons import Reason, check_named_in, transport_check
@@ -317,8 +318,7 @@ class DataRole:
                     shipped = ship_partitions(self, job_id, spec, inp, columns, session, vcluster)
                     if shipped is None:
                         return
-                    self._shipped(job_id, spec, inp, columns, verified, shipped.rows, shipped.sealed_bytes,
-                                  shipped.root)
+                    self._shipped(job_id, spec, inp, columns, verified, shipped.rows, shipped.sealed_bytes)
                     continue
                 key = TableKey.generate()
                 envelope = session.seal_table_key(verified, rt.name, inp.table, key)
@@ -346,10 +346,14 @@ class DataRole:
                                 sealed_header.append(msg)
                             yield pb.UploadMessage(header=msg) if first else pb.UploadMessage(chunk=msg)
                             first = False
+                        # `shipped` in this node's audit as the stream ends, with a signed head and
+                        # its proof, so the result's lineage names it (teenet.lineage)
+                        shipped = record_shipped(rt, job_id, inp.table, fingerprint.root(),
+                                                 rounded_rows(rows[0], owner_min_group_size(rt, job_id)))
                         yield pb.UploadMessage(fingerprint=pb.LineageFingerprint(
                             root=fingerprint.root(), chunks=fingerprint.chunks,
                             mac=fingerprint_mac(key.secret_bytes(), sealed_header[0], fingerprint.root(),
-                                                fingerprint.chunks)))
+                                                fingerprint.chunks), **shipped_fields(shipped)))
                     except TeenetError as exc:
                         # End the stream here: without its final chunk the enclave refuses it
                         # as truncated, and this side reports why.
@@ -399,12 +403,11 @@ class DataRole:
                     return
                 if failed_to_read():  # never counted as shipped, whatever the enclave answered
                     return
-                self._shipped(job_id, spec, inp, columns, verified, rows[0], reply.sealed_bytes, fingerprint.root())
+                self._shipped(job_id, spec, inp, columns, verified, rows[0], reply.sealed_bytes)
         finally:
             channel.close()
 
-    def _shipped(self, job_id: str, spec, inp, columns: list[str], verified, rows: int, sealed_bytes: int,
-                 root: bytes) -> None:
+    def _shipped(self, job_id: str, spec, inp, columns: list[str], verified, rows: int, sealed_bytes: int) -> None:
         """Record, audit and report a table the compute enclave (or every worker) took."""
         rt = self.rt
         rt.store.record_upload(job_id, f"{rt.name}/{inp.table}", rows)
@@ -413,8 +416,6 @@ class DataRole:
                  to=spec.compute, enclave_measurement=verified.claims.measurement.hex(),
                  enclave_platform=verified.claims.platform.value, sealed_bytes=sealed_bytes,
                  enclave_tcb=dict(verified.claims.tcb))
-        rt.audit("shipped", job_id=job_id, table=inp.table, fingerprint=root.hex(),
-                 rows=rounded_rows(rows, owner_min_group_size(rt, job_id)))
         log.info("job %s: shipped %s/%s (%d rows, sealed) to %s", job_id[:16], rt.name, inp.table,
                  rows, spec.compute)
         self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")

@@ -102,14 +102,17 @@ def open_job(job_id: str, partition: int, partitions: int, partition_key: bytes,
             "certificate": ctx.certificate_der}
 
 
-def register(job_id: str, party: str, table: str, data: Any, rows: int, root: bytes) -> bool:
+def register(job_id: str, party: str, table: str, data: Any, rows: int, root: bytes, shipped: bytes = b"") -> bool:
     """A verified partition arrived; False if the job was dropped meanwhile (nothing kept)."""
     with _CHANGED:
         state = _JOBS.get(job_id)
         if state is None or (party, table) in state.tables:
             return False
         state.tables[(party, table)] = data
-        state.arrivals.append({"party": party, "table": table, "rows": int(rows), "root": root.hex()})
+        # `shipped`: the owner's LineageFingerprint message, whose signed shipped record names
+        # the clustered fingerprint; the leader verifies it once every partition is in.
+        state.arrivals.append({"party": party, "table": table, "rows": int(rows), "root": root.hex(),
+                               "shipped": bytes(shipped)})
         _CHANGED.notify_all()
     return True
 

@@ -108,7 +108,12 @@ class UploadService(rpc.ComputeServicer):
         except grpc.RpcError:
             log.warning("job %s: upload of %s/%s broke before its last chunk", k.job_id[:16], k.party, k.table)
             context.abort(grpc.StatusCode.CANCELLED, "upload stream broke before its last chunk")
-        if not jobs.register(k.job_id, k.party, table, got.table, got.table.num_rows, got.root):
+        shipped = pb.LineageFingerprint()
+        shipped.CopyFrom(got.fingerprint)
+        for name in ("root", "chunks", "mac"):  # this partition's own: checked above; the rest is the table's
+            shipped.ClearField(name)
+        if not jobs.register(k.job_id, k.party, table, got.table, got.table.num_rows, got.root,
+                             shipped.SerializeToString(deterministic=True)):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "cluster.session: the job ended on this worker while the partition arrived")
         log.info("job %s: partition %d/%d of %s/%s received", k.job_id[:16], index, parts, k.party, table)

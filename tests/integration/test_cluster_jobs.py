@@ -134,6 +134,13 @@ def _eventually_audited(net, node, job_id, event, timeout=10):
         time.sleep(0.1)
 
 
+def shipped_seq(net, job_id):
+    from teenet.audit import read_log
+
+    entries, _ = read_log(net / "state" / "bank" / "audit.db")
+    return next(e.seq for e in entries if e.event.get("job_id") == job_id and e.event["event"] == "shipped")
+
+
 def _procs(net):
     from teenet.cli.sandbox import PROCESS_FILE
 
@@ -170,7 +177,10 @@ def test_psi_on_the_cluster_is_the_single_nodes_answer(net, capsys, tmp_path):
     import base64
 
     inputs = statement_lineage(base64.b64decode(lineage["result"]["statement"]))["inputs"]
-    assert next(i for i in inputs if i["party"] == "bank")["fingerprint"] == shipped["fingerprint"]
+    bank = next(i for i in inputs if i["party"] == "bank")
+    assert bank["fingerprint"] == shipped["fingerprint"]
+    # and the bank's signed shipped record travelled with its partitions, checked by the leader
+    assert bank["shipped"]["audit_seq"] == shipped_seq(net, on_cluster)
 
 
 def test_aggregate_on_the_cluster_is_the_single_nodes_answer(net, capsys, tmp_path):

@@ -20,7 +20,7 @@ from teenet.errors import TeenetError
 from teenet.proto import teenet_pb2 as pb
 from teenet.tlog import Checkpoint, MerkleTree, sign_note
 from teenet.witness import (PAGE_BYTES, PAGE_ROWS, QUORUM_PAGE_ROWS, ROWS_CHECKPOINTS, ROWS_COSIGNATURES,
-                            CheckpointBoard, Witness, pages, quorum_state, witnessed)
+                            CheckpointBoard, GrpcBoard, Page, Witness, pages, quorum_state, witnessed)
 
 N = 2000  # checkpoints of the bank's log on the big board
 NAMES = ("bank", "clinic", "lab", "compute")
@@ -254,3 +254,27 @@ def test_a_split_view_is_caught_across_pages_even_behind_the_cosignature_cursor(
     cosigned, raised = lab.run_once(view_b)
     assert [(e.member, e.kind, e.witness) for e in raised] == [("bank", "split_view", "clinic")]
     assert clinic.blocked("bank") and lab.blocked("bank")
+
+
+def test_a_board_that_does_not_page_or_does_not_move_its_cursor_is_refused(big):
+    board, origin = big["board"], big["origin"]
+
+    class OldCoordinator:
+        """A coordinator before paging: it does not know fields 64-67, so it reads only the
+        origin and min_size of a request, and answers the old way (the same reply function)."""
+
+        def GetCheckpoints(self, request, timeout=None):
+            old = pb.CheckpointRequest(origin=request.origin, min_size=request.min_size)
+            return board_reply(board, old)
+
+    with pytest.raises(TeenetError, match="does not page its replies .*upgrade the coordinator"):
+        GrpcBoard(OldCoordinator()).checkpoint_page(origin, min_size=N)
+
+    class Stuck(Reads):
+        def checkpoint_page(self, origin, **where):
+            page = self.board.checkpoint_page(origin, **where)
+            return Page(page.rows, where.get("after", 0), True, page.latest_size)  # "more", the cursor unmoved
+
+    with pytest.raises(TeenetError, match="did not advance it"):
+        for _ in pages(Stuck(board).checkpoint_page, origin):
+            pass

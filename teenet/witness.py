@@ -560,7 +560,10 @@ class Witness:
                 after = page.next_cursor
             batches: Iterable[tuple[list[Published], int]] = [([last] if last else [], after)]
         else:
-            batches = ((page.rows, page.next_cursor) for page in pages(board.checkpoint_page, origin, after=after))
+            # (nothing below its head can be judged: min_size skips it, e.g. on a cursor not
+            # yet kept, as in a node.db from before paging)
+            batches = ((page.rows, page.next_cursor)
+                       for page in pages(board.checkpoint_page, origin, after=after, min_size=head[0]))
         for rows, cursor in batches:
             for pub in rows:
                 try:

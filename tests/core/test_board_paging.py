@@ -57,7 +57,7 @@ class Reads:
     """The real board, with a count of the pages and rows each reader asked for."""
 
     def __init__(self, board: Any) -> None:
-        self.board, self.pages, self.rows = board, 0, 0
+        self.board, self.pages, self.rows, self.checkpoint_rows = board, 0, 0, 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.board, name)
@@ -68,7 +68,9 @@ class Reads:
         return page
 
     def checkpoint_page(self, origin, **where):
-        return self._count(self.board.checkpoint_page(origin, **where))
+        page = self._count(self.board.checkpoint_page(origin, **where))
+        self.checkpoint_rows += len(page.rows)
+        return page
 
     def cosignature_page(self, origin, **where):
         return self._count(self.board.cosignature_page(origin, **where))
@@ -278,3 +280,17 @@ def test_a_board_that_does_not_page_or_does_not_move_its_cursor_is_refused(big):
     with pytest.raises(TeenetError, match="did not advance it"):
         for _ in pages(Stuck(board).checkpoint_page, origin):
             pass
+
+
+def test_a_witness_without_a_kept_cursor_starts_at_its_head_not_at_the_start(big):
+    """A node.db from before paging has heads but no cursors: its first paged round reads
+    the checkpoints from its head on, not the history."""
+    board, origin, clinic = big["board"], big["origin"], big["clinic"]
+    with clinic._lock:
+        clinic._conn.execute("DELETE FROM witness_cursors WHERE origin = ?", (origin,))
+    reads = Reads(board)
+    assert clinic.run_once(reads) == (0, [])
+    assert reads.checkpoint_rows == 1  # the one at its head's size (cosignatures: judged once, from 0)
+    assert clinic.cursors(origin)[0] > N
+    reads = Reads(board)
+    assert clinic.run_once(reads) == (0, []) and reads.rows == 0

@@ -157,6 +157,22 @@ def pages(read: Any, origin: str, *, after: int = 0, min_size: int = 0, max_size
         after = page.next_cursor
 
 
+def resumed(read: Any, origin: str, *, after: int, min_size: int = 0) -> Iterable[Page]:
+    """`pages` from a reader's kept cursor; from the start instead when the board's rows end
+    before it (an empty page whose cursor is behind `after`: a coordinator store restored
+    or replaced), so nothing it holds now goes unread."""
+    first = read(origin, after=after, min_size=min_size, max_size=0, limit=PAGE_ROWS)
+    if after > 0 and not first.rows and first.next_cursor < after:
+        yield from pages(read, origin, after=0, min_size=min_size)
+        return
+    yield first
+    if first.more:
+        if first.next_cursor <= after or not first.rows:
+            raise TeenetError("the coordinator's checkpoint board said there is more past its cursor but did not "
+                              "advance it; not reading it further")
+        yield from pages(read, origin, after=first.next_cursor, min_size=min_size)
+
+
 def cosignatures_between(board: Board, origin: str, min_size: int, max_size: int) -> list[Cosignature]:
     """The cosignatures on checkpoints of `origin` with min_size <= size <= max_size."""
     return [c for p in pages(board.cosignature_page, origin, min_size=min_size, max_size=max(1, max_size))
@@ -169,10 +185,12 @@ def _row_bytes(row: Any) -> int:
     return len(row.witness.encode()) + len(row.body.encode()) + len(row.line.encode()) + 16
 
 
-def _bounded(rows: Sequence[tuple[int, Any]], after: int, limit: int, page_bytes: int) -> Page:
-    """Rows (seq, row) fetched `limit`+1 at most: the page that fits `limit` and `page_bytes`."""
+def _bounded(rows: Sequence[tuple[int, Any]], after: int, limit: int, page_bytes: int, last_seq: int) -> Page:
+    """Rows (seq, row) fetched `limit`+1 at most: the page that fits `limit` and `page_bytes`.
+    An empty page's cursor is min(after, the origin's last sequence): below `after` when the
+    board's rows end before it (a board restored or replaced), so the reader starts over."""
     taken: list[Any] = []
-    size, cursor = 0, after
+    size, cursor = 0, min(after, last_seq)
     for seq, row in rows[:limit]:
         n = _row_bytes(row)
         if taken and size + n > page_bytes:
@@ -284,6 +302,11 @@ class CheckpointBoard:
             return "size >= ? AND size <= ?", (max(0, min_size), max_size)
         return "size >= ?", (max(0, min_size),)
 
+    def _last_seq(self, table: str, origin: str) -> int:
+        with self._lock:
+            row = self._conn.execute(f"SELECT max(id) FROM {table} WHERE origin = ?", (origin,)).fetchone()
+        return int(row[0] or 0)
+
     def checkpoint_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
                         limit: int = PAGE_ROWS) -> Page:
         where, args = self._range(min_size, max_size)
@@ -292,7 +315,8 @@ class CheckpointBoard:
             rows = self._conn.execute(
                 f"SELECT id, publisher, note, prev_size, proof FROM published_checkpoints WHERE origin = ? AND id > ? "
                 f"AND {where} ORDER BY id LIMIT ?", (origin, max(0, after), *args, limit + 1)).fetchall()
-        page = _bounded([(int(r[0]), self._published(r[1:])) for r in rows], max(0, after), limit, self.page_bytes)
+        page = _bounded([(int(r[0]), self._published(r[1:])) for r in rows], max(0, after), limit, self.page_bytes,
+                        self._last_seq("published_checkpoints", origin) if not rows else after)
         return Page(page.rows, page.next_cursor, page.more, self.latest_size(origin))
 
     def cosignature_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
@@ -303,7 +327,8 @@ class CheckpointBoard:
             rows = self._conn.execute(
                 f"SELECT id, witness, body, line FROM checkpoint_cosignatures WHERE origin = ? AND id > ? "
                 f"AND {where} ORDER BY id LIMIT ?", (origin, max(0, after), *args, limit + 1)).fetchall()
-        page = _bounded([(int(r[0]), Cosignature(*r[1:])) for r in rows], max(0, after), limit, self.page_bytes)
+        page = _bounded([(int(r[0]), Cosignature(*r[1:])) for r in rows], max(0, after), limit, self.page_bytes,
+                        self._last_seq("checkpoint_cosignatures", origin) if not rows else after)
         return Page(page.rows, page.next_cursor, page.more, self.latest_size(origin))
 
     def unpaged(self, origin: str, min_size: int) -> tuple[list[Published], list[Cosignature]]:
@@ -563,7 +588,7 @@ class Witness:
             # (nothing below its head can be judged: min_size skips it, e.g. on a cursor not
             # yet kept, as in a node.db from before paging)
             batches = ((page.rows, page.next_cursor)
-                       for page in pages(board.checkpoint_page, origin, after=after, min_size=head[0]))
+                       for page in resumed(board.checkpoint_page, origin, after=after, min_size=head[0]))
         for rows, cursor in batches:
             for pub in rows:
                 try:
@@ -614,7 +639,7 @@ class Witness:
                 if self._raise(e):
                     raised.append(e)
                 return cosigned, raised
-        for page in pages(board.cosignature_page, origin, after=after_cosig):
+        for page in resumed(board.cosignature_page, origin, after=after_cosig):
             e = self._split_view(page.rows, origin, member)
             if e is not None:
                 if self._raise(e):
@@ -938,7 +963,7 @@ class FileBoard:
         match = [(i + 1, r) for i, (r, n) in enumerate(zip(rows, sizes))
                  if i + 1 > after and n is not None and n >= min_size and (max_size <= 0 or n <= max_size)]
         limit = _limit(limit)
-        page = _bounded(match[:limit + 1], after, limit, PAGE_BYTES)
+        page = _bounded(match[:limit + 1], after, limit, PAGE_BYTES, len(rows))
         return Page(page.rows, page.next_cursor, page.more, latest)
 
     def checkpoint_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,

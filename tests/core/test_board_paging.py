@@ -294,3 +294,23 @@ def test_a_witness_without_a_kept_cursor_starts_at_its_head_not_at_the_start(big
     assert clinic.cursors(origin)[0] > N
     reads = Reads(board)
     assert clinic.run_once(reads) == (0, []) and reads.rows == 0
+
+
+def test_a_witness_whose_board_starts_over_reads_it_from_the_start(tmp_path):
+    """A coordinator store restored or replaced: its sequence numbers are behind the
+    witness's cursors. The witness reads it again from the start and so still catches a
+    second history of the size it cosigned (here: a fork shown only on the new board)."""
+    keys = {n: ed25519.Ed25519PrivateKey.generate() for n in NAMES}
+    publics = {n: k.public_key() for n, k in keys.items()}
+    first = CheckpointBoard(_store(tmp_path).conn, threading.RLock(), publics)
+    for item in _chain(keys["bank"], 40):
+        first.publish("bank", *item)
+    lab = Witness(_node_db(tmp_path / "lab.db"), threading.RLock(), "lab", keys["lab"], publics)
+    assert lab.run_once(first) == (1, [])  # first sight: 40
+    origin = default_origin(publics["bank"])
+    assert lab.cursors(origin)[0] == 40
+    (tmp_path / "new").mkdir()
+    second = CheckpointBoard(_store(tmp_path / "new").conn, threading.RLock(), publics)
+    second.publish("bank", _chain(keys["bank"], 40, fork_at=40)[-1][0], 0, [])
+    cosigned, raised = lab.run_once(second)
+    assert cosigned == 0 and [(e.member, e.kind) for e in raised] == [("bank", "inconsistent")]

@@ -134,7 +134,7 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - t0:.1f}s ({tmp})", file=sys.stderr)
 
     w = witnesses[0]
-    figures = {"before": {"bytes": [], "seconds": []}, "after": {"bytes": [], "seconds": []}}
+    figures = {side: {"bytes": [], "seconds": [], "requests": []} for side in ("before", "after")}
     for _ in range(args.rounds):
         for side in ("before", "after"):
             board.publish("bank", *next(chain))
@@ -151,10 +151,12 @@ def main(argv=None) -> int:
                 w.run_once(GrpcBoard(stub))
                 elapsed = time.perf_counter() - t
             figures[side]["bytes"].append(stub.bytes)
+            figures[side]["requests"].append(stub.calls)
             figures[side]["seconds"].append(elapsed)
     out = {"checkpoints": args.checkpoints, "witnesses": args.witnesses, "rounds": args.rounds}
     for side in ("before", "after"):
         out[side] = {"reply_bytes_per_poll": statistics.median(figures[side]["bytes"]),
+                     "reads_per_poll": statistics.median(figures[side]["requests"]),
                      "seconds_per_poll_median": statistics.median(figures[side]["seconds"])}
     out["bytes_ratio_before_over_after"] = out["before"]["reply_bytes_per_poll"] / max(
         1, out["after"]["reply_bytes_per_poll"])

@@ -144,13 +144,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         PRIMARY KEY (origin, size, witness, body)
     )
     """),
-    # Version 5: paged board reads (teenet/witness.py "Paged board reads"). A reader's cursor
+    # Version 5: a compute cluster's offer carries a cluster part (proto ClusterOffer, the
+    # leader-signed worker list), kept as the bytes the leader sent; empty for a single node.
+    (5, """
+    ALTER TABLE offers ADD COLUMN cluster BLOB NOT NULL DEFAULT x''
+    """),
+    # Version 6: paged board reads (teenet/witness.py "Paged board reads"). A reader's cursor
     # is a row's sequence number, so each table needs a stable, increasing one indexed per
     # origin: published_checkpoints has `id`; checkpoint_cosignatures had only an implicit
     # rowid (which VACUUM may renumber), so it is rebuilt with an `id`, in arrival order.
-    (5, """
+    (6, """
     CREATE INDEX published_checkpoints_origin_seq ON published_checkpoints (origin, id);
-    CREATE TABLE checkpoint_cosignatures_v5 (
+    CREATE TABLE checkpoint_cosignatures_v6 (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,
         origin      TEXT NOT NULL,
         size        INTEGER NOT NULL,
@@ -160,11 +165,11 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         received_at REAL NOT NULL,
         UNIQUE (origin, size, witness, body)
     );
-    INSERT INTO checkpoint_cosignatures_v5 (origin, size, witness, body, line, received_at)
+    INSERT INTO checkpoint_cosignatures_v6 (origin, size, witness, body, line, received_at)
         SELECT origin, size, witness, body, line, received_at FROM checkpoint_cosignatures
         ORDER BY received_at, rowid;
     DROP TABLE checkpoint_cosignatures;
-    ALTER TABLE checkpoint_cosignatures_v5 RENAME TO checkpoint_cosignatures;
+    ALTER TABLE checkpoint_cosignatures_v6 RENAME TO checkpoint_cosignatures;
     CREATE INDEX checkpoint_cosignatures_origin_seq ON checkpoint_cosignatures (origin, id)
     """),
 )
@@ -220,6 +225,7 @@ class OfferRecord:
     evidence: bytes
     endpoint: str
     received_at: float
+    cluster: bytes = b""  # serialized ClusterOffer, opaque to the coordinator
 
 
 @dataclass(frozen=True)
@@ -460,16 +466,17 @@ class CoordinatorStore:
     def insert_offer(self, o: OfferRecord) -> None:
         self.conn.execute(
             "INSERT INTO offers (job_id, compute, hpke_suite, hpke_public_key, signing_public_key, "
-            "evidence, endpoint, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "evidence, endpoint, received_at, cluster) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (o.job_id, o.compute, o.hpke_suite, o.hpke_public_key, o.signing_public_key, o.evidence,
-             o.endpoint, o.received_at))
+             o.endpoint, o.received_at, o.cluster))
 
     def offer(self, job_id: str) -> OfferRecord | None:
         with self.lock:
             r = self.conn.execute(
                 "SELECT job_id, compute, hpke_suite, hpke_public_key, signing_public_key, evidence, "
-                "endpoint, received_at FROM offers WHERE job_id = ?", (job_id,)).fetchone()
-        return OfferRecord(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5]), r[6], r[7]) if r else None
+                "endpoint, received_at, cluster FROM offers WHERE job_id = ?", (job_id,)).fetchone()
+        return OfferRecord(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5]), r[6], r[7],
+                           bytes(r[8])) if r else None
 
     # uploads
 

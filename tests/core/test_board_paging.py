@@ -314,3 +314,27 @@ def test_a_witness_whose_board_starts_over_reads_it_from_the_start(tmp_path):
     second.publish("bank", _chain(keys["bank"], 40, fork_at=40)[-1][0], 0, [])
     cosigned, raised = lab.run_once(second)
     assert cosigned == 0 and [(e.member, e.kind) for e in raised] == [("bank", "inconsistent")]
+
+
+def test_migration_6_keeps_every_cosignature_of_an_older_board_in_arrival_order(tmp_path):
+    from teenet.coordinator.store import MIGRATIONS
+
+    path = tmp_path / "coordinator.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, sql in MIGRATIONS[:-1]:  # a board before paging
+        for statement in sql.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    assert MIGRATIONS[-1][0] == 6
+    rows = [("o", 3, "lab", "b3", "l3", 2.0), ("o", 1, "clinic", "b1", "l1", 1.0), ("o", 2, "lab", "b2", "l2", 3.0)]
+    conn.executemany("INSERT INTO checkpoint_cosignatures VALUES (?, ?, ?, ?, ?, ?)", rows)
+    conn.close()
+    store = CoordinatorStore(path)
+    assert store.schema_version() == 6
+    got = store.conn.execute("SELECT id, size, witness FROM checkpoint_cosignatures ORDER BY id").fetchall()
+    assert got == [(1, 1, "clinic"), (2, 3, "lab"), (3, 2, "lab")]
+    board = CheckpointBoard(store.conn, store.lock, {})
+    page = board.cosignature_page("o", after=1)
+    assert [c.body for c in page.rows] == ["b3", "b2"] and page.next_cursor == 3 and not page.more

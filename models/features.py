@@ -9,7 +9,7 @@ own category, which an ONNX string tensor can carry. Anything else is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,13 +80,15 @@ def feature_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(layout.features))
 
 
-def onnx_feeds(frame: pd.DataFrame, layout: FeatureLayout) -> dict[str, np.ndarray]:
-    """One [n, 1] tensor per feature: float32 for numbers, strings for categories."""
+def onnx_feeds(frame: pd.DataFrame, layout: FeatureLayout,
+               double: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """One [n, 1] tensor per feature: float32 for numbers (float64 for those in `double`, the
+    inputs a float64 model takes), strings for categories."""
     feeds: dict[str, np.ndarray] = {}
     for name in layout.features:
         values = frame[name].to_numpy()
         if name in layout.categorical:
             feeds[name] = values.astype(object).reshape(-1, 1)
         else:
-            feeds[name] = values.astype(np.float32).reshape(-1, 1)
+            feeds[name] = values.astype(np.float64 if name in double else np.float32).reshape(-1, 1)
     return feeds

@@ -68,6 +68,13 @@ def plan_features(table: pa.Table, features: Sequence[str],
 
 def feature_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
     """The features as a DataFrame in layout order: floats with NaN, strings with ''."""
+    if not layout.categorical and layout.features:
+        # All numeric: fill one float64 block column by column and frame it without the
+        # copy pandas makes to consolidate a dict of columns (the same DataFrame).
+        block = np.empty((len(layout.features), table.num_rows), dtype=np.float64)
+        for j, name in enumerate(layout.features):
+            block[j] = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+        return pd.DataFrame(block.T, columns=list(layout.features), copy=False)
     data: dict[str, np.ndarray] = {}
     for name in layout.features:
         column = table.column(name)

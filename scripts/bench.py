@@ -478,12 +478,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of: sealing, psi, train, control, memory")
     parser.add_argument("--work", type=Path, help="folder for data and the sandbox (default: a temporary one)")
     parser.add_argument("--no-psi-baseline", action="store_true", help="skip the OpenMined PSI baseline")
+    parser.add_argument("--models", help="comma-separated training models (default: the preset's)")
+    parser.add_argument("--train-repeat", type=int, help="runs of each side per training case (default: the preset's)")
     args = parser.parse_args(argv)
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(wanted) - {"sealing", "psi", "train", "control", "memory"})
     if unknown or not wanted:
         parser.error(f"--cases: unknown case(s) {', '.join(unknown) or '(none given)'}")
     preset = dict(PRESETS[args.sizes])
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown_models = sorted(set(models) - {"logistic_regression", "hist_gradient_boosting"})
+        if unknown_models or not models:
+            parser.error(f"--models: unknown model(s) {', '.join(unknown_models) or '(none given)'}")
+        preset["train_models"] = models
+    if args.train_repeat is not None:
+        if args.train_repeat < 1:
+            parser.error("--train-repeat must be at least 1")
+        preset["train_repeat"] = args.train_repeat
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

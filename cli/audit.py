@@ -184,7 +184,7 @@ def _node_witness(config: Path | None) -> tuple[Any, Any, Any]:
     """(node config, its NodeStore, its Witness) from a node config."""
     from teenet.config import load_node_config
     from teenet.node.store import NodeStore
-    from teenet.witness import witnessed_members
+    from teenet.witness import coordinator_log, witnessed_members
 
     cfg = load_node_config(config_path(config))
     db = cfg.state_dir / "node.db"
@@ -192,7 +192,7 @@ def _node_witness(config: Path | None) -> tuple[Any, Any, Any]:
         raise InputError("no node database here (has the node run yet?)", source=str(db))
     store = NodeStore(db)
     # Reading the state needs no key: the witness cosigns only in the daemon.
-    witness = store.witness(cfg.node, None, witnessed_members(cfg.consortium))
+    witness = store.witness(cfg.node, None, witnessed_members(cfg.consortium), coordinator_log(cfg.consortium))
     return cfg, store, witness
 
 
@@ -207,6 +207,13 @@ def witness_report(config: Path) -> dict[str, Any]:
         store.close()
 
 
+def _coordinator_log_state(consortium: Any) -> str:
+    if consortium.coordinator_audit_key is None:
+        return ("unwitnessed: the consortium file names no coordinator.audit_key, so no member can check "
+                "its checkpoints")
+    return "witnessed"
+
+
 @app.command("witness-status")
 def witness_status(config: Path = typer.Option(None, "--config", "-c", help="A node's config: " + CONFIG_HELP),
                    as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -215,7 +222,7 @@ def witness_status(config: Path = typer.Option(None, "--config", "-c", help="A n
     try:
         quorum = cfg.consortium.witness_quorum
         data = {"node": cfg.node, "witness_quorum": quorum, "logs": witness.status(quorum),
-                "alarms": witness.alarms()}
+                "alarms": witness.alarms(), "coordinator_log": _coordinator_log_state(cfg.consortium)}
     finally:
         store.close()
 
@@ -226,6 +233,8 @@ def witness_status(config: Path = typer.Option(None, "--config", "-c", help="A n
                           "yes" if r["witnessed"] else "no",
                           "[red]EQUIVOCATED[/red]" if r["blocked"] else "ok")
         c.print(table)
+        if data["coordinator_log"] != "witnessed":
+            c.print(f"[yellow]note[/yellow]: the coordinator's log is {data['coordinator_log']}")
         c.print(f"quorum: {quorum} cosignature(s); {sum(1 for a in data['alarms'] if not a['acknowledged_at'])} "
                 f"open equivocation alarm(s)")
     emit(data, as_json, render)

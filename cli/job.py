@@ -308,7 +308,9 @@ def _fetch_results(analyst: "_Analyst", job_id: str, out: Path):
             "files": [str(f) for f in files]}
     from teenet.cli import lineage as lineage_cli  # the result files and verified lineage (issue 14)
 
-    data["lineage"] = lineage_cli.lineage_of_results(kept["fetched"], analyst.consortium, kept["roots"], out)
+    board = lineage_cli.CoordinatorBoard(analyst.stub, "run `teenet lineage show FILE` later")
+    data["lineage"] = lineage_cli.lineage_of_results(kept["fetched"], analyst.consortium, kept["roots"], out,
+                                                     board=board)
     return data, claims, files
 
 

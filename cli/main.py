@@ -37,6 +37,7 @@ COMMAND_GROUPS: list[tuple[str, str, str]] = [
     ("coordinator", "coordinator", "Run the (untrusted) coordinator."),
     ("sandbox", "sandbox", "A whole consortium on this machine, on loopback."),
     ("lineage", "lineage", "What went into a result: its lineage, verified offline."),
+    ("catalog", "catalog", "An owner's table registrations: fingerprints in its witnessed log."),
     ("demo", "demo", "Run a PSI, an aggregate and a joint training job end to end, then stop."),
 ]
 _GROUPS = {name: (module, help_) for module, name, help_ in COMMAND_GROUPS}

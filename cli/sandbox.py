@@ -153,9 +153,17 @@ def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]]
         members[name] = {"role": "compute", "endpoint": f"127.0.0.1:{compute_ports[name]}",
                          **keys[name].public().to_config()}
     members[ANALYST] = {"role": "analyst", **keys[ANALYST].public().to_config()}
+    # The coordinator's audit key, made now so the consortium file can name it: the members
+    # then witness the coordinator's log too (teenet/witness.py).
+    from teenet.audit import load_audit_key
+    from teenet.identity import b64_raw
+
+    (directory / "state" / COORDINATOR).mkdir(parents=True, exist_ok=True, mode=0o700)
+    coordinator_audit = load_audit_key(directory / "state" / COORDINATOR / "audit.key").public_key()
     _dump(directory / "consortium.yaml", {
         "consortium": "sandbox",
-        "coordinator": {"name": COORDINATOR, "endpoint": f"127.0.0.1:{coordinator_port}"},
+        "coordinator": {"name": COORDINATOR, "endpoint": f"127.0.0.1:{coordinator_port}",
+                        "audit_key": b64_raw(coordinator_audit)},
         "attestation": sim_attestation,
         "members": members,
     }, "# A sandbox consortium made by `teenet sandbox init`. SIMULATED attestation: development only.\n")

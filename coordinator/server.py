@@ -91,6 +91,12 @@ def serve(config: CoordinatorConfig, *, consortium: Consortium | None = None,
     protection = config.key_protection.resolve()
     # The key first: its folder is made 0700 before the database's files can appear in it.
     audit_key = load_audit_key(config.audit_key, protection=protection)
+    pinned = consortium.coordinator_audit_key
+    if pinned is not None and pinned.public_bytes_raw() != audit_key.public_key().public_bytes_raw():
+        # The members witness the log under the consortium's key: a log under another one
+        # would never be witnessed, and would look like a coordinator hiding its log.
+        raise InputError("the consortium file's coordinator.audit_key is not this coordinator's audit key "
+                         f"({config.audit_key})", source=consortium.source or None, field="coordinator.audit_key")
     tls = replace(config.tls, protection=protection)
     tls.read()  # a TLS key readable by others, or one that does not decrypt, stops the start here
     store = CoordinatorStore(config.database)

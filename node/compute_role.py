@@ -26,7 +26,7 @@ import pyarrow as pa
 from teenet.approval import ApprovedTerms, SignedDecision, verify_approvals
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
-from teenet.lineage import Fingerprinter, check_fingerprint, record_drop
+from teenet.lineage import Fingerprinter, check_fingerprint, check_shipped_record, model_input, record_drop
 from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
 from teenet.pki import peer_name
 from teenet.reasons import Reason, check_of, transport_check
@@ -58,6 +58,8 @@ class JobRun:
     model_ref: ModelReference | None = None  # predict: the model a party ships in
     model_onnx: bytes | None = None          # its bytes, once their provenance verified
     fingerprints: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)  # teenet.lineage
+    shipped: dict[tuple[str, str], dict] = field(default_factory=dict)  # the owners' shipped records (teenet.lineage)
+    model_lineage: dict | None = None  # predict: the shipped model as a lineage input (teenet.lineage)
     signed_spec: bytes = b""
 
     def ready(self) -> bool:
@@ -287,6 +289,8 @@ class ComputeRole(rpc.ComputeServicer):
             root = check_fingerprint(table_key=key.secret_bytes(), header=reader.header, computed=computed,
                                      claimed_root=claimed[0].root, claimed_chunks=claimed[0].chunks,
                                      mac=claimed[0].mac)
+            shipped = check_shipped_record(claimed[0], rt.consortium, job_id=run.job_id, party=k.party,
+                                           table=k.table, root=root)
         except TeenetError as exc:
             # Named by its check first, so the owner's node can say which check refused it.
             detail = str(exc) if isinstance(exc, VerificationError) else f"{check_of(exc)}: {exc}"
@@ -301,6 +305,8 @@ class ComputeRole(rpc.ComputeServicer):
         with self._lock:
             run.tables[(k.party, k.table)] = table
             run.fingerprints[(k.party, k.table)] = (root.hex(), table.num_rows)
+            if shipped is not None:
+                run.shipped[(k.party, k.table)] = shipped
         rt.audit("table_received", job_id=k.job_id, party=k.party, table=k.table, rows=table.num_rows,
                  data_enclave=claims.measurement.hex(), sealed_bytes=sealed_bytes[0])
         self._start_if_ready(run)
@@ -348,6 +354,7 @@ class ComputeRole(rpc.ComputeServicer):
                                         result=result_from_proto(m.head, messages),
                                         key=ResultKey(key.secret_bytes()), consortium=rt.consortium,
                                         roots=rt.enclave.roots)
+            model_lineage = model_input(ref, m, rt.consortium, rt.enclave.roots)  # teenet.lineage
         except TeenetError as exc:
             # Named by its check first, as a table's refusal is, so the shipper can say which.
             detail = str(exc) if isinstance(exc, VerificationError) else f"{check_of(exc)}: {exc}"
@@ -358,6 +365,7 @@ class ComputeRole(rpc.ComputeServicer):
             context.abort(grpc.StatusCode.CANCELLED, "model stream broke before its end")
         with self._lock:
             run.model_onnx = onnx
+            run.model_lineage = model_lineage
         rt.audit("model_received", job_id=k.job_id, party=k.party, train_job=ref.job,
                  data_enclave=claims.measurement.hex())
         self._start_if_ready(run)

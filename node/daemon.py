@@ -24,7 +24,7 @@ from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.node.compute_role import ComputeRole
 from teenet.node.data_role import DataRole
 from teenet.node.runtime import NodeRuntime, open_runtime
-from teenet.witness import GrpcBoard, node_round, witnessed_members
+from teenet.witness import GrpcBoard, coordinator_log, node_round, witnessed_members
 
 log = logging.getLogger("teenet.node")
 
@@ -215,7 +215,8 @@ class NodeDaemon:
         """Publish this node's log heads and witness the others' (teenet/witness.py), every
         WITNESS_EVERY seconds and at each job end, until the node stops."""
         rt = self.rt
-        witness = rt.store.witness(rt.name, rt.keys.signing, witnessed_members(rt.consortium))
+        witness = rt.store.witness(rt.name, rt.keys.signing, witnessed_members(rt.consortium),
+                                   coordinator_log(rt.consortium))
         board = GrpcBoard(rt.coordinator.stub)
         while not rt.stop_event.is_set():
             try:

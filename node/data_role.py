@@ -22,7 +22,8 @@ import grpc
 from teenet.approval import Decision, sign_decision
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
-from teenet.lineage import Fingerprinter, fingerprint_mac, owner_min_group_size, rounded_rows
+from teenet.lineage import (Fingerprinter, fingerprint_mac, owner_min_group_size, record_shipped, rounded_rows,
+                            shipped_fields)
 from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
 from teenet.reasons import Reason, check_named_in, transport_check
@@ -333,10 +334,14 @@ class DataRole:
                                 sealed_header.append(msg)
                             yield pb.UploadMessage(header=msg) if first else pb.UploadMessage(chunk=msg)
                             first = False
+                        # `shipped` in this node's audit as the stream ends, with a signed head and
+                        # its proof, so the result's lineage names it (teenet.lineage)
+                        shipped = record_shipped(rt, job_id, inp.table, fingerprint.root(),
+                                                 rounded_rows(rows[0], owner_min_group_size(rt, job_id)))
                         yield pb.UploadMessage(fingerprint=pb.LineageFingerprint(
                             root=fingerprint.root(), chunks=fingerprint.chunks,
                             mac=fingerprint_mac(key.secret_bytes(), sealed_header[0], fingerprint.root(),
-                                                fingerprint.chunks)))
+                                                fingerprint.chunks), **shipped_fields(shipped)))
                     except TeenetError as exc:
                         # End the stream here: without its final chunk the enclave refuses it
                         # as truncated, and this side reports why.
@@ -392,8 +397,6 @@ class DataRole:
                          to=spec.compute, enclave_measurement=verified.claims.measurement.hex(),
                          enclave_platform=verified.claims.platform.value, sealed_bytes=reply.sealed_bytes,
                          enclave_tcb=dict(verified.claims.tcb))
-                rt.audit("shipped", job_id=job_id, table=inp.table, fingerprint=fingerprint.root().hex(),
-                         rows=rounded_rows(rows[0], owner_min_group_size(rt, job_id)))
                 log.info("job %s: shipped %s/%s (%d rows, sealed) to %s", job_id[:16], rt.name, inp.table,
                          rows[0], spec.compute)
                 self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")

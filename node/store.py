@@ -196,9 +196,11 @@ class NodeStore:
         return _Tx()
 
     # witnessing (teenet/witness.py) ------------------------------------------------------
-    def witness(self, name: str, key: Any, members: Mapping[str, Any]) -> "Witness":
-        """This node's witness of the other members' logs, its state in this database."""
-        return Witness(self._conn, self._lock, name, key, members)
+    def witness(self, name: str, key: Any, members: Mapping[str, Any],
+                extra_logs: Mapping[str, Any] | None = None) -> "Witness":
+        """This node's witness of the other members' logs (and `extra_logs`: the coordinator's),
+        its state in this database."""
+        return Witness(self._conn, self._lock, name, key, members, extra_logs)
 
     def equivocated(self, members: Iterable[str]) -> list[str]:
         """Which of `members` this node caught equivocating and has not acknowledged."""

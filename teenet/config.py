@@ -71,6 +71,9 @@ class Consortium:
     # How many other members' cosignatures a log checkpoint needs to count as witnessed
     # (teenet/witness.py); 1 to the number of data and compute members less one.
     witness_quorum: int = 1
+    # The coordinator's audit log key (`coordinator.audit_key`, optional): with it, members
+    # witness the coordinator's log like a member's (teenet/witness.py); without, it is unwitnessed.
+    coordinator_audit_key: Any = None
 
     def analysts(self) -> tuple[Member, ...]:
         return self.with_role("analyst")
@@ -100,9 +103,11 @@ def load_consortium(path: str | Path) -> Consortium:
     f = doc.root().mapping(required=("consortium", "coordinator", "attestation", "members"),
                            optional=("witness_quorum",), what="a consortium mapping")
     name = f["consortium"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
-    coord = f["coordinator"].mapping(required=("name", "endpoint"))
+    coord = f["coordinator"].mapping(required=("name", "endpoint"), optional=("audit_key",))
     coordinator_name = coord["name"].string(pattern=MEMBER_NAME, what=_MEMBER_WHAT)
     coordinator_endpoint = endpoint(coord["endpoint"])
+    coordinator_audit_key = (_public_key(coord["audit_key"], ed25519_public_from_b64)
+                             if "audit_key" in coord else None)
     attestation = attestation_section(f["attestation"])
     members: dict[str, Member] = {}
     seen_keys: dict[bytes, str] = {}
@@ -121,12 +126,16 @@ def load_consortium(path: str | Path) -> Consortium:
                 raise node.child(kind, None).error(f"the same key is already {seen_keys[raw]}'s")
             seen_keys[raw] = f"{member_name}.{kind}"
         members[member_name] = member
+    if coordinator_audit_key is not None and coordinator_audit_key.public_bytes_raw() in seen_keys:
+        # One log key for two owners would let one's checkpoints pass as the other's.
+        raise coord["audit_key"].error(
+            f"the same key is already {seen_keys[coordinator_audit_key.public_bytes_raw()]}'s")
     witnesses = sum(1 for m in members.values() if m.role in ("data", "compute"))
     quorum = (f["witness_quorum"].integer(minimum=1, maximum=max(1, witnesses - 1))
               if "witness_quorum" in f else 1)
     return Consortium(name=name, coordinator_name=coordinator_name, coordinator_endpoint=coordinator_endpoint,
                       attestation=attestation, members=MappingProxyType(members), source=doc.source,
-                      witness_quorum=quorum)
+                      witness_quorum=quorum, coordinator_audit_key=coordinator_audit_key)
 
 
 def _member(name: str, node: Located) -> Member:

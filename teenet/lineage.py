@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from teenet.errors import InputError, VerificationError
+from teenet.errors import InputError, TeenetError, VerificationError
 from teenet.tlog import MerkleTree, leaf_hash
 
 LINEAGE_FORMAT = "teenet/lineage/v1"
@@ -186,15 +186,10 @@ def record_drop(rt, run, *, platform: str) -> dict[str, Any]:
     import teenet
     from teenet.models.rules import epsilon_cost
 
-    from teenet.tlog import Checkpoint, SignedNote
-
     run.session._hpke_private = None  # no table key envelope of this job opens after this
     run.tables.clear()
     entry = rt.audit_log.append({"event": DROP_EVENT, "node": rt.name, "job_id": run.job_id})
-    cp = rt.audit_log.checkpoint()
-    note = next(n for n in reversed(rt.audit_log.tree_heads())
-                if Checkpoint.parse(SignedNote.parse(n).body).size == cp.seq)
-    proof = rt.audit_log.inclusion_proof(entry.seq, cp.seq)
+    dropped = _entry_proof(rt.audit_log, entry)
     spec = run.spec
     k = int(run.terms.min_group_size)
     try:
@@ -204,13 +199,130 @@ def record_drop(rt, run, *, platform: str) -> dict[str, Any]:
     inputs = [{"party": i.party, "table": i.table,
                "fingerprint": run.fingerprints[(i.party, i.table)][0],
                "rows": rounded_rows(run.fingerprints[(i.party, i.table)][1], k)} for i in spec.inputs]
-    return {"format": LINEAGE_FORMAT, "job_id": run.job_id,
-            "spec_sha256": hashlib.sha256(run.signed_spec).hexdigest(),
-            "enclave": {"measurement": rt.enclave.measurement, "platform": platform, "node": rt.name},
-            "inputs": inputs, "function": {"name": spec.function, "version": f"teenet {teenet.__version__}"},
-            "release_rules": {"k": k, "epsilon": epsilon},
-            "dropped": {"at": entry.at, "audit_seq": entry.seq, "prev_hash": entry.prev_hash.hex(),
-                        "tree_head": note, "inclusion_proof": [_b64(p) for p in proof]}}
+    shipped = getattr(run, "shipped", {})
+    for i, item in zip(spec.inputs, inputs):
+        if shipped.get((i.party, i.table)):
+            item["shipped"] = shipped[(i.party, i.table)]
+    lineage = {"format": LINEAGE_FORMAT, "job_id": run.job_id,
+               "spec_sha256": hashlib.sha256(run.signed_spec).hexdigest(),
+               "enclave": {"measurement": rt.enclave.measurement, "platform": platform, "node": rt.name},
+               "inputs": inputs, "function": {"name": spec.function, "version": f"teenet {teenet.__version__}"},
+               "release_rules": {"k": k, "epsilon": epsilon}, "dropped": dropped}
+    if getattr(run, "model_lineage", None):  # predict: the model it scored with
+        lineage["model"] = dict(run.model_lineage)
+    return fit_lineage(lineage)
+
+
+def fit_lineage(lineage: dict[str, Any]) -> dict[str, Any]:
+    """Leave shipped records out, from the last input back, until the lineage fits in
+    MAX_LINEAGE_BYTES (a statement stays under teenet.release.MAX_STATEMENT_BYTES)."""
+    from teenet.canonical import canonical_json
+
+    for item in reversed(lineage.get("inputs") or []):
+        if len(canonical_json(lineage)) <= MAX_LINEAGE_BYTES:
+            break
+        item.pop("shipped", None)
+    return lineage
+
+
+# the owner's `shipped` record, carried with the fingerprint --------------------------------------
+
+SHIPPED_EVENT = "shipped"
+# The whole lineage statement's budget: shipped records are left out (from the last input
+# back) when they would not fit, so a job of many inputs still gets a statement.
+MAX_LINEAGE_BYTES = 5120
+
+
+def shipped_payload(*, job_id: str, node: str, table: str, fingerprint: str, rows: str, at: str) -> bytes:
+    """The audit payload of a `shipped` entry, as teenet.audit.AuditLog.append writes it."""
+    from teenet.canonical import canonical_json
+
+    return canonical_json({"at": at, "event": {"event": SHIPPED_EVENT, "fingerprint": fingerprint,
+                                               "job_id": job_id, "node": node, "rows": rows, "table": table}})
+
+
+def _entry_proof(log, entry) -> dict[str, Any]:
+    """Sign a tree head covering `entry` now; its note and the entry's inclusion proof."""
+    from teenet.tlog import Checkpoint, SignedNote
+
+    cp = log.checkpoint()
+    note = next(n for n in reversed(log.tree_heads()) if Checkpoint.parse(SignedNote.parse(n).body).size == cp.seq)
+    proof = log.inclusion_proof(entry.seq, cp.seq)
+    return {"at": entry.at, "audit_seq": entry.seq, "prev_hash": entry.prev_hash.hex(), "tree_head": note,
+            "inclusion_proof": [_b64(p) for p in proof]}
+
+
+def record_shipped(rt, job_id: str, table: str, root: bytes, rows: str) -> dict[str, Any]:
+    """On the data node, as a table's stream ends: write `shipped` (job, table, fingerprint,
+    rounded rows) in its own audit and sign a tree head covering it. Returns the record the
+    stream's last message carries to the compute enclave (`shipped_fields`)."""
+    entry = rt.audit_log.append({"event": SHIPPED_EVENT, "node": rt.name, "job_id": job_id, "table": table,
+                                 "fingerprint": root.hex(), "rows": rows})
+    return {**_entry_proof(rt.audit_log, entry), "rows": rows}
+
+
+def shipped_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The LineageFingerprint fields (64-69) of a `record_shipped` record."""
+    return {"shipped_seq": int(record["audit_seq"]), "shipped_at": record["at"],
+            "shipped_prev_hash": bytes.fromhex(record["prev_hash"]), "shipped_tree_head": record["tree_head"],
+            "shipped_proof": [base64.b64decode(p) for p in record["inclusion_proof"]],
+            "shipped_rows": record["rows"]}
+
+
+def verify_shipped(record: Mapping[str, Any], *, job_id: str, party: str, table: str, fingerprint: str,
+                   key) -> Any:
+    """The owner's `shipped` entry for (job, table, fingerprint) is in a tree head of its log
+    signed with its key; returns that tree head (a Checkpoint). VerificationError otherwise."""
+    from teenet.audit import default_origin
+    from teenet.tlog import Checkpoint, SignedNote, verify_inclusion, verify_note
+
+    try:
+        note = SignedNote.parse(str(record["tree_head"]))
+        verify_note(note, default_origin(key), key)
+        head = Checkpoint.parse(note.body)
+        seq = int(record["audit_seq"])
+        payload = shipped_payload(job_id=job_id, node=party, table=table, fingerprint=fingerprint,
+                                  rows=str(record["rows"]), at=str(record["at"]))
+        leaf = leaf_hash(drop_event_payload_hash(seq, bytes.fromhex(str(record["prev_hash"])), payload))
+        proof = [_unb64(p, "inclusion_proof") for p in record.get("inclusion_proof") or []]
+        verify_inclusion(leaf, seq - 1, head.size, proof, head.root_hash)
+    except VerificationError as exc:
+        raise VerificationError("input.fingerprint", f"{party}'s shipped record of {table} does not verify "
+                                f"({exc.check})") from None
+    except (KeyError, TypeError, ValueError, InputError) as exc:
+        raise VerificationError("input.fingerprint", f"{party}'s shipped record of {table} is malformed "
+                                f"({type(exc).__name__})") from None
+    return head
+
+
+def check_shipped_record(msg, consortium, *, job_id: str, party: str, table: str, root: bytes) -> dict | None:
+    """In the compute enclave: the shipped record a table's last message carries (None when
+    an older data node sent none), verified against the party's key and the fingerprint the
+    enclave itself recomputed; a record that does not verify refuses the table."""
+    if not msg.shipped_tree_head:
+        return None
+    record = {"audit_seq": int(msg.shipped_seq), "at": msg.shipped_at, "prev_hash": bytes(msg.shipped_prev_hash).hex(),
+              "rows": msg.shipped_rows, "tree_head": msg.shipped_tree_head,
+              "inclusion_proof": [_b64(bytes(p)) for p in msg.shipped_proof]}
+    verify_shipped(record, job_id=job_id, party=party, table=table, fingerprint=root.hex(),
+                   key=consortium.member(party).keys.signing)
+    return record
+
+
+def model_input(ref, shipped_model, consortium, roots) -> dict[str, Any]:
+    """In the compute enclave, once a predict job's shipped model verified: the model as a
+    lineage input: who shipped it, its train job, the SHA-256 of the train result's signed
+    statement (which carries the train job's own lineage) and the measurement and platform
+    of the enclave that released it (from its offer's evidence, verified again here)."""
+    from teenet.attestation.policy import policy_from_config
+    from teenet.negotiation import verify_compute_offer
+    from teenet.node.results import offer_from_proto
+
+    policy = policy_from_config(consortium.attestation, source="consortium attestation")
+    verified = verify_compute_offer(offer_from_proto(shipped_model.train_offer), bytes.fromhex(ref.job), policy, roots)
+    return {"party": ref.sender, "train_job": ref.job,
+            "statement_sha256": hashlib.sha256(bytes(shipped_model.head.statement)).hexdigest(),
+            "measurement": verified.claims.measurement.hex(), "platform": verified.claims.platform.value}
 
 
 def drop_event_payload_hash(seq: int, prev_hash: bytes, payload: bytes) -> bytes:
@@ -229,6 +341,11 @@ class LineageReport:
     job_id: str = ""
     links: list[tuple[str, bool, str]] = field(default_factory=list)
     lineage: dict[str, Any] = field(default_factory=dict)
+    # Each log the result depends on, judged against a board (teenet.witness.QuorumState);
+    # empty when no board was given. An "inconsistent" one is also a failed link.
+    witnessing: list[Any] = field(default_factory=list)
+    witnessing_note: str = ""  # why witnessing was not judged (no board, the board unreachable)
+    model: dict[str, Any] = field(default_factory=dict)  # a predict result's train lineage, when given
 
     @property
     def broken(self) -> str | None:
@@ -238,10 +355,22 @@ class LineageReport:
     def ok(self) -> bool:
         return bool(self.links) and self.broken is None
 
+    @property
+    def witnessed(self) -> bool:
+        """Every log the result depends on is covered by a checkpoint a quorum cosigned."""
+        return self.ok and bool(self.witnessing) and all(w.state == "witnessed" for w in self.witnessing)
+
+    @property
+    def status(self) -> str:
+        """"broken", "witnessed" or "unwitnessed" (verified, not (yet) shown witnessed)."""
+        return "broken" if not self.ok else "witnessed" if self.witnessed else "unwitnessed"
+
     def to_json(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "ok": self.ok, "broken": self.broken,
+        return {"job_id": self.job_id, "ok": self.ok, "broken": self.broken, "status": self.status,
                 "links": [{"link": n, "ok": ok, "detail": d} for n, ok, d in self.links],
-                "lineage": self.lineage}
+                "witnessing": [w.to_json() for w in self.witnessing],
+                "witnessing_note": self.witnessing_note,
+                "lineage": self.lineage, "model": self.model}
 
 
 def _b64(value: bytes) -> str:
@@ -281,8 +410,16 @@ def statement_lineage(statement: bytes) -> dict[str, Any] | None:
     return lin if isinstance(lin, dict) else None
 
 
-def verify_lineage(doc: Mapping[str, Any], consortium, roots) -> LineageReport:
-    """Verify a result file's lineage offline, link by link (see the module docstring)."""
+def verify_lineage(doc: Mapping[str, Any], consortium, roots, board=None,
+                   model_doc: Mapping[str, Any] | None = None) -> LineageReport:
+    """Verify a result file's lineage offline, link by link (see the module docstring).
+
+    With `board` (teenet.witness.Board: the coordinator's, or a checkpoints file's), also
+    judge whether each log the result depends on is witnessed (`report.witnessing`): the
+    compute node's log at the tree head covering the drop event, and each owner's log at the
+    tree head covering its `shipped` entry where the result names it. For a predict result,
+    `model_doc` is the train job's model result file: its own lineage is verified (and
+    judged) too, and linked to the model the predict lineage names."""
     from teenet.audit import default_origin
     from teenet.canonical import parse_canonical_json
     from teenet.jobspec import SignedJob, verify_signed_job
@@ -392,7 +529,99 @@ def verify_lineage(doc: Mapping[str, Any], consortium, roots) -> LineageReport:
         link("drop.inclusion", True, f"the drop event (entry {seq}) is in the signed tree head")
     except Exception as exc:
         link("drop.inclusion", False, str(exc) or type(exc).__name__)
+        return report
+    # 6. each owner's own `shipped` entry, where the result names it: in the owner's signed tree head
+    logs = [("drop", spec.compute, key, head)]
+    for item in lin.get("inputs") or []:
+        record = item.get("shipped") if isinstance(item, Mapping) else None
+        if record is None:
+            continue
+        party, table = str(item.get("party")), str(item.get("table"))
+        name = f"{party}/{table}"
+        try:
+            if not isinstance(record, Mapping):
+                raise VerificationError("input.fingerprint", "the shipped record is not an object")
+            owner_key = consortium.member(party, "data").keys.signing
+            owner_head = verify_shipped(record, job_id=signed.job_id, party=party, table=table,
+                                        fingerprint=str(item.get("fingerprint")), key=owner_key)
+            link(f"shipped.{name}", True, f"{party}'s own audit entry {record.get('audit_seq')} records shipping "
+                 f"this fingerprint, in its signed tree head of {owner_head.size} entries")
+            logs.append((f"shipped:{name}", party, owner_key, owner_head))
+        except TeenetError as exc:
+            link(f"shipped.{name}", False, str(exc))
+    sub = _model_links(report, link, spec, lin, model_doc, consortium, roots, board)
+    if not report.ok:
+        return report
+    # 7. witnessing: for each of those logs, a checkpoint at or beyond the tree head, consistent
+    # with it, cosigned by a quorum of other members
+    if board is None:
+        report.witnessing_note = "witnessing not judged: no board or checkpoints file given"
+        return report
+    judge_witnessing(report, board, consortium, logs)
+    if sub is not None:
+        report.witnessing += [_renamed(w, f"model/{w.log}") for w in sub.witnessing]
+        if sub.witnessing_note and not sub.witnessing:
+            report.witnessing_note = f"the model's {sub.witnessing_note}"
+            report.witnessing.clear()
     return report
+
+
+def _renamed(state, log: str):
+    from dataclasses import replace
+
+    return replace(state, log=log)
+
+
+def _model_links(report: LineageReport, link, spec, lin: Mapping[str, Any], model_doc, consortium, roots, board):
+    """A predict result: the model it names is the job's, and (given the train result file)
+    that file's own lineage verifies and is the model's. Returns the train file's report."""
+    if spec.function != "predict":
+        return None
+    from teenet.shipped_model import ModelReference
+
+    model = lin.get("model") if isinstance(lin.get("model"), Mapping) else {}
+    try:
+        ref = ModelReference.parse(spec.params, [i.party for i in spec.inputs])
+        named = model.get("train_job") == ref.job and model.get("party") == ref.sender
+    except TeenetError:
+        named = False
+    link("model.named", named, f"the lineage names the job's model: train job {str(model.get('train_job'))[:16]} "
+         f"shipped by {model.get('party')}")
+    if model_doc is None or not named:
+        return None
+    sub = verify_lineage(model_doc, consortium, roots, board)
+    for name, ok, detail in sub.links:
+        report.links.append((f"model/{name}", ok, detail))
+    try:
+        statement = _unb64(model_doc["result"]["statement"], "result.statement")
+    except (KeyError, TypeError, InputError):
+        statement = b""
+    sub_enclave = sub.lineage.get("enclave") or {}
+    link("model.lineage", sub.ok and sub.job_id == model.get("train_job")
+         and hashlib.sha256(statement).hexdigest() == model.get("statement_sha256")
+         and sub_enclave.get("measurement") == model.get("measurement"),
+         "the train result file is the model's: its job, statement digest and measurement")
+    report.model = sub.to_json()
+    return sub
+
+
+def judge_witnessing(report: LineageReport, board, consortium, logs) -> None:
+    """Judge each (log, member, key, tree head) against `board`; an inconsistent one is a
+    failed link `witness.LOG`. A board that cannot be read leaves the rest unjudged."""
+    from teenet.witness import quorum_state, witnessed_members
+
+    witnesses = witnessed_members(consortium)
+    for name, member, key, head in logs:
+        try:
+            state = quorum_state(board, log=name, member=member, key=key, head=head, witnesses=witnesses,
+                                 quorum=consortium.witness_quorum)
+        except TeenetError as exc:
+            report.witnessing_note = f"witnessing not judged: {exc}"
+            report.witnessing.clear()
+            return
+        report.witnessing.append(state)
+        if state.state == "inconsistent":
+            report.links.append((f"witness.{name}", False, state.detail))
 
 
 def render(report: LineageReport) -> str:
@@ -406,10 +635,30 @@ def render(report: LineageReport) -> str:
                   f"  release rules k={rr.get('k')} epsilon={rr.get('epsilon')}",
                   "  inputs"]
         for i in lin.get("inputs", []):
-            lines.append(f"    {i.get('party')}/{i.get('table')}  rows {i.get('rows')}  fingerprint {i.get('fingerprint')}")
+            lines.append(f"    {i.get('party')}/{i.get('table')}  rows {i.get('rows')}  fingerprint {i.get('fingerprint')}"
+                         + (f"  (shipped: {i.get('party')}'s audit entry {i['shipped'].get('audit_seq')})"
+                            if isinstance(i.get("shipped"), Mapping) else ""))
+        m = lin.get("model")
+        if isinstance(m, Mapping):
+            lines.append(f"  model         train job {m.get('train_job')} shipped by {m.get('party')}, statement "
+                         f"sha256 {m.get('statement_sha256')}, enclave {m.get('platform')} {m.get('measurement')}")
         lines.append(f"  inputs and keys dropped at {d.get('at')} (audit entry {d.get('audit_seq')})")
     lines.append("  links")
     for name, ok, detail in report.links:
         lines.append(f"    {'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    lines.append("lineage verified" if report.ok else f"lineage BROKEN at {report.broken}")
+    if report.witnessing:
+        lines.append("  witnessing")
+        for w in report.witnessing:
+            mark = {"witnessed": "ok  ", "unwitnessed": "WAIT"}.get(w.state, "FAIL")
+            lines.append(f"    {mark} {w.log} ({w.member}'s log, tree head {w.size}): {w.state}: {w.detail}")
+    elif report.witnessing_note:
+        lines.append(f"  {report.witnessing_note}")
+    if not report.ok:
+        lines.append(f"lineage BROKEN at {report.broken}")
+    elif report.witnessed:
+        lines.append("lineage verified and witnessed")
+    elif not report.witnessing:
+        lines.append("lineage verified; its witnessing was not judged (see above)")
+    else:
+        lines.append("lineage verified, not yet witnessed by the consortium's quorum")
     return "\n".join(lines)

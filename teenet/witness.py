@@ -36,7 +36,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -278,14 +278,18 @@ class Witness:
     """One node's witness: its durable state in `conn` (node.db) and its cosigning key."""
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, name: str,
-                 key: ed25519.Ed25519PrivateKey | None, members: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
-        """`key` signs cosignatures; None for a reader of the state (`teenet audit witness-status`)."""
+                 key: ed25519.Ed25519PrivateKey | None, members: Mapping[str, ed25519.Ed25519PublicKey],
+                 extra_logs: Mapping[str, ed25519.Ed25519PublicKey] | None = None) -> None:
+        """`key` signs cosignatures; None for a reader of the state (`teenet audit witness-status`).
+        `members` are the witnesses (whose cosignatures count) and own the logs witnessed;
+        `extra_logs` are further logs witnessed whose owners do not witness (the coordinator's)."""
         self._conn = conn
         self._lock = lock
         self.name = name
         self._key = key
         self._members = dict(members)
-        self._origins = {o: v for o, v in member_origins(members).items() if v[0] != name}
+        logs = {**dict(extra_logs or {}), **self._members}
+        self._origins = {o: v for o, v in member_origins(logs).items() if v[0] != name}
         with self._lock:
             self._conn.executescript(WITNESS_SCHEMA)
 
@@ -318,7 +322,7 @@ class Witness:
 
     def acknowledge(self, member: str, operator: str) -> int:
         """Close `member`'s open alarms and forget its verified heads; returns how many closed."""
-        if member not in self._members:
+        if member not in self._members and member not in {n for n, _ in self._origins.values()}:
             raise InputError(f"'{member}' is not a member of this consortium", field="member")
         origins = [o for o, (n, _) in self._origins.items() if n == member]
         with self._lock:
@@ -503,6 +507,13 @@ def witnessed_members(consortium: Any) -> dict[str, ed25519.Ed25519PublicKey]:
     return {n: m.keys.signing for n, m in consortium.members.items() if m.role in ("data", "compute")}
 
 
+def coordinator_log(consortium: Any) -> dict[str, ed25519.Ed25519PublicKey]:
+    """The coordinator's log as a witnessed log ({name: audit key}), when the consortium file
+    names its key (`coordinator.audit_key`); empty otherwise: that log is then unwitnessed."""
+    key = getattr(consortium, "coordinator_audit_key", None)
+    return {consortium.coordinator_name: key} if key is not None else {}
+
+
 def node_round(log: AuditLog, name: str, witness: Witness, board: Board, audit: Any) -> tuple[int, int]:
     """A node's witnessing round: sign its own log's head if it grew, publish what the board
     lacks, then witness the others. Each equivocation is audited in this node's own log,
@@ -519,3 +530,178 @@ def node_round(log: AuditLog, name: str, witness: Witness, board: Board, audit: 
 def _last_checkpoint(log: AuditLog) -> int:
     cp = log.latest_checkpoint()
     return cp.seq if cp else 0
+
+
+# Quorum of a result's log (teenet/lineage.py) --------------------------------------------------
+
+CHECKPOINTS_FILE_FORMAT = "teenet/checkpoints/v1"
+
+
+@dataclass
+class QuorumState:
+    """Whether a tree head a result names is covered by a witnessed checkpoint.
+
+    `state` is "witnessed" (a checkpoint at or beyond the head's size, shown consistent
+    with it by the owner's own published proofs, carries `quorum` valid cosignatures of
+    distinct other members), "unwitnessed" (not yet, the board could not be read, or an
+    unsigned consistency proof on it does not verify: `detail` says which) or "inconsistent"
+    (the board holds the owner's own signed word contradicting the head: another root at
+    its size, which no board can forge).
+    """
+
+    log: str
+    member: str
+    origin: str
+    size: int
+    quorum: int
+    state: str = "unwitnessed"
+    detail: str = ""
+    cosigned_size: int = 0
+    cosignatures: int = 0
+    evidence: list[Published] = field(default_factory=list)  # what it was judged on (checkpoints_file)
+    evidence_cosignatures: list[Cosignature] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"log": self.log, "member": self.member, "origin": self.origin, "size": self.size,
+                "quorum": self.quorum, "state": self.state, "detail": self.detail,
+                "cosigned_size": self.cosigned_size, "cosignatures": self.cosignatures}
+
+
+def quorum_state(board: Board, *, log: str, member: str, key: ed25519.Ed25519PublicKey, head: Checkpoint,
+                 witnesses: Mapping[str, ed25519.Ed25519PublicKey], quorum: int) -> QuorumState:
+    """Walk the board's checkpoints of `head.origin` from the one at `head.size` (which must
+    carry the same root), each later one only if its consistency proof from the previous
+    holds, until one carries `quorum` valid cosignatures of `witnesses` (the owner never
+    counts). Board errors are the caller's (see cli/lineage.py)."""
+    origin = head.origin
+    out = QuorumState(log, member, origin, head.size, quorum)
+    witnesses = {n: k for n, k in witnesses.items() if n != member}
+    cosigs = board.cosignatures(origin)
+    cur: tuple[int, bytes] | None = None
+    for pub in board.checkpoints(origin, head.size):
+        try:
+            signed, cp = _parse_note(pub.note)
+            verify_note(signed, origin, key)
+        except (InputError, VerificationError):
+            continue  # not the owner's word: the board's junk proves nothing either way
+        if cp.origin != origin:
+            continue
+        if cur is None:
+            if cp.size != head.size:
+                continue
+            if cp.root_hash != head.root_hash:
+                out.state, out.detail = "inconsistent", (
+                    f"{member} published another tree head of size {cp.size} than the one the result names "
+                    "(a split view)")
+                out.evidence.append(pub)
+                return out
+        elif cp.size == cur[0]:
+            if cp.root_hash != cur[1]:
+                out.state, out.detail = "inconsistent", f"{member} signed two tree heads of size {cp.size}"
+                out.evidence.append(pub)
+                return out
+            continue
+        elif pub.prev_size == cur[0] and cp.size > cur[0]:
+            try:
+                verify_consistency(cur[0], cp.size, cur[1], cp.root_hash, list(pub.proof))
+            except VerificationError:
+                # The proof is not signed: a rewritten log and a board that altered the proof
+                # look the same here, so this is "not witnessed", not the owner's fault (the
+                # witnesses, who judge the same proof, raise the alarm if the log was rewritten).
+                out.detail = (f"the board's consistency proof from size {cur[0]} to {member}'s checkpoint of size "
+                              f"{cp.size} does not verify (a rewritten log, or an altered proof): not witnessed "
+                              "past it")
+                out.evidence.append(pub)
+                return out
+        else:
+            continue  # a proof from a size not on this chain: cannot judge it
+        cur = (cp.size, cp.root_hash)
+        out.evidence.append(pub)
+        mine = [c for c in cosigs if c.body == signed.body]
+        out.evidence_cosignatures += mine
+        n = count_cosignatures(mine, signed.body, witnesses)
+        if n >= out.cosignatures:
+            out.cosigned_size, out.cosignatures = cp.size, n
+        if n >= quorum:
+            out.state, out.detail = "witnessed", (
+                f"checkpoint {cp.size} (>= {head.size}) carries {n} valid cosignature(s) of other members "
+                f"(quorum {quorum}), consistent with the result's tree head")
+            return out
+    if cur is None:
+        out.detail = f"the board holds no checkpoint of {member}'s log at size {head.size} yet"
+    else:
+        out.detail = (f"not yet witnessed: the best checkpoint (size {out.cosigned_size}) carries {out.cosignatures} "
+                      f"of the {quorum} cosignature(s) the consortium asks for")
+    return out
+
+
+def checkpoints_file(states: Iterable[QuorumState]) -> dict[str, Any]:
+    """What `job result --out` saves next to the result files (checkpoints.json): the
+    checkpoints and cosignatures each state was judged on, so it can be judged again offline."""
+    logs: dict[str, dict[str, list]] = {}
+    for s in states:
+        entry = logs.setdefault(s.origin, {"checkpoints": [], "cosignatures": []})
+        for p in s.evidence:
+            item = {"publisher": p.publisher, "note": p.note, "prev_size": p.prev_size,
+                    "proof": [base64.b64encode(h).decode() for h in p.proof]}
+            if item not in entry["checkpoints"]:
+                entry["checkpoints"].append(item)
+        for c in s.evidence_cosignatures:
+            item = {"witness": c.witness, "body": c.body, "line": c.line}
+            if item not in entry["cosignatures"]:
+                entry["cosignatures"].append(item)
+    for entry in logs.values():
+        entry["checkpoints"].sort(key=lambda p: Checkpoint.parse(SignedNote.parse(p["note"]).body).size)
+    return {"format": CHECKPOINTS_FILE_FORMAT, "logs": logs}
+
+
+class FileBoard:
+    """A read-only board from a checkpoints file (offline verification)."""
+
+    def __init__(self, doc: Mapping[str, Any], source: str = "checkpoints file") -> None:
+        if not isinstance(doc, Mapping) or doc.get("format") != CHECKPOINTS_FILE_FORMAT:
+            raise InputError(f"not a {CHECKPOINTS_FILE_FORMAT} file", source=source, field="format")
+        logs = doc.get("logs")
+        if not isinstance(logs, Mapping):
+            raise InputError("expected a mapping 'logs' of origin to checkpoints and cosignatures",
+                             source=source, field="logs")
+        self._pubs: dict[str, list[Published]] = {}
+        self._cosigs: dict[str, list[Cosignature]] = {}
+        for origin, entry in logs.items():
+            where = f"logs.{origin}"
+            try:
+                self._pubs[str(origin)] = [
+                    Published(str(p["publisher"]), str(p["note"]), int(p["prev_size"]),
+                              tuple(base64.b64decode(h, validate=True) for h in p["proof"]))
+                    for p in entry["checkpoints"]]
+                self._cosigs[str(origin)] = [Cosignature(str(c["witness"]), str(c["body"]), str(c["line"]))
+                                             for c in entry["cosignatures"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError(f"expected checkpoints (publisher, note, prev_size, proof) and cosignatures "
+                                 f"(witness, body, line) ({type(exc).__name__}: {exc})",
+                                 source=source, field=where) from None
+
+    def latest_size(self, origin: str) -> int:
+        return max((_parse_note(p.note)[1].size for p in self._pubs.get(origin, ())), default=0)
+
+    def checkpoints(self, origin: str, min_size: int) -> list[Published]:
+        out = []
+        for p in self._pubs.get(origin, ()):
+            try:
+                if _parse_note(p.note)[1].size >= min_size:
+                    out.append(p)
+            except InputError:
+                continue
+        return out
+
+    def cosignatures(self, origin: str) -> list[Cosignature]:
+        return list(self._cosigs.get(origin, ()))
+
+    def origins(self) -> list[str]:
+        return sorted(self._pubs)
+
+    def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None:
+        raise InputError("a checkpoints file is read-only")
+
+    def post_cosignature(self, witness: str, body: str, line: str) -> None:
+        raise InputError("a checkpoints file is read-only")

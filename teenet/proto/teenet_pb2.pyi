@@ -379,14 +379,26 @@ class UploadMessage(_message.Message):
     def __init__(self, key: _Optional[_Union[KeyEnvelope, _Mapping]] = ..., header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ..., model: _Optional[_Union[ShippedModel, _Mapping]] = ..., fingerprint: _Optional[_Union[LineageFingerprint, _Mapping]] = ...) -> None: ...
 
 class LineageFingerprint(_message.Message):
-    __slots__ = ("root", "chunks", "mac")
+    __slots__ = ("root", "chunks", "mac", "shipped_seq", "shipped_at", "shipped_prev_hash", "shipped_tree_head", "shipped_proof", "shipped_rows")
     ROOT_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_TREE_HEAD_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_PROOF_FIELD_NUMBER: _ClassVar[int]
+    SHIPPED_ROWS_FIELD_NUMBER: _ClassVar[int]
     root: bytes
     chunks: int
     mac: bytes
-    def __init__(self, root: _Optional[bytes] = ..., chunks: _Optional[int] = ..., mac: _Optional[bytes] = ...) -> None: ...
+    shipped_seq: int
+    shipped_at: str
+    shipped_prev_hash: bytes
+    shipped_tree_head: str
+    shipped_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    shipped_rows: str
+    def __init__(self, root: _Optional[bytes] = ..., chunks: _Optional[int] = ..., mac: _Optional[bytes] = ..., shipped_seq: _Optional[int] = ..., shipped_at: _Optional[str] = ..., shipped_prev_hash: _Optional[bytes] = ..., shipped_tree_head: _Optional[str] = ..., shipped_proof: _Optional[_Iterable[bytes]] = ..., shipped_rows: _Optional[str] = ...) -> None: ...
 
 class UploadReply(_message.Message):
     __slots__ = ("job_id", "party", "table", "rows", "sealed_bytes")

@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from concurrent import futures
 
 import grpc
@@ -434,6 +435,36 @@ def test_insider_claiming_another_tables_fingerprint_is_refused(net, held):
     _, env2, key2 = _envelope(held)
     err = _upload(net, "bank", env2, _seal(table, key2, held["job_id"]))
     _refused(net, held, err, grpc.StatusCode.PERMISSION_DENIED, "arrived without its fingerprint")
+    # the right fingerprint, but a `shipped` record its owner's key never signed (teenet.lineage)
+    import tempfile
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from teenet.audit import AuditLog
+    from teenet.lineage import record_shipped, shipped_fields
+
+    _, env3, key3 = _envelope(held)
+    stream3, fp3 = _seal(table, key3, held["job_id"]), Fingerprinter()
+    list(seal_table(table, key3, StreamBinding(bytes.fromhex(held["job_id"]), "bank", "customers"),
+                    on_chunk=fp3.add_chunk))
+    forged_log = AuditLog(Path(tempfile.mkdtemp()) / "forged.db", ed25519.Ed25519PrivateKey.generate())
+    forged = record_shipped(SimpleNamespace(name="bank", audit_log=forged_log), held["job_id"], "customers",
+                            fp3.root(), "10")
+    claim3 = pb.LineageFingerprint(root=fp3.root(), chunks=fp3.chunks,
+                                   mac=fingerprint_mac(key3.secret_bytes(), stream3[0], fp3.root(), fp3.chunks),
+                                   **shipped_fields(forged))
+    channel, stub = net.compute_stub("bank")
+    try:
+        msgs = [pb.UploadMessage(key=pb.KeyEnvelope(
+            job_id=env3.job_id, party=env3.party, table=env3.table, sealed_key=env3.sealed_key,
+            evidence=env3.evidence, signing_public_key=env3.signing_public_key, signature=env3.signature))]
+        msgs += [pb.UploadMessage(header=m) if i == 0 else pb.UploadMessage(chunk=m) for i, m in enumerate(stream3)]
+        err = rpc_error(lambda: stub.UploadTable(iter(msgs + [pb.UploadMessage(fingerprint=claim3)]), timeout=20))
+    finally:
+        channel.close()
+    _refused(net, held, err, grpc.StatusCode.PERMISSION_DENIED, "input.fingerprint")
+    assert "shipped record of customers does not verify" in err.details()
     refused = [e for e in net.audit_for("compute-1", held["job_id"], "upload_refused") if e.get("party") == "bank"]
     assert any("input.fingerprint" in e["reason"] for e in refused)
     assert not [e for e in net.audit_for("compute-1", held["job_id"], "table_received") if e.get("party") == "bank"]

@@ -124,8 +124,29 @@ def test_train_then_predict_for_the_banks_customers(network, capsys, tmp_path):
     assert max(abs(a - b) for a, b in zip(scores.column("score").to_pylist(),
                                           expected.column("score").to_pylist())) < 1e-9
 
-    # A config whose record does not hold the job opens nothing, and says why.
+    # The scores' lineage names the model (teenet.lineage): its train job, the digest of the
+    # statement of the copy the bank shipped and the releasing enclave; given the bank's own
+    # train result file, that file's lineage verifies and is linked; another copy is not it.
+    import json
+
     from integration_helpers import run_cli
+
+    got = cli_json(capsys, "job", "result", train["job_id"], "--config", network / "bank.yaml", "--out",
+                   tmp_path / "bank-train")
+    model_file = tmp_path / "bank-train" / "lineage-model.json"
+    code, text, err = run_cli(capsys, "lineage", "show", tmp_path / "bank" / "lineage-scores.json", "--config",
+                              network / "bank.yaml", "--model-lineage", model_file, "--json")
+    report = json.loads(text)
+    assert code in (0, 3) and report["ok"], err  # 3 until a quorum cosigned every log it depends on
+    links = {link["link"]: link["ok"] for link in report["links"]}
+    assert links["model.named"] and links["model.lineage"] and links["model/drop.inclusion"]
+    assert report["lineage"]["model"]["train_job"] == train["job_id"]
+    assert report["model"]["job_id"] == train["job_id"]
+    code, text, _ = run_cli(capsys, "lineage", "show", tmp_path / "bank" / "lineage-scores.json", "--config",
+                            network / "bank.yaml", "--model-lineage", model_dir / "lineage-model.json", "--json")
+    assert code == 1 and json.loads(text)["broken"] == "model.lineage"  # the analyst's copy, not the shipped one
+
+    # A config whose record does not hold the job opens nothing, and says why.
 
     other = network / "other-analyst.yaml"
     other.write_text((network / "analyst.yaml").read_text())

@@ -34,6 +34,11 @@ MANIFEST_FILE = "sandbox.json"
 
 def compute_names(count: int) -> list[str]:
     return [f"compute-{i}" for i in range(1, count + 1)]
+
+
+def worker_names(leader: str, count: int) -> list[str]:
+    """The compute-worker processes of a cluster led by `leader` (docs/deploy-cluster.md)."""
+    return [f"{leader}-w{i}" for i in range(1, count + 1)]
 ANALYST = "analyst"
 COORDINATOR = "coordinator"
 PROCESS_FILE = "run/processes.json"
@@ -71,14 +76,15 @@ def _own_tables(specs: list[str]) -> dict[str, dict[str, Path]]:
 
 
 def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str, Path]] | None = None,
-                 force: bool = False, computes: int = 1, jobs_from_data: bool = True) -> dict:
+                 force: bool = False, computes: int = 1, jobs_from_data: bool = True, workers: int = 0) -> dict:
     """Create a sandbox consortium in `directory`; returns a summary.
 
     With `own` tables, the consortium's data parties are the parties that gave files and
     nothing synthetic is written; the jobs are made from the files' own columns
     (cli/sandbox_jobs.py). A failure leaves no half-made folder behind: a folder this
     call created is removed again. `jobs_from_data=False` (the benchmark, which writes its
-    own jobs) skips reading the files and writes no example jobs for them.
+    own jobs) skips reading the files and writes no example jobs for them. With `workers`,
+    compute-1 leads a cluster of that many compute-worker processes (simulated attestation).
     """
     directory = directory.resolve()
     if (directory / "consortium.yaml").exists() and not force:
@@ -87,6 +93,8 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
         raise InputError("exists and is not a folder", source=str(directory))
     if not 1 <= computes <= 16:
         raise InputError(f"--computes must be 1..16, got {computes}")
+    if not 0 <= workers <= 16:
+        raise InputError(f"--workers must be 0..16, got {workers}")
     plan = None
     if own and not jobs_from_data:
         from teenet.cli.sandbox_jobs import JobPlan
@@ -100,7 +108,7 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
         plan = plan_jobs(described, ANALYST, compute_names(computes)[0])
     created = not directory.exists()
     try:
-        return _init_sandbox(directory, rows=rows, own=own or {}, plan=plan, computes=computes)
+        return _init_sandbox(directory, rows=rows, own=own or {}, plan=plan, computes=computes, workers=workers)
     except BaseException:
         if created:
             import shutil
@@ -109,7 +117,8 @@ def init_sandbox(directory: Path, *, rows: int = 20_000, own: dict[str, dict[str
         raise
 
 
-def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]], plan, computes: int) -> dict:
+def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]], plan, computes: int,
+                  workers: int = 0) -> dict:
     from teenet.attestation.measure import enclave_manifest
     from teenet.attestation.sim import SimulatedPlatform
     from teenet.identity import MemberKeys
@@ -191,6 +200,8 @@ def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]]
                 **sandbox_rules(party, cols, own=list((own or {}).get(party, {}))),
             },
         }, f"# {party}'s node. Jobs outside its auto-approve rules wait for `teenet approvals approve`.\n")
+    cluster_workers = worker_names(compute_nodes[0], workers)
+    admission = f"127.0.0.1:{_free_port()}"
     for name in compute_nodes:
         _dump(directory / f"{name}.yaml", {
             "node": name, "role": "compute", "consortium": "consortium.yaml",
@@ -198,7 +209,14 @@ def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]]
             "enclave": {"backend": "sim", "sim_dir": "sim-platform"},
             "listen": f"127.0.0.1:{compute_ports[name]}", "poll_interval": 0.2, "console": consoles[name],
             "policy": {"data_attestation": sim_attestation},
+            **({"cluster": {"workers": workers, "admission_listen": admission, "allow_simulated": True}}
+               if workers and name == compute_nodes[0] else {}),
         })
+    for name in cluster_workers:
+        _dump(directory / f"{name}.yaml", {
+            "node": name, "role": "compute-worker", "leader": admission, "listen": "127.0.0.1",
+            "enclave": {"backend": "sim", "sim_dir": "sim-platform"}, "allow_simulated": True,
+        }, f"# A worker of {compute_nodes[0]}'s cluster. SIMULATED attestation: development only.\n")
     _dump(directory / "coordinator.yaml", {
         "name": COORDINATOR, "listen": f"127.0.0.1:{coordinator_port}", "consortium": "consortium.yaml",
         "database": "state/coordinator/coordinator.db", "tls": tls(COORDINATOR),
@@ -216,9 +234,11 @@ def _init_sandbox(directory: Path, *, rows: int, own: dict[str, dict[str, Path]]
         for name, text in plan.files.items():
             (directory / "jobs" / f"{name}.yaml").write_text(text)
         jobs, notes = list(plan.files), plan.notes
-    (directory / MANIFEST_FILE).write_text(json.dumps({"parties": list(parties), "computes": compute_nodes}))
+    (directory / MANIFEST_FILE).write_text(json.dumps({"parties": list(parties), "computes": compute_nodes,
+                                                       "workers": cluster_workers}))
     return {"directory": str(directory), "measurement": measurement, "coordinator": f"127.0.0.1:{coordinator_port}",
             "computes": {n: f"127.0.0.1:{p}" for n, p in compute_ports.items()}, "parties": list(parties),
+            "workers": cluster_workers,
             "tables": {p: {t: str(x) for t, x in ts.items()} for p, ts in tables.items()},
             "jobs": [f"jobs/{j}.yaml" for j in jobs], "notes": notes}
 
@@ -259,15 +279,20 @@ def init(directory: Path = typer.Argument(..., help="Folder for the sandbox."),
                                                            "repeatable. Parties: bank, telco, insurer."),
          force: bool = typer.Option(False, "--force", help="Replace an existing sandbox."),
          computes: int = typer.Option(1, "--computes", help="How many compute nodes (compute-1, compute-2, ...)."),
+         workers: int = typer.Option(0, "--workers", help="Make compute-1 a cluster leader with this many "
+                                                          "compute-worker processes (compute-1-w1, ...)."),
          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Create a consortium of three agencies, a compute node and a coordinator on loopback."""
-    summary = init_sandbox(directory, rows=rows, own=_own_tables(data), force=force, computes=computes)
+    summary = init_sandbox(directory, rows=rows, own=_own_tables(data), force=force, computes=computes,
+                           workers=workers)
 
     def render(c) -> None:
         c.print(f"sandbox in {summary['directory']}")
         c.print(f"  enclave measurement pinned by every owner: {summary['measurement']}")
         c.print("  [yellow]attestation is SIMULATED (allow_simulated: true): development only[/yellow]")
         c.print(f"  jobs: {', '.join(summary['jobs']) or 'none'}")
+        if summary["workers"]:
+            c.print(f"  compute-1 leads a cluster of {len(summary['workers'])} workers: {', '.join(summary['workers'])}")
         for note in summary["notes"]:
             c.print(f"  [yellow]not written[/yellow]: {note}")
         c.print(f"  next: teenet sandbox up {directory}")
@@ -323,7 +348,10 @@ def _expected(directory: Path) -> list[tuple[str, list[str], str]]:
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
     return [(COORDINATOR, ["coordinator", "serve", "--config", "coordinator.yaml"], "listening"),
             *((name, ["node", "serve", "--config", f"{name}.yaml"], " up; enclave ")
-              for name in (*manifest["computes"], *manifest["parties"]))]
+              for name in (*manifest["computes"], *manifest["parties"])),
+            # a cluster's workers join their leader's admission port, so they start after it
+            *((name, ["node", "serve", "--config", f"{name}.yaml"], "; upload service ")
+              for name in manifest.get("workers", []))]
 
 
 def _sandbox(directory: Path) -> Path:
@@ -382,7 +410,10 @@ def up_sandbox(directory: Path, timeout: float = 60.0) -> list[dict]:
         (directory / PROCESS_FILE).write_text(json.dumps(list(procs.values()), indent=2))
 
     try:
+        workers = set(json.loads((directory / MANIFEST_FILE).read_text()).get("workers", []))
         for name, args, marker in missing:
+            if name in workers:
+                continue  # below, once their leader is up
             p = start_process(directory, name, args)
             procs[name] = p
             started.append(p)
@@ -393,6 +424,13 @@ def up_sandbox(directory: Path, timeout: float = 60.0) -> list[dict]:
         for p in started:
             if p["name"] != COORDINATOR:
                 _wait_ready(p, markers[p["name"]], timeout)
+        for name, args, marker in missing:
+            if name in workers:
+                p = start_process(directory, name, args)
+                procs[name] = p
+                started.append(p)
+                record()
+                _wait_ready(p, marker, timeout)
     except BaseException:
         _stop(started)
         for p in started:

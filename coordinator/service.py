@@ -187,7 +187,8 @@ class CoordinatorService(rpc.CoordinatorServicer):
         detail = self.coordinator.post_offer(
             job_id=request.job_id, compute=request.compute, hpke_suite=request.hpke_suite,
             hpke_public_key=request.hpke_public_key, signing_public_key=request.signing_public_key,
-            evidence=request.evidence, endpoint=request.endpoint)
+            evidence=request.evidence, endpoint=request.endpoint,
+            cluster=request.cluster.SerializeToString() if request.HasField("cluster") else b"")
         return pb.Ack(ok=True, detail=detail)
 
     @_rpc
@@ -309,9 +310,12 @@ def signed_decision(d: DecisionRecord) -> pb.SignedDecision:
 
 
 def compute_offer(o: OfferRecord) -> pb.ComputeOffer:
-    return pb.ComputeOffer(job_id=o.job_id, compute=o.compute, hpke_suite=o.hpke_suite,
-                           hpke_public_key=o.hpke_public_key, signing_public_key=o.signing_public_key,
-                           evidence=o.evidence, endpoint=o.endpoint)
+    out = pb.ComputeOffer(job_id=o.job_id, compute=o.compute, hpke_suite=o.hpke_suite,
+                          hpke_public_key=o.hpke_public_key, signing_public_key=o.signing_public_key,
+                          evidence=o.evidence, endpoint=o.endpoint)
+    if o.cluster:  # a compute cluster's signed worker list, relayed as the leader sent it
+        out.cluster.ParseFromString(o.cluster)
+    return out
 
 
 def job_status(view: JobView) -> pb.JobStatus:

@@ -47,6 +47,7 @@ MAX_DECISION_BYTES = 64 * 1024
 MAX_RESULT_HEAD_BYTES = 8 * 1024  # key envelope, statement: small by construction
 RESULT_FLUSH_BYTES = 8 << 20
 MAX_EVIDENCE_BYTES = 1024 * 1024
+MAX_CLUSTER_OFFER_BYTES = 3 * 1024 * 1024  # a cluster offer: each worker with its evidence and certificate
 MAX_HPKE_KEY_BYTES = 4096
 MAX_INPUTS = 64
 MAX_RELEASES = 64
@@ -482,7 +483,7 @@ class Coordinator:
     # 4: the compute node's offer
 
     def post_offer(self, *, job_id: str, compute: str, hpke_suite: str, hpke_public_key: bytes,
-                   signing_public_key: bytes, evidence: bytes, endpoint: str) -> str:
+                   signing_public_key: bytes, evidence: bytes, endpoint: str, cluster: bytes = b"") -> str:
         job = self._job(job_id)
         check_name(compute, field="compute")
         if compute != job.compute:
@@ -499,8 +500,11 @@ class Coordinator:
                              field="evidence")
         if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
             raise InputError("expected host:port", field="endpoint")
+        if len(cluster) > MAX_CLUSTER_OFFER_BYTES:  # a cluster's workers (docs/deploy-cluster.md)
+            raise InputError(f"expected at most {MAX_CLUSTER_OFFER_BYTES} bytes, found {len(cluster)}",
+                             field="cluster")
         offer = OfferRecord(job_id, compute, hpke_suite, hpke_public_key, signing_public_key, evidence,
-                            endpoint, self._clock())
+                            endpoint, self._clock(), cluster)
         with self.store.transaction():
             job = self._job(job_id)
             existing = self.store.offer(job_id)
@@ -514,7 +518,8 @@ class Coordinator:
                                "hpke_suite": hpke_suite,
                                "hpke_public_key_sha256": hashlib.sha256(hpke_public_key).hexdigest(),
                                "signing_public_key": signing_public_key.hex(),
-                               "evidence_sha256": hashlib.sha256(evidence).hexdigest()})
+                               "evidence_sha256": hashlib.sha256(evidence).hexdigest(),
+                               **({"cluster_sha256": hashlib.sha256(cluster).hexdigest()} if cluster else {})})
             self._transition(job, JobState.NEGOTIATING_KEYS, "", by=compute)
         return "offer recorded"
 
@@ -861,6 +866,6 @@ class Coordinator:
 
 
 def _same_offer(a: OfferRecord, b: OfferRecord) -> bool:
-    return (a.compute, a.hpke_suite, a.hpke_public_key, a.signing_public_key, a.evidence, a.endpoint) == \
-        (b.compute, b.hpke_suite, b.hpke_public_key, b.signing_public_key, b.evidence, b.endpoint)
+    return (a.compute, a.hpke_suite, a.hpke_public_key, a.signing_public_key, a.evidence, a.endpoint, a.cluster) == \
+        (b.compute, b.hpke_suite, b.hpke_public_key, b.signing_public_key, b.evidence, b.endpoint, b.cluster)
 

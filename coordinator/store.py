@@ -144,6 +144,11 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         PRIMARY KEY (origin, size, witness, body)
     )
     """),
+    # Version 5: a compute cluster's offer carries a cluster part (proto ClusterOffer, the
+    # leader-signed worker list), kept as the bytes the leader sent; empty for a single node.
+    (5, """
+    ALTER TABLE offers ADD COLUMN cluster BLOB NOT NULL DEFAULT x''
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -197,6 +202,7 @@ class OfferRecord:
     evidence: bytes
     endpoint: str
     received_at: float
+    cluster: bytes = b""  # serialized ClusterOffer, opaque to the coordinator
 
 
 @dataclass(frozen=True)
@@ -437,16 +443,17 @@ class CoordinatorStore:
     def insert_offer(self, o: OfferRecord) -> None:
         self.conn.execute(
             "INSERT INTO offers (job_id, compute, hpke_suite, hpke_public_key, signing_public_key, "
-            "evidence, endpoint, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "evidence, endpoint, received_at, cluster) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (o.job_id, o.compute, o.hpke_suite, o.hpke_public_key, o.signing_public_key, o.evidence,
-             o.endpoint, o.received_at))
+             o.endpoint, o.received_at, o.cluster))
 
     def offer(self, job_id: str) -> OfferRecord | None:
         with self.lock:
             r = self.conn.execute(
                 "SELECT job_id, compute, hpke_suite, hpke_public_key, signing_public_key, evidence, "
-                "endpoint, received_at FROM offers WHERE job_id = ?", (job_id,)).fetchone()
-        return OfferRecord(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5]), r[6], r[7]) if r else None
+                "endpoint, received_at, cluster FROM offers WHERE job_id = ?", (job_id,)).fetchone()
+        return OfferRecord(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5]), r[6], r[7],
+                           bytes(r[8])) if r else None
 
     # uploads
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 from teenet.approval import ApprovedTerms, SignedDecision, verify_approvals
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
-from teenet.lineage import Fingerprinter, check_fingerprint, check_shipped_record, model_input, record_drop
+from teenet.lineage import check_shipped_record, model_input, record_drop
 from teenet.negotiation import ComputeEnclaveSession, HpkeSuite, KeyEnvelope
 from teenet.pki import peer_name
 from teenet.reasons import Reason, check_of, transport_check
@@ -35,8 +35,8 @@ from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.release import SealedResult, seal_result, sealed_size
 from teenet.revocation import SignedRevocation, refuse_withdrawn_or_expired
 from teenet.sealed_bytes import ResultKey
-from teenet.sealing import SealedTableReader, StreamBinding
 from teenet.shipped_model import MODEL_INPUT, ModelReference, verify_shipped_model
+from teenet.node.cluster_ingress import receive_sealed_table
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
 
@@ -61,9 +61,11 @@ class JobRun:
     shipped: dict[tuple[str, str], dict] = field(default_factory=dict)  # the owners' shipped records (teenet.lineage)
     model_lineage: dict | None = None  # predict: the shipped model as a lineage input (teenet.lineage)
     signed_spec: bytes = b""
+    cluster: object = None  # node/cluster_role.ClusterJob when this node leads a cluster
 
     def ready(self) -> bool:
-        return len(self.tables) == len(self.spec.inputs) and (self.model_ref is None or self.model_onnx is not None)
+        arrived = self.cluster.complete() if self.cluster is not None else len(self.tables) == len(self.spec.inputs)
+        return arrived and (self.model_ref is None or self.model_onnx is not None)
 
 
 def _job_spend(spec) -> tuple[float, float]:
@@ -173,6 +175,8 @@ class ComputeRole(rpc.ComputeServicer):
             rt.store.refuse_compute_job(job_id)  # durable before anyone is told
             self._fail(job_id, Reason.of("job.refused", exc), f"compute enclave refused the job: {exc}")
             return
+        if self.cluster is not None and not self.cluster.ready():
+            return  # taken once every worker is admitted (the item comes again on the next poll)
         # Written down before the keys exist, let alone the offer: a compute node killed
         # while it holds keys knows on restart which jobs it can no longer finish (see
         # NodeDaemon.settle_orphans), and never makes keys for the same digest again.
@@ -181,11 +185,50 @@ class ComputeRole(rpc.ComputeServicer):
         session = ComputeEnclaveSession(bytes.fromhex(job_id), rt.enclave.attester, self.suite)
         run = JobRun(job_id, spec, terms, rules, session, revocations=revocations, model_ref=model_ref,
                      signed_spec=signed.canonical_spec)
+        if self.cluster is not None and not self._open_on_cluster(run):
+            return
         with self._lock:
             self.runs[job_id] = run
         rt.audit("job_accepted", job_id=job_id, function=spec.function,
                  parties=sorted({i.party for i in spec.inputs}), min_group_size=terms.min_group_size)
         self._post_offer(run)
+
+    def _open_on_cluster(self, run: JobRun) -> bool:
+        """Per-job keys on every worker and the signed cluster part of the offer (node/cluster_role.py)."""
+        from teenet.node.cluster_role import ClusterFailed
+
+        try:
+            run.cluster = self.cluster.open_job(run)
+        except TeenetError as exc:
+            self.rt.store.end_compute_job(run.job_id)
+            reason = exc.reason if isinstance(exc, ClusterFailed) else Reason.of("cluster.failed", exc)
+            self._fail(run.job_id, reason, f"{reason.text()}: {exc}")
+            return False
+
+        def complete() -> None:
+            try:
+                shipped = run.cluster.shipped(self.rt.consortium)
+            except TeenetError as exc:
+                reason = Reason.of("cluster.failed", exc)
+                self._drop(run, reason, f"{reason.text()}: {exc}")
+                return
+            run.fingerprints.update(run.cluster.fingerprints())
+            run.shipped.update(shipped)
+            self._start_if_ready(run)
+
+        self.cluster.watch(run.cluster, complete,
+                           lambda exc: self._lost_on_cluster(run, exc))
+        return True
+
+    def _lost_on_cluster(self, run: JobRun, exc) -> None:
+        with self._lock:
+            running = run.started and run.job_id in self.runs
+        if not running and not run.cluster.closed.is_set():  # closed: the job already ended  # still taking partitions: the job ends here; mid-run, _execute fails it
+            self._drop(run, exc.reason, f"{exc.reason.text()}: {exc}")
+
+    def _drop_cluster(self, run: JobRun) -> None:
+        if run.cluster is not None and not run.cluster.closed.is_set():
+            self.cluster.drop_job(run.cluster)
 
     def _still_approved(self, run: JobRun) -> None:
         """Raise unless every approval of `run` is still in its window and none was withdrawn."""
@@ -199,6 +242,7 @@ class ComputeRole(rpc.ComputeServicer):
             self.runs.pop(run.job_id, None)
             run.started = True  # a table arriving now never starts it
         run.tables.clear()
+        self._drop_cluster(run)
         self.rt.store.end_compute_job(run.job_id)
         self.rt.audit("job_dropped", job_id=run.job_id, reason=reason.text())
         self._fail(run.job_id, reason, detail)
@@ -216,10 +260,16 @@ class ComputeRole(rpc.ComputeServicer):
     def _post_offer(self, run: JobRun) -> None:
         rt = self.rt
         offer = run.session.offer(rt.name, rt.config.listen or "")
+        cluster = None
+        if run.cluster is not None:
+            from teenet.cluster.offer import cluster_to_proto
+
+            cluster = cluster_to_proto(run.cluster.offer)
         call_with_retry(lambda: rt.coordinator.stub.PostOffer(pb.ComputeOffer(
             job_id=offer.job_id, compute=offer.compute, hpke_suite=offer.suite.value,
             hpke_public_key=offer.hpke_public_key, signing_public_key=offer.signing_public_key,
-            evidence=offer.evidence, endpoint=offer.endpoint), timeout=10), what="post offer", stop=rt.stopping)
+            evidence=offer.evidence, endpoint=offer.endpoint, cluster=cluster), timeout=10), what="post offer",
+            stop=rt.stopping)
 
     def on_stop(self, item: pb.WorkItem) -> None:
         with self._lock:
@@ -227,6 +277,7 @@ class ComputeRole(rpc.ComputeServicer):
         if run is not None:
             run.tables.clear()
             run.model_onnx = None
+            self._drop_cluster(run)
             self.rt.store.end_compute_job(item.job_id)
             self.rt.audit("job_dropped", job_id=item.job_id, reason=item.reason)
             log.info("job %s stopped (%s); inputs and keys dropped", item.job_id[:16], item.reason)
@@ -255,41 +306,16 @@ class ComputeRole(rpc.ComputeServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{k.party}/{k.table} is not an input of this job")
         if (k.party, k.table) in run.tables:
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{k.party}/{k.table} was already received")
-        envelope = KeyEnvelope(k.job_id, k.party, k.table, k.sealed_key, k.evidence, k.signing_public_key, k.signature)
+        if run.cluster is not None:  # the leader never holds whole tables
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "cluster.whole_table: this compute node is a cluster; "
+                          "tables go to its workers, partitioned (the offer's cluster part)")
         try:
-            key, claims = run.session.open_key_envelope(envelope, expected_party=k.party, expected_table=k.table,
-                                                        data_policy=rt.data_policy, roots=rt.enclave.roots)
-            sealed_bytes = [0]
-            claimed: list[pb.LineageFingerprint] = []
-
-            def parts() -> Iterator[bytes]:
-                for msg in request_iterator:
-                    which = msg.WhichOneof("part")
-                    if which == "fingerprint":  # after the last chunk: the stream's end
-                        claimed.append(msg.fingerprint)
-                        return
-                    if which not in ("header", "chunk"):
-                        raise TeenetError("a key envelope may only come first")
-                    data = msg.header if which == "header" else msg.chunk
-                    sealed_bytes[0] += len(data)
-                    yield data
-
-            computed = Fingerprinter()
-            reader = SealedTableReader(key, StreamBinding(bytes.fromhex(run.job_id), k.party, k.table),
-                                       on_chunk=computed.add_chunk)
-            table = reader.read_table(parts())
             inp = next(i for i in run.spec.inputs if i.party == k.party and i.table == k.table)
-            expected = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
-            if table.column_names != expected:
-                raise VerificationError("input.columns", f"{k.party}/{k.table} arrived with columns "
-                                        f"{table.column_names}, the job approved {expected}")
-            if not claimed or next(request_iterator, None) is not None:
-                raise VerificationError("input.fingerprint", f"{k.party}/{k.table} arrived without its "
-                                        "fingerprint as the stream's last message")
-            root = check_fingerprint(table_key=key.secret_bytes(), header=reader.header, computed=computed,
-                                     claimed_root=claimed[0].root, claimed_chunks=claimed[0].chunks,
-                                     mac=claimed[0].mac)
-            shipped = check_shipped_record(claimed[0], rt.consortium, job_id=run.job_id, party=k.party,
+            got = receive_sealed_table(session=run.session, k=k, request_iterator=request_iterator,
+                                       expected_columns=list(dict.fromkeys(list(inp.keys) + list(inp.columns))),
+                                       data_policy=rt.data_policy, roots=rt.enclave.roots)
+            table, claims, root, sealed_bytes = got.table, got.claims, got.root, [got.sealed_bytes]
+            shipped = check_shipped_record(got.fingerprint, rt.consortium, job_id=run.job_id, party=k.party,
                                            table=k.table, root=root)
         except TeenetError as exc:
             # Named by its check first, so the owner's node can say which check refused it.
@@ -393,8 +419,6 @@ class ComputeRole(rpc.ComputeServicer):
             return
         self._report(run.job_id, "running", f"all {len(spec.inputs)} inputs received; running {spec.function}")
         try:
-            inputs = [PartyInput(i.party, i.table, tuple(i.keys), tuple(i.columns), run.tables[(i.party, i.table)])
-                      for i in spec.inputs]
             rules = ReleaseRules(min_group_size=run.terms.min_group_size,
                                  approved_recipients=dict(run.terms.approved_recipients),
                                  id_owners=frozenset(run.terms.id_recipients),
@@ -403,8 +427,13 @@ class ComputeRole(rpc.ComputeServicer):
             params = dict(spec.params)
             if run.model_onnx is not None:  # the verified model, placed where teenet.models.predict reads it
                 params["model_onnx"] = run.model_onnx
-            releases = run_function(spec.function, inputs, params, requests, rules)
-            del inputs
+            if run.cluster is not None:  # node/cluster_role.py: over the partitions, where they are
+                releases = self.cluster.run_job(run, params, requests, rules)
+            else:
+                inputs = [PartyInput(i.party, i.table, tuple(i.keys), tuple(i.columns),
+                                     run.tables[(i.party, i.table)]) for i in spec.inputs]
+                releases = run_function(spec.function, inputs, params, requests, rules)
+                del inputs
             self._finish(run)  # the inputs go before the drop is recorded and the results signed
             lineage = record_drop(rt, run, platform=self._platform())
             sealed = []
@@ -419,7 +448,8 @@ class ComputeRole(rpc.ComputeServicer):
             del releases
         except TeenetError as exc:
             self._finish(run)
-            reason = Reason.of("function.refused", exc, field=spec.function)
+            reason = getattr(exc, "reason", None) if run.cluster is not None else None  # a ClusterFailed
+            reason = reason or Reason.of("function.refused", exc, field=spec.function)
             # The function's own words may quote its inputs (a value, a count below k): they
             # stay inside the enclave. Its log and audit, kept by the compute host, get the
             # fixed reason and the error's type only.
@@ -460,6 +490,7 @@ class ComputeRole(rpc.ComputeServicer):
             self.runs.pop(run.job_id, None)
         run.tables.clear()
         run.model_onnx = None
+        self._drop_cluster(run)
 
     def _fail(self, job_id: str, reason: Reason, detail: str) -> None:
         """Fail a job: `detail` goes to this node's own log and audit, only `reason` leaves."""

@@ -22,9 +22,10 @@ import grpc
 from teenet.approval import Decision, sign_decision
 from teenet.errors import TeenetError, VerificationError
 from teenet.jobspec import SignedJob, verify_signed_job
+from teenet.cluster.offer import cluster_from_proto
 from teenet.lineage import (Fingerprinter, fingerprint_mac, owner_min_group_size, record_shipped, rounded_rows,
                             shipped_fields)
-from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_compute_offer, ComputeOffer
+from teenet.negotiation import DataEnclaveSession, HpkeSuite, verify_cluster_offer, verify_compute_offer, ComputeOffer
 from teenet.pki import secure_channel
 from teenet.reasons import Reason, check_named_in, transport_check
 from teenet.revocation import ApprovalRevocation, decision_digest, sign_revocation
@@ -34,6 +35,7 @@ from teenet.sealing import StreamBinding, TableKey, seal_table
 from teenet.shipped_model import MODEL_INPUT, MODEL_KIND, ONNX_MEDIA_TYPE, ModelReference
 from teenet.node import budget as owner_budget
 from teenet.node import policy as owner_policy
+from teenet.node.cluster_ship import ship_partitions
 from teenet.node.links import call_with_retry
 from teenet.node.runtime import NodeRuntime
 from teenet.node.store import BudgetExceeded
@@ -274,7 +276,7 @@ class DataRole:
         o = item.offer
         try:
             offer = ComputeOffer(o.job_id, o.compute, HpkeSuite.parse(o.hpke_suite), o.hpke_public_key,
-                                 o.signing_public_key, o.evidence, o.endpoint)
+                                 o.signing_public_key, o.evidence, o.endpoint, cluster_from_proto(o))
             if offer.job_id != job_id:  # the offer must be for the very record this node ships for
                 raise VerificationError("offer.job", "the compute offer is for another job",
                                         expected=job_id[:16], found=offer.job_id[:16])
@@ -282,6 +284,10 @@ class DataRole:
                 raise VerificationError("offer.compute", "the offer comes from another compute node",
                                         expected=spec.compute, found=offer.compute)
             verified = verify_compute_offer(offer, bytes.fromhex(job_id), rt.compute_policy, rt.enclave.roots)
+            # A cluster: the leader's signature over its workers, and each worker's evidence
+            # against this owner's policy, before anything is sealed to any of them.
+            vcluster = None if offer.cluster is None else verify_cluster_offer(
+                verified, party=rt.name, party_hpke=rt.keys.hpke, policy=rt.compute_policy, roots=rt.enclave.roots)
         except TeenetError as exc:
             reason = Reason.of("compute.refused", exc, party=rt.name).text()
             log.warning("job %s: %s: %s", job_id[:16], reason, exc)
@@ -308,6 +314,12 @@ class DataRole:
                 return
             for inp in pending:
                 columns = list(dict.fromkeys(list(inp.keys) + list(inp.columns)))
+                if vcluster is not None:  # partitioned, straight to the workers (node/cluster_ship.py)
+                    shipped = ship_partitions(self, job_id, spec, inp, columns, session, vcluster)
+                    if shipped is None:
+                        return
+                    self._shipped(job_id, spec, inp, columns, verified, shipped.rows, shipped.sealed_bytes)
+                    continue
                 key = TableKey.generate()
                 envelope = session.seal_table_key(verified, rt.name, inp.table, key)
                 binding = StreamBinding(bytes.fromhex(job_id), rt.name, inp.table)
@@ -391,17 +403,22 @@ class DataRole:
                     return
                 if failed_to_read():  # never counted as shipped, whatever the enclave answered
                     return
-                rt.store.record_upload(job_id, f"{rt.name}/{inp.table}", rows[0])
-                rt.store.set_status(job_id, "uploaded")
-                rt.audit("released_table", job_id=job_id, table=inp.table, columns=columns, rows=rows[0],
-                         to=spec.compute, enclave_measurement=verified.claims.measurement.hex(),
-                         enclave_platform=verified.claims.platform.value, sealed_bytes=reply.sealed_bytes,
-                         enclave_tcb=dict(verified.claims.tcb))
-                log.info("job %s: shipped %s/%s (%d rows, sealed) to %s", job_id[:16], rt.name, inp.table,
-                         rows[0], spec.compute)
-                self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")
+                self._shipped(job_id, spec, inp, columns, verified, rows[0], reply.sealed_bytes)
         finally:
             channel.close()
+
+    def _shipped(self, job_id: str, spec, inp, columns: list[str], verified, rows: int, sealed_bytes: int) -> None:
+        """Record, audit and report a table the compute enclave (or every worker) took."""
+        rt = self.rt
+        rt.store.record_upload(job_id, f"{rt.name}/{inp.table}", rows)
+        rt.store.set_status(job_id, "uploaded")
+        rt.audit("released_table", job_id=job_id, table=inp.table, columns=columns, rows=rows,
+                 to=spec.compute, enclave_measurement=verified.claims.measurement.hex(),
+                 enclave_platform=verified.claims.platform.value, sealed_bytes=sealed_bytes,
+                 enclave_tcb=dict(verified.claims.tcb))
+        log.info("job %s: shipped %s/%s (%d rows, sealed) to %s", job_id[:16], rt.name, inp.table,
+                 rows, spec.compute)
+        self._report(job_id, "uploaded", f"{rt.name}/{inp.table}")
 
     def _ship_model_if_mine(self, job_id: str, spec, verified, session: DataEnclaveSession, stub,
                             done: dict[str, bool]) -> bool:

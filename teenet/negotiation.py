@@ -14,13 +14,26 @@ Byte strings signed or bound here (lp(x) = 4-byte big-endian length || x):
   hpke info       = "teenet/table-key/v1" 0x00 || job_digest || lp(party) || lp(table)
   envelope signed = "teenet/key-envelope/v1" 0x00 || job_digest || lp(party) || lp(table)
                     || lp(sealed_key) || lp(compute_hpke_public_key) || lp(compute_signing_public_key)
+
+A compute cluster's offer (docs/deploy-cluster.md) adds a `ClusterOffer`: every worker
+with its own per-job keys and evidence (bound exactly as the leader's), its upload
+service's endpoint and pinned certificate hash, the partition count and the job's
+partition key HPKE-sealed to each input owner; the leader signs it with its per-job key:
+  cluster signed  = "teenet/cluster-offer/v1" 0x00 || job_digest || lp(compute)
+                    || lp(leader_hpke_public_key) || lp(leader_signing_public_key) || u32(partitions)
+                    || u32(#workers) || per worker: lp(name) || u32(partition) || lp(endpoint)
+                       || lp(hpke_public_key) || lp(signing_public_key) || lp(evidence) || lp(certificate_sha256)
+                    || u32(#keys) || per key: lp(party) || lp(sealed_key)
+  partition info  = "teenet/partition-key/v1" 0x00 || job_digest || lp(party) || lp(compute)
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
@@ -86,6 +99,30 @@ def envelope_message(job_digest: bytes, party: str, table: str, sealed_key: byte
 
 
 @dataclass(frozen=True)
+class WorkerEntry:
+    """One worker of a cluster offer (proto WorkerOffer)."""
+
+    name: str
+    partition: int
+    endpoint: str
+    hpke_public_key: bytes
+    signing_public_key: bytes
+    evidence: bytes
+    certificate_sha256: bytes
+    certificate: bytes  # DER
+
+
+@dataclass(frozen=True)
+class ClusterOffer:
+    """The cluster part of a compute offer (proto ClusterOffer), signed by the leader."""
+
+    workers: tuple[WorkerEntry, ...]
+    partitions: int
+    partition_keys: tuple[tuple[str, bytes], ...]  # (party, HPKE-sealed partition key)
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
 class ComputeOffer:
     """The public half of a compute enclave's per-job keys, as relayed by the coordinator."""
 
@@ -96,6 +133,7 @@ class ComputeOffer:
     signing_public_key: bytes
     evidence: bytes
     endpoint: str
+    cluster: ClusterOffer | None = None  # set only by a compute cluster's leader
 
     @property
     def job_digest(self) -> bytes:
@@ -126,6 +164,110 @@ def verify_compute_offer(offer: ComputeOffer, expected_job_digest: bytes, policy
     expected = report_data_for("compute", expected_job_digest, offer.hpke_public_key, offer.signing_public_key)
     claims = verify_evidence(evidence, roots, policy, expected)
     return VerifiedOffer(offer, claims, hpke_public, signing_public)
+
+
+PARTITION_KEY_SIZE = 32
+MAX_CLUSTER_WORKERS = 256
+_PARTITION_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+
+def _u32(value: int) -> bytes:
+    return struct.pack(">I", value)
+
+
+def cluster_offer_message(offer: ComputeOffer, cluster: ClusterOffer) -> bytes:
+    """The canonical bytes the leader signs (module docstring): every worker, in order,
+    the partition count and every sealed partition key, bound to the job and the leader."""
+    parts = [lp(offer.compute.encode()), lp(offer.hpke_public_key), lp(offer.signing_public_key),
+             _u32(cluster.partitions), _u32(len(cluster.workers))]
+    for w in cluster.workers:
+        parts += [lp(w.name.encode()), _u32(w.partition), lp(w.endpoint.encode()), lp(w.hpke_public_key),
+                  lp(w.signing_public_key), lp(w.evidence), lp(w.certificate_sha256)]
+    parts.append(_u32(len(cluster.partition_keys)))
+    for party, sealed in cluster.partition_keys:
+        parts += [lp(party.encode()), lp(sealed)]
+    return domain_message("teenet/cluster-offer/v1", offer.job_digest, *parts)
+
+
+def partition_key_info(job_digest: bytes, party: str, compute: str) -> bytes:
+    return domain_message("teenet/partition-key/v1", job_digest, lp(party.encode()), lp(compute.encode()))
+
+
+def seal_partition_key(job_digest: bytes, party: str, compute: str, key: bytes, recipient: x25519.X25519PublicKey) -> bytes:
+    """The job's partition key, HPKE-sealed to one input owner's consortium key."""
+    return _PARTITION_SUITE.encrypt(key, recipient, info=partition_key_info(job_digest, party, compute))
+
+
+def build_cluster_offer(session: "ComputeEnclaveSession", compute: str, workers: Sequence[WorkerEntry],
+                        partition_key: bytes, owners: Mapping[str, x25519.X25519PublicKey]) -> ClusterOffer:
+    """The leader's cluster part: the workers in partition order, the partition key sealed to
+    every input owner's consortium key, signed with the leader's per-job key."""
+    if len(partition_key) != PARTITION_KEY_SIZE:
+        raise NegotiationError("a partition key is 32 bytes")
+    sealed = tuple((party, seal_partition_key(session.job_digest, party, compute, partition_key, owners[party]))
+                   for party in sorted(owners))
+    cluster = ClusterOffer(tuple(workers), len(workers), sealed)
+    leader = session.offer(compute, "")
+    return ClusterOffer(cluster.workers, cluster.partitions, sealed,
+                        session.sign(cluster_offer_message(leader, cluster)))
+
+
+@dataclass(frozen=True)
+class VerifiedCluster:
+    """A cluster part whose leader signature and every worker's evidence verified."""
+
+    cluster: ClusterOffer
+    workers: tuple[VerifiedOffer, ...]  # per worker, as a compute offer, in partition order
+    partition_key: bytes
+
+
+def verify_cluster_offer(verified: VerifiedOffer, *, party: str, party_hpke: x25519.X25519PrivateKey,
+                         policy: Policy, roots: TrustRoots) -> VerifiedCluster:
+    """A data node's check of a cluster offer, after the leader's offer verified: the
+    leader's signature over the cluster part, the worker list's shape, each worker's pinned
+    certificate hash and each worker's evidence against the owner's own compute policy
+    (bound to the job and that worker's keys); then it opens this party's partition key.
+    Any failure raises VerificationError naming a `cluster.*` check (or the policy's)."""
+    from teenet.errors import VerificationError
+
+    offer = verified.offer
+    cluster = offer.cluster
+    if cluster is None:
+        raise VerificationError("cluster.workers", "the compute offer has no cluster part")
+    if not verify_ed25519(verified.signing_public, cluster.signature, cluster_offer_message(offer, cluster)):
+        raise VerificationError("cluster.signature", "the cluster part of the offer is not signed by the "
+                                "leader's attested per-job key")
+    n = cluster.partitions
+    if not 1 <= n <= MAX_CLUSTER_WORKERS or len(cluster.workers) != n:
+        raise VerificationError("cluster.workers", f"the offer lists {len(cluster.workers)} worker(s) for "
+                                f"{n} partition(s)")
+    names = [w.name for w in cluster.workers]
+    if len(set(names)) != n or [w.partition for w in cluster.workers] != list(range(n)):
+        raise VerificationError("cluster.workers", "the offer's workers must have distinct names and hold "
+                                "partitions 0..N-1 in order")
+    keys = {w.hpke_public_key for w in cluster.workers} | {offer.hpke_public_key}
+    if len(keys) != n + 1:
+        raise VerificationError("cluster.workers", "two members of the cluster offer share an HPKE key")
+    out = []
+    for w in cluster.workers:
+        if hashlib.sha256(w.certificate).digest() != w.certificate_sha256:
+            raise VerificationError("cluster.certificate", f"worker '{w.name}': its certificate is not the one "
+                                    "whose hash the leader signed")
+        as_offer = ComputeOffer(offer.job_id, offer.compute, offer.suite, w.hpke_public_key, w.signing_public_key,
+                                w.evidence, w.endpoint)
+        out.append(verify_compute_offer(as_offer, offer.job_digest, policy, roots))
+    sealed = dict(cluster.partition_keys)
+    if party not in sealed:
+        raise VerificationError("cluster.partition_key", f"the offer seals no partition key to {party}")
+    try:
+        key = _PARTITION_SUITE.decrypt(sealed[party], party_hpke,
+                                       info=partition_key_info(offer.job_digest, party, offer.compute))
+    except Exception:  # InvalidTag / ValueError: never say more
+        raise VerificationError("cluster.partition_key", f"the partition key sealed to {party} does not open "
+                                "with its consortium key for this job") from None
+    if len(key) != PARTITION_KEY_SIZE:
+        raise VerificationError("cluster.partition_key", "the partition key has the wrong length")
+    return VerifiedCluster(cluster, tuple(out), key)
 
 
 def _signing_key(raw: bytes, what: str) -> ed25519.Ed25519PublicKey:

@@ -33,6 +33,8 @@ STAGES: dict[str, str] = {
     "function.failed": "{field} failed inside the enclave",
     "results.refused": "the coordinator did not take the sealed results",
     "model.unshippable": "{party} could not ship the model",
+    # a compute cluster (docs/deploy-cluster.md): a worker lost or refusing, mid-job
+    "cluster.failed": "the compute cluster failed",
     # said by the coordinator itself, not a node: a compute node silent past compute_silence
     "compute.silent": "compute node {party} stopped heart-beating; the job's keys are presumed lost "
                       "(resubmit the job)",
@@ -60,6 +62,9 @@ CHECKS: frozenset[str] = frozenset({
     "dcap.chain", "dcap.collateral", "dcap.crl", "dcap.parse", "dcap.pck_extensions", "dcap.qe_binding",
     "dcap.qe_identity", "dcap.qe_report_signature", "dcap.revoked", "dcap.root", "dcap.signature",
     "dcap.tcb_status", "dcap.tee_type", "gramine.quote", "gramine.report_data",
+    # compute clusters (docs/deploy-cluster.md): the offer's cluster part, the partitions
+    "cluster.signature", "cluster.workers", "cluster.certificate", "cluster.partition_key",
+    "cluster.partition", "cluster.session", "cluster.worker_lost", "cluster.not_ready", "cluster.whole_table",
     # inputs
     "input.source", "input.column", "input.value", "input.columns", "input.not_input",
     "input.fingerprint",

@@ -37,6 +37,7 @@ class WorkerConfig:
     enclave: EnclaveConfig
     allow_simulated: bool
     source: str
+    upload_port: int = 0  # the upload service's port on `listen` (0: any free port)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def _enclave(node: Located, base: Path) -> EnclaveConfig:
 def load_worker_config(path: str | Path) -> WorkerConfig:
     path = Path(path)
     root = load_yaml(path).root()
-    f = root.mapping(required=("node", "role", "leader", "listen", "enclave"), optional=("allow_simulated",),
+    f = root.mapping(required=("node", "role", "leader", "listen", "enclave"), optional=("allow_simulated", "upload_port"),
                      what="a compute-worker config mapping")
     role = f["role"].string(choices=(WORKER_ROLE,))
     assert role == WORKER_ROLE
@@ -69,8 +70,9 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
     if enclave.backend == "sim" and not allow_sim:
         raise f["enclave"].child("backend", "sim").error(
             "the sim backend is simulated attestation; set 'allow_simulated: true' to use it (never in production)")
+    upload_port = f["upload_port"].integer(minimum=0, maximum=65535) if "upload_port" in f else 0
     return WorkerConfig(node=node, leader=leader, listen=listen, enclave=enclave, allow_simulated=allow_sim,
-                        source=str(path))
+                        source=str(path), upload_port=upload_port)
 
 
 def cluster_section(node: Located) -> ClusterSection:

@@ -65,8 +65,12 @@ class LeaderScheduler:
         self.address: str = self._scheduler.address
 
     async def _start(self, host: str, port: int) -> Any:
+        import dask
         from distributed import Scheduler
 
+        # No work stealing: a task runs where its partitions are, so rows move between
+        # workers only when a function's own task needs them, never to balance load.
+        dask.config.set({"distributed.scheduler.work-stealing": False})
         scheduler = Scheduler(host=host, port=port, protocol="tls", security=self.security,
                               dashboard=False, dashboard_address=None, idle_timeout=None)
         await scheduler
@@ -74,6 +78,14 @@ class LeaderScheduler:
 
     def worker_count(self) -> int:
         return len(self._scheduler.workers)
+
+    def workers(self) -> list[tuple[str, str]]:
+        """(name, address) of every worker connected now, read on the scheduler's own loop
+        (no network round trip, so a busy machine never makes a live worker look gone)."""
+        async def read() -> list[tuple[str, str]]:
+            return [(str(ws.name), addr) for addr, ws in self._scheduler.workers.items()]
+
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result(30)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._scheduler.close(), self._loop).result(30)

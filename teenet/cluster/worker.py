@@ -47,10 +47,20 @@ def serve_worker(config: WorkerConfig) -> int:
         print(f"{config.source}: admission to leader {config.leader} failed: {exc}", file=sys.stderr)
         return 1
     log.info("worker '%s' admitted by leader %s; joining scheduler %s", config.node, config.leader, scheduler)
-    from teenet.cluster.dask_tls import run_worker, security_for
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
+    from teenet.cluster import jobs
+    from teenet.cluster.dask_tls import run_worker, security_for
+    from teenet.cluster.upload import UploadService
+
+    # The upload service presents this worker's cluster certificate (with its evidence);
+    # until a job hands it the consortium CA it trusts only the cluster CA.
+    upload = UploadService(cert, key_pem(key), ca, config.listen, config.upload_port).start()
+    der = x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
+    jobs.set_context(jobs.WorkerContext(config.node, attester, roots, der, upload))
     security = security_for(ca, cert, key_pem(key))
-    print(f"worker {config.node} admitted; scheduler {scheduler}", flush=True)
+    print(f"worker {config.node} admitted; scheduler {scheduler}; upload service {upload.endpoint}", flush=True)
     asyncio.run(run_worker(scheduler, security, config.node, host=config.listen))
     return 0
 

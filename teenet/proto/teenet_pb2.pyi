@@ -113,7 +113,7 @@ class SignedDecision(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., party: _Optional[str] = ..., decision: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ComputeOffer(_message.Message):
-    __slots__ = ("job_id", "compute", "hpke_suite", "hpke_public_key", "signing_public_key", "evidence", "endpoint")
+    __slots__ = ("job_id", "compute", "hpke_suite", "hpke_public_key", "signing_public_key", "evidence", "endpoint", "cluster")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_FIELD_NUMBER: _ClassVar[int]
     HPKE_SUITE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class ComputeOffer(_message.Message):
     SIGNING_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     compute: str
     hpke_suite: str
@@ -128,7 +129,48 @@ class ComputeOffer(_message.Message):
     signing_public_key: bytes
     evidence: bytes
     endpoint: str
-    def __init__(self, job_id: _Optional[str] = ..., compute: _Optional[str] = ..., hpke_suite: _Optional[str] = ..., hpke_public_key: _Optional[bytes] = ..., signing_public_key: _Optional[bytes] = ..., evidence: _Optional[bytes] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    cluster: ClusterOffer
+    def __init__(self, job_id: _Optional[str] = ..., compute: _Optional[str] = ..., hpke_suite: _Optional[str] = ..., hpke_public_key: _Optional[bytes] = ..., signing_public_key: _Optional[bytes] = ..., evidence: _Optional[bytes] = ..., endpoint: _Optional[str] = ..., cluster: _Optional[_Union[ClusterOffer, _Mapping]] = ...) -> None: ...
+
+class WorkerOffer(_message.Message):
+    __slots__ = ("name", "partition", "endpoint", "hpke_public_key", "signing_public_key", "evidence", "certificate_sha256", "certificate")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    HPKE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    partition: int
+    endpoint: str
+    hpke_public_key: bytes
+    signing_public_key: bytes
+    evidence: bytes
+    certificate_sha256: bytes
+    certificate: bytes
+    def __init__(self, name: _Optional[str] = ..., partition: _Optional[int] = ..., endpoint: _Optional[str] = ..., hpke_public_key: _Optional[bytes] = ..., signing_public_key: _Optional[bytes] = ..., evidence: _Optional[bytes] = ..., certificate_sha256: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...
+
+class ClusterPartitionKey(_message.Message):
+    __slots__ = ("party", "sealed_key")
+    PARTY_FIELD_NUMBER: _ClassVar[int]
+    SEALED_KEY_FIELD_NUMBER: _ClassVar[int]
+    party: str
+    sealed_key: bytes
+    def __init__(self, party: _Optional[str] = ..., sealed_key: _Optional[bytes] = ...) -> None: ...
+
+class ClusterOffer(_message.Message):
+    __slots__ = ("workers", "partitions", "partition_keys", "signature")
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerOffer]
+    partitions: int
+    partition_keys: _containers.RepeatedCompositeFieldContainer[ClusterPartitionKey]
+    signature: bytes
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerOffer, _Mapping]]] = ..., partitions: _Optional[int] = ..., partition_keys: _Optional[_Iterable[_Union[ClusterPartitionKey, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class PollRequest(_message.Message):
     __slots__ = ("node", "since", "wait_ms")

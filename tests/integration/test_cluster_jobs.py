@@ -1,0 +1,285 @@
+"""Jobs on a compute cluster, through the network: a coordinator, three data nodes, compute-1
+leading two compute-worker processes and compute-2 a single compute node, all real
+processes on loopback (`teenet sandbox init --computes 2 --workers 2`, simulated
+attestation). The same PSI (size, ids, sums) and aggregate give the cluster exactly the
+single node's answer; a coordinator that rewrites the offer's workers is refused by the data
+node before anything is sealed, and one that strips them gets no whole table into the leader; a worker killed after its partitions arrived fails the job
+within seconds, nothing released, the keys dropped at the leader and the other worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+import yaml
+
+from integration_helpers import cli_json, run_cli, write_job
+
+pytestmark = pytest.mark.slow
+
+PSI = """\
+name: {name}
+function: psi
+compute: {compute}
+inputs:
+  - {{party: bank,  table: customers, key: customer_id, columns: [income]}}
+  - {{party: telco, table: usage,     key: customer_id, columns: [minutes]}}
+params: {{normalise: {{type: int}}, payload: [{{party: bank, column: income}}, {{party: telco, column: minutes}}]}}
+release:
+  - {{kind: size, to: [analyst]}}
+  - {{kind: sums, to: [analyst]}}
+  - {{kind: ids,  to: [bank]}}
+"""
+
+AGGREGATE = """\
+name: {name}
+function: aggregate
+compute: {compute}
+inputs:
+  - {{party: bank,    table: customers, key: customer_id, columns: [region, income]}}
+  - {{party: insurer, table: policies,  key: customer_id, columns: [premium]}}
+params:
+  combine: join
+  group_by: [region]
+  metrics:
+    - {{column: income, stats: [count, sum, mean]}}
+    - {{column: premium, stats: [mean, std]}}
+release:
+  - {{kind: aggregate, to: [analyst]}}
+"""
+
+# The insurer's operator decides PSI jobs (its auto-approve rule is narrowed below), so a
+# test can hold a job between the bank's approval and its table: the fault jobs.
+HELD = """\
+name: {name}
+function: psi
+compute: compute-1
+inputs:
+  - {{party: bank,    table: customers, key: customer_id, columns: []}}
+  - {{party: insurer, table: policies,  key: customer_id, columns: []}}
+release:
+  - {{kind: size, to: [analyst]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    from teenet.cli.sandbox import down_sandbox, init_sandbox, up_sandbox
+
+    d = tmp_path_factory.mktemp("cluster")
+    init_sandbox(d, rows=800, computes=2, workers=2)
+    for party in ("bank", "telco"):  # ids of the intersection may go to the bank
+        cfg = yaml.safe_load((d / f"{party}.yaml").read_text())
+        cfg["policy"]["id_recipients"] = ["bank"]
+        cfg["policy"]["auto_approve"][0]["release_kinds"].append("ids")
+        (d / f"{party}.yaml").write_text(yaml.safe_dump(cfg))
+    insurer = yaml.safe_load((d / "insurer.yaml").read_text())
+    insurer["policy"]["auto_approve"][0]["functions"] = ["aggregate"]
+    (d / "insurer.yaml").write_text(yaml.safe_dump(insurer))
+    up_sandbox(d)
+    try:
+        yield d
+    finally:
+        down_sandbox(d)
+
+
+def _status(capsys, net, job_id):
+    return cli_json(capsys, "job", "status", job_id, "--config", net / "analyst.yaml")
+
+
+def _until(capsys, net, job_id, done, timeout):
+    deadline = time.monotonic() + timeout
+    st = _status(capsys, net, job_id)
+    while not done(st) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        st = _status(capsys, net, job_id)
+    return st
+
+
+def _run(capsys, net, template, name, compute):
+    spec = write_job(net, name, template.format(name=name, compute=compute))
+    job_id = cli_json(capsys, "job", "submit", spec, "--config", net / "analyst.yaml")["job_id"]
+    st = _until(capsys, net, job_id, lambda s: s["state"] in ("succeeded", "failed"), 60)
+    assert st["state"] == "succeeded", (st["compute"], st["reason"])
+    return job_id
+
+
+def _results(capsys, net, job_id, who, out):
+    res = cli_json(capsys, "job", "result", job_id, "--config", net / f"{who}.yaml", "--out", out)
+    assert res["verified"] is True
+    return res
+
+
+def _audit(net, node):
+    from teenet.audit import read_log
+
+    name = "coordinator/coordinator.db" if node == "coordinator" else f"{node}/audit.db"
+    entries, _ = read_log(net / "state" / name)
+    return [e.event for e in entries]
+
+
+def _eventually_audited(net, node, job_id, event, timeout=10):
+    """The first `event` of the job in `node`'s audit, waiting for it (a stop is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in _audit(net, node) if e.get("job_id") == job_id and e["event"] == event]
+        if found or time.monotonic() > deadline:
+            assert found, f"{node} never audited {event} for the job"
+            return found[0]
+        time.sleep(0.1)
+
+
+def shipped_seq(net, job_id):
+    from teenet.audit import read_log
+
+    entries, _ = read_log(net / "state" / "bank" / "audit.db")
+    return next(e.seq for e in entries if e.event.get("job_id") == job_id and e.event["event"] == "shipped")
+
+
+def _procs(net):
+    from teenet.cli.sandbox import PROCESS_FILE
+
+    return {p["name"]: p for p in json.loads((net / PROCESS_FILE).read_text())}
+
+
+def test_psi_on_the_cluster_is_the_single_nodes_answer(net, capsys, tmp_path):
+    on_cluster = _run(capsys, net, PSI, "psi-cluster", "compute-1")
+    single = _run(capsys, net, PSI, "psi-single", "compute-2")
+    answers = {}
+    for job_id, where in ((on_cluster, "cluster"), (single, "single")):
+        _results(capsys, net, job_id, "analyst", tmp_path / where)
+        _results(capsys, net, job_id, "bank", tmp_path / where / "bank")
+        ids = (tmp_path / where / "bank" / "ids.csv").read_text().split()
+        answers[where] = (json.loads((tmp_path / where / "size.json").read_text()),
+                          json.loads((tmp_path / where / "sums.json").read_text()), ids[1:])
+    (size, sums, ids), (size1, sums1, ids1) = answers["cluster"], answers["single"]
+    assert size == size1 and ids == ids1  # exact
+    for a, b in zip(sums["sums"], sums1["sums"], strict=True):  # counts exact; a float sum of partition sums
+        assert {**a, "sum": None} == {**b, "sum": None} and a["sum"] == pytest.approx(b["sum"], rel=1e-12)
+    assert size["intersection_size"] == len(ids) > 10 and ids == sorted(ids, key=int)
+    assert [s["suppressed"] for s in sums["sums"]] == [False, False]
+    # The rows went to the workers, partitioned: the leader learnt partitions, never a table.
+    leader = [e for e in _audit(net, "compute-1") if e.get("job_id") == on_cluster]
+    arrived = [(e["party"], e["partition"]) for e in leader if e["event"] == "partition_received"]
+    assert sorted(arrived) == [("bank", 0), ("bank", 1), ("telco", 0), ("telco", 1)]
+    assert not any(e["event"] == "table_received" for e in leader)
+    dropped = [e for e in leader if e["event"] == "cluster_partitions_dropped"]
+    assert dropped and dropped[0]["workers"] == ["compute-1-w1", "compute-1-w2"] and dropped[0]["unreachable"] == []
+    # The lineage fingerprint of a clustered table is what its owner recorded when shipping it.
+    shipped = next(e for e in _audit(net, "bank") if e.get("job_id") == on_cluster and e["event"] == "shipped")
+    lineage = json.loads((tmp_path / "cluster" / "lineage-size.json").read_text())
+    from teenet.lineage import statement_lineage
+    import base64
+
+    inputs = statement_lineage(base64.b64decode(lineage["result"]["statement"]))["inputs"]
+    bank = next(i for i in inputs if i["party"] == "bank")
+    assert bank["fingerprint"] == shipped["fingerprint"]
+    # and the bank's signed shipped record travelled with its partitions, checked by the leader
+    assert bank["shipped"]["audit_seq"] == shipped_seq(net, on_cluster)
+
+
+def test_aggregate_on_the_cluster_is_the_single_nodes_answer(net, capsys, tmp_path):
+    docs = []
+    for compute, where in (("compute-1", "cluster"), ("compute-2", "single")):
+        job_id = _run(capsys, net, AGGREGATE, f"aggregate-{where}", compute)
+        _results(capsys, net, job_id, "analyst", tmp_path / where)
+        docs.append(json.loads((tmp_path / where / "aggregate.json").read_text()))
+    cluster, single = docs
+    assert cluster["columns"] == single["columns"] and len(cluster["rows"]) == len(single["rows"]) > 1
+    assert cluster["suppressed_groups"] == single["suppressed_groups"]
+    for a, b in zip(cluster["rows"], single["rows"]):
+        assert a[:3] == b[:3]  # region, rows, income count: exact
+        assert a[3:] == pytest.approx(b[3:], rel=1e-12)  # sums, means, std: floats, added in another order
+
+
+def _hold(capsys, net, name):
+    """Submit a job the bank approves at once and the insurer's operator approves after the
+    bank is frozen: the insurer's partitions arrive, the bank's never do (until thawed)."""
+    spec = write_job(net, name, HELD.format(name=name))
+    job_id = cli_json(capsys, "job", "submit", spec, "--config", net / "analyst.yaml")["job_id"]
+    _until(capsys, net, job_id, lambda s: any(d["party"] == "bank" and d["decision"] == "approved"
+                                              for d in s["decisions"]), 30)
+    deadline = time.monotonic() + 30
+    while not any(r["job_id"] == job_id for r in cli_json(capsys, "approvals", "list", "--config",
+                                                          net / "insurer.yaml")):
+        assert time.monotonic() < deadline, "the insurer never listed the job"
+        time.sleep(0.1)
+    os.kill(_procs(net)["bank"]["pid"], signal.SIGSTOP)
+    cli_json(capsys, "approvals", "approve", job_id, "--config", net / "insurer.yaml")
+    st = _until(capsys, net, job_id, lambda s: "insurer/policies" in s["uploaded"] or s["state"] == "failed", 30)
+    assert "insurer/policies" in st["uploaded"], st
+    return job_id
+
+
+def test_a_coordinator_that_rewrites_the_workers_is_refused_before_anything_is_sealed(net, capsys):
+    from teenet.proto import teenet_pb2 as pb
+
+    job_id = _hold(capsys, net, "tampered-offer")
+    try:
+        # The coordinator's store is the untrusted relay: swap the two workers' endpoints.
+        with sqlite3.connect(net / "state" / "coordinator" / "coordinator.db") as db:
+            (blob,) = db.execute("SELECT cluster FROM offers WHERE job_id = ?", (job_id,)).fetchone()
+            cluster = pb.ClusterOffer.FromString(blob)
+            a, b = cluster.workers[0].endpoint, cluster.workers[1].endpoint
+            cluster.workers[0].endpoint, cluster.workers[1].endpoint = b, a
+            db.execute("UPDATE offers SET cluster = ? WHERE job_id = ?", (cluster.SerializeToString(), job_id))
+    finally:
+        os.kill(_procs(net)["bank"]["pid"], signal.SIGCONT)
+    st = _until(capsys, net, job_id, lambda s: s["state"] == "failed", 30)
+    assert st["state"] == "failed" and st["reason"] == "bank refused the compute enclave: cluster.signature", st
+    bank = [e for e in _audit(net, "bank") if e.get("job_id") == job_id]
+    assert any(e["event"] == "compute_refused" for e in bank)
+    assert not any(e["event"] in ("released_table", "shipped") for e in bank)  # nothing sealed
+    leader = [e for e in _audit(net, "compute-1") if e.get("job_id") == job_id]
+    assert {e["party"] for e in leader if e["event"] == "partition_received"} == {"insurer"}
+
+
+def test_an_offer_stripped_of_its_workers_gets_no_whole_table_into_the_leader(net, capsys):
+    # The coordinator drops the cluster part: the offer reads as a single node's, so the bank
+    # sends its whole table to the leader, which refuses it (it never holds whole tables).
+    job_id = _hold(capsys, net, "stripped-offer")
+    try:
+        with sqlite3.connect(net / "state" / "coordinator" / "coordinator.db") as db:
+            db.execute("UPDATE offers SET cluster = x'' WHERE job_id = ?", (job_id,))
+    finally:
+        os.kill(_procs(net)["bank"]["pid"], signal.SIGCONT)
+    st = _until(capsys, net, job_id, lambda s: s["state"] == "failed", 30)
+    assert st["reason"] == "compute node refused bank/customers: cluster.whole_table", st
+    assert st["results"] == []
+    _eventually_audited(net, "compute-1", job_id, "cluster_partitions_dropped")
+    leader = [e for e in _audit(net, "compute-1") if e.get("job_id") == job_id]
+    assert not any(e["event"] == "table_received" for e in leader)
+
+
+def test_a_worker_killed_mid_job_fails_it_cleanly(net, capsys):
+    job_id = _hold(capsys, net, "worker-killed")
+    procs = _procs(net)
+    try:
+        deadline = time.monotonic() + 10  # the leader has heard of the insurer's partitions
+        while sum(1 for e in _audit(net, "compute-1") if e.get("job_id") == job_id
+                  and e["event"] == "partition_received") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.kill(procs["compute-1-w2"]["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        st = _until(capsys, net, job_id, lambda s: s["state"] == "failed", 20)
+        took = time.monotonic() - killed
+    finally:
+        os.kill(procs["bank"]["pid"], signal.SIGCONT)
+    assert st["state"] == "failed", st
+    assert st["reason"] == "the compute cluster failed: cluster.worker_lost (field 'compute-1-w2')", st
+    assert took < 10, took
+    assert st["results"] == []  # nothing released
+    dropped = _eventually_audited(net, "compute-1", job_id, "cluster_partitions_dropped")
+    leader = [e for e in _audit(net, "compute-1") if e.get("job_id") == job_id]
+    assert dropped["workers"] == ["compute-1-w1"] and dropped["unreachable"] == ["compute-1-w2"]
+    assert any(e["event"] == "job_dropped" for e in leader)
+    log = (net / "logs" / "compute-1-w1.log").read_text()
+    assert f"job {job_id[:16]}: partitions and keys dropped on this worker" in log
+    # Dask logs the dead worker's broken connection itself; no teenet code failed unexpectedly.
+    assert "ERROR teenet" not in (net / "logs" / "compute-1.log").read_text()

@@ -20,7 +20,8 @@ BOUNDS = {"customers": {"income": [0, 1000000], "age": [18, 100]},
           "policies": {"premium": [0, 10000], "claims": [0, 50]}}
 MODELS = {"logistic_regression": {"C": [0.01, 100]}, "linear_regression": {}, "ridge": {},
           "random_forest": {"n_estimators": [1, 200], "max_depth": [1, 10]},
-          "hist_gradient_boosting": {"max_iter": [1, 300]}}
+          "hist_gradient_boosting": {"max_iter": [1, 300]},
+          "xgboost": {"n_estimators": [1, 300], "max_depth": [1, 10]}}
 BUDGET = {"epsilon": 10.0, "delta": 1.0e-6}
 
 

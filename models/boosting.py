@@ -163,7 +163,8 @@ def _booster_params(task: str, classes: int, hyperparameters: Mapping[str, Any],
 
 
 def _train_worker(part: Any, prepare: Any, classes: np.ndarray | None, params: Mapping[str, Any], rounds: int,
-                  rank: int, world: int, address: str, ca_file: str) -> bytes:
+                  rank: int, world: int, address: str, ca_file: str, pems: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+                  ) -> bytes:
     """On a worker: its training rows through the preprocessing, then xgboost.train in the
     federated communicator (mutual TLS with this worker's Dask certificate)."""
     import xgboost
@@ -174,10 +175,15 @@ def _train_worker(part: Any, prepare: Any, classes: np.ndarray | None, params: M
     x = prepare.transform(frame) if len(label) else np.zeros((0, len(prepare.get_feature_names_out())))
     y = np.searchsorted(classes, label) if classes is not None else np.asarray(label, dtype=np.float64)
     security = get_worker().security
+    cert_file, key_file = security.tls_worker_cert, security.tls_worker_key
+    if all(pems):  # the leader's federated client certificate (see FederatedTLS), in a 0700 dir
+        from teenet.cluster.dask_tls import private_files
+
+        ca_file, cert_file, key_file = private_files({"ca.pem": pems[0], "cert.pem": pems[1], "key.pem": pems[2]})
     args = {"dmlc_communicator": "federated", "federated_server_address": address, "federated_world_size": world,
             "federated_rank": rank, "federated_secure": True, "federated_server_cert_path": ca_file,
-            "federated_client_key_path": security.tls_worker_key,
-            "federated_client_cert_path": security.tls_worker_cert}
+            "federated_client_key_path": key_file,
+            "federated_client_cert_path": cert_file}
     if not (args["federated_client_key_path"] and args["federated_client_cert_path"]):
         raise InputError("this worker has no TLS certificate for the federated communicator", field="federated_tls")
     worker_params = {**params, "nthread": max(1, int(get_worker().state.nthreads))}  # this worker's threads
@@ -222,7 +228,9 @@ def fit_on_cluster(cluster: Any, parts: Sequence[Any], pipeline: Any, task: str,
     prepare = pipeline.named_steps["prepare"]
     try:
         futures = [cluster.client.submit(_train_worker, part, prepare, classes, params, rounds, rank, world, address,
-                                         federated_tls.ca_file, pure=False, **cluster.where(rank))
+                                         federated_tls.ca_file, (federated_tls.ca_pem, federated_tls.client_cert_pem,
+                                                                 federated_tls.client_key_pem),
+                                         pure=False, **cluster.where(rank))
                    for rank, part in enumerate(parts)]
         models = cluster.client.gather(futures)
     finally:

@@ -108,6 +108,16 @@ class FederatedTLS:
     ca_file: str
     server_cert_file: str
     server_key_file: str
+    # The certificate (PEM) each worker presents to the federated server, and the cluster
+    # CA's, sent to the workers with the task (inside the cluster's TLS). Empty: each worker
+    # uses its Dask certificate and the CA file path above (one machine). A compute cluster
+    # passes them: an admitted worker's Dask certificate carries its RA-TLS evidence, which
+    # makes it too large for the federated communicator's gRPC handshake (measured: a 5 KB
+    # extension connects, an 11 KB one never completes), and a leader's file path means
+    # nothing on another VM.
+    client_cert_pem: bytes = b""
+    client_key_pem: bytes = b""
+    ca_pem: bytes = b""
 
 
 def run_function_on_cluster(function: str, inputs: Sequence[ClusterPartyInput], params: Mapping[str, Any],

@@ -123,12 +123,40 @@ class ClusterLeader:
                                          expected_workers=section.workers).start()
         self._client: Any = None
         self._lock = threading.Lock()
+        self._host = host
+        self._federated: Any = None
         self.jobs: dict[str, ClusterJob] = {}
         log.info("cluster leader: scheduler %s, admission %s, expecting %d worker(s)",
                  self.scheduler.address, self.admission.address, section.workers)
 
     def ready(self) -> bool:
         return self.scheduler.worker_count() >= self.expected_workers
+
+    def federated_tls(self) -> Any:
+        """Where XGBoost's federated server (boosting on this cluster) listens and its mutual
+        TLS: a leader certificate from this cluster's in-memory CA, which also signs every
+        admitted worker's certificate, so only admitted workers complete the handshake. Made
+        once, in a 0700 temp dir removed at exit (teenet.cluster.dask_tls.private_files)."""
+        with self._lock:
+            if self._federated is None:
+                from teenet.cluster.ca import cert_pem, key_pem, new_key
+                from teenet.cluster.dask_tls import private_files
+                from teenet.models.cluster import FederatedTLS
+
+                key = new_key()
+                cert = self.ca.issue("leader-federated", key.public_key(), hosts=(self._host,))
+                ca_pem = cert_pem(self.ca.certificate)
+                ca_file, cert_file, key_file = private_files({"ca.pem": ca_pem, "cert.pem": cert_pem(cert),
+                                                               "key.pem": key_pem(key)})
+                # The workers' client certificate for the communicator: from this CA, without
+                # the RA-TLS evidence (too large for its gRPC handshake); it reaches only
+                # admitted workers, inside the cluster's TLS, with the training task.
+                client_key = new_key()
+                client = self.ca.issue("cluster-federated-client", client_key.public_key())
+                self._federated = FederatedTLS(self._host, ca_file, cert_file, key_file,
+                                               client_cert_pem=cert_pem(client), client_key_pem=key_pem(client_key),
+                                               ca_pem=ca_pem)
+            return self._federated
 
     def close(self) -> None:
         for cj in list(self.jobs.values()):
@@ -287,7 +315,8 @@ class ClusterLeader:
                                             allow_other_workers=False, pure=False) for _, address in cj.workers)
                 futures.extend(parts)
                 inputs.append(ClusterPartyInput(party, table, tuple(spec.keys), tuple(spec.columns), parts))
-            return run_function_on_cluster(run.spec.function, inputs, params, requests, rules, client)
+            return run_function_on_cluster(run.spec.function, inputs, params, requests, rules, client,
+                                           federated_tls=self.federated_tls())
         except TeenetError:
             if cj.lost:
                 raise self._lost(cj) from None

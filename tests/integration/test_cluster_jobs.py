@@ -104,7 +104,7 @@ def _until(capsys, net, job_id, done, timeout):
 def _run(capsys, net, template, name, compute):
     spec = write_job(net, name, template.format(name=name, compute=compute))
     job_id = cli_json(capsys, "job", "submit", spec, "--config", net / "analyst.yaml")["job_id"]
-    st = _until(capsys, net, job_id, lambda s: s["state"] in ("succeeded", "failed"), 60)
+    st = _until(capsys, net, job_id, lambda s: s["state"] in ("succeeded", "failed"), 120)
     assert st["state"] == "succeeded", (st["compute"], st["reason"])
     return job_id
 
@@ -195,6 +195,68 @@ def test_aggregate_on_the_cluster_is_the_single_nodes_answer(net, capsys, tmp_pa
     for a, b in zip(cluster["rows"], single["rows"]):
         assert a[:3] == b[:3]  # region, rows, income count: exact
         assert a[3:] == pytest.approx(b[3:], rel=1e-12)  # sums, means, std: floats, added in another order
+
+
+TRAIN = """\
+name: {name}
+function: train
+compute: {compute}
+inputs:
+  - {{party: bank,  table: customers, key: customer_id, columns: [age, income, defaulted]}}
+  - {{party: telco, table: usage,     key: customer_id, columns: [minutes, late_payments]}}
+params:
+  layout: vertical
+  model: {model}
+  label: {{party: bank, column: defaulted}}
+  test_fraction: 0.25
+  seed: 7
+  normalise: {{type: int}}
+release:
+  - {{kind: model,   to: [analyst]}}
+  - {{kind: metrics, to: [analyst]}}
+"""
+
+
+def _train_both(capsys, net, tmp_path, model):
+    out = {}
+    for compute, where in (("compute-1", "cluster"), ("compute-2", "single")):
+        job_id = _run(capsys, net, TRAIN.replace("{model}", model), f"train-{model}-{where}", compute)
+        _results(capsys, net, job_id, "analyst", tmp_path / where)
+        out[where] = (json.loads((tmp_path / where / "model.json").read_text()),
+                      json.loads((tmp_path / where / "metrics.json").read_text()),
+                      (tmp_path / where / "model.onnx").read_bytes())
+    return out["cluster"], out["single"]
+
+
+def _numbers(doc, path=""):
+    """Every number in a JSON document, by its path (to compare two models' figures)."""
+    if isinstance(doc, dict):
+        return {k2: v2 for k, v in doc.items() for k2, v2 in _numbers(v, f"{path}.{k}").items()}
+    if isinstance(doc, list):
+        return {k2: v2 for i, v in enumerate(doc) for k2, v2 in _numbers(v, f"{path}[{i}]").items()}
+    return {path: float(doc)} if isinstance(doc, (int, float)) and not isinstance(doc, bool) else {}
+
+
+def test_logistic_regression_on_the_cluster_is_the_single_nodes_model(net, capsys, tmp_path):
+    (model, metrics, _), (model1, metrics1, _) = _train_both(capsys, net, tmp_path, "logistic_regression")
+    a, b = _numbers(model), _numbers(model1)
+    coefficients = [k for k in a if "coef" in k or "intercept" in k]
+    assert coefficients and a.keys() == b.keys()
+    for k in coefficients:  # the released coefficients within 1e-6 of the single node's
+        assert abs(a[k] - b[k]) <= 1e-6, (k, a[k], b[k])
+    m, m1 = _numbers(metrics), _numbers(metrics1)
+    assert m.keys() == m1.keys() and "auc" in "".join(m)
+    for k in m:
+        assert abs(m[k] - m1[k]) <= 1e-6, (k, m[k], m1[k])
+
+
+def test_xgboost_on_the_cluster_is_within_0002_auc_of_the_single_node(net, capsys, tmp_path):
+    """Boosting through the network on the cluster: XGBoost's federated communicator over the
+    leader's mutual TLS (only admitted workers' certificates), against xgboost on one node."""
+    (_, metrics, onnx), (_, metrics1, onnx1) = _train_both(capsys, net, tmp_path, "xgboost")
+    assert metrics["rows"] == metrics1["rows"] and metrics["test_rows"] == metrics1["test_rows"]
+    assert abs(metrics["auc"] - metrics1["auc"]) <= 0.002, (metrics["auc"], metrics1["auc"])
+    assert onnx[:2] and onnx1[:2]  # both released a model
 
 
 def _hold(capsys, net, name):

@@ -149,13 +149,29 @@ def _messages(columns: list, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return blocks, (starts - base) // 16, count
 
 
-def _prf(aes_key: bytes, columns: list, n: int) -> np.ndarray:
-    """The first 8 bytes of each row's CBC-MAC as uint64."""
+def _ecb(aes_key: bytes):
     encrypt = Cipher(algorithms.AES(aes_key), modes.ECB()).encryptor()
 
     def ecb(blocks: np.ndarray) -> np.ndarray:
         return np.frombuffer(encrypt.update(np.ascontiguousarray(blocks).data), dtype=np.uint8).reshape(-1, 16)
 
+    return ecb
+
+
+def _prf_int64(aes_key: bytes, values: pa.Array) -> np.ndarray:
+    """_prf for one int64 key, the block `00 00 00 09 'i' be64(v) 00 00 00` built as two
+    big-endian 64-bit words (the same bytes as _messages builds, only faster)."""
+    v = values.fill_null(0).to_numpy(zero_copy_only=False).view(np.uint64)
+    words = np.empty((len(v), 2), dtype=">u8")
+    words[:, 0] = np.uint64(0x0000000969 << 24) | (v >> np.uint64(40))
+    words[:, 1] = v << np.uint64(24)
+    state = _ecb(aes_key)(words.view(np.uint8))
+    return state.view(">u8").reshape(-1, 2)[:, 0]
+
+
+def _prf(aes_key: bytes, columns: list, n: int) -> np.ndarray:
+    """The first 8 bytes of each row's CBC-MAC as uint64."""
+    ecb = _ecb(aes_key)
     blocks, first, count = _messages(columns, n)
     if n and int(count.max()) == 1:  # e.g. one int64 key: one ECB call over the table
         state = ecb(blocks)
@@ -188,12 +204,18 @@ def partition_rows(batch: pa.RecordBatch | pa.Table, keys: Sequence[str], norm, 
     out = np.zeros(n, dtype=np.int64)
     for lo in range(0, n, _SLICE):  # bounded scratch memory on a large table
         hi = min(n, lo + _SLICE)
-        encoded = [_column(c.slice(lo, hi - lo)) for c in columns]
-        null = None
-        for _, _, mask in encoded:
-            if mask is not None:
-                null = mask if null is None else (null | mask)
-        got = (_prf(aes_key, encoded, hi - lo) % np.uint64(parts)).astype(np.int64)
+        if len(columns) == 1 and pa.types.is_int64(columns[0].type):
+            values = columns[0].slice(lo, hi - lo)
+            null = values.is_null().to_numpy(zero_copy_only=False) if values.null_count else None
+            prf = _prf_int64(aes_key, values)
+        else:
+            encoded = [_column(c.slice(lo, hi - lo)) for c in columns]
+            null = None
+            for _, _, mask in encoded:
+                if mask is not None:
+                    null = mask if null is None else (null | mask)
+            prf = _prf(aes_key, encoded, hi - lo)
+        got = (prf % np.uint64(parts)).astype(np.int64)
         if null is not None:
             got[null] = 0
         out[lo:hi] = got

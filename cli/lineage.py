@@ -66,11 +66,14 @@ class CoordinatorBoard:
             raise TeenetError(f"the coordinator's checkpoint board could not be read ({exc.code().name}); "
                               f"{self._hint}") from None
 
-    def checkpoints(self, origin: str, min_size: int):
-        return self._call(self._board.checkpoints, origin, min_size)
+    def latest_size(self, origin: str) -> int:
+        return self._call(self._board.latest_size, origin)
 
-    def cosignatures(self, origin: str):
-        return self._call(self._board.cosignatures, origin)
+    def checkpoint_page(self, origin: str, **where):
+        return self._call(lambda: self._board.checkpoint_page(origin, **where))
+
+    def cosignature_page(self, origin: str, **where):
+        return self._call(lambda: self._board.cosignature_page(origin, **where))
 
 
 def read_checkpoints_file(path: Path):

@@ -30,7 +30,8 @@ from teenet.proto import teenet_pb2_grpc as rpc
 from teenet.coordinator.state import (Coordinator, JobNotFound, JobView, PermissionRefused, SealedResultIn,
                                       TransitionRefused, WorkItem)
 from teenet.coordinator.store import DecisionRecord, JobRecord, OfferRecord
-from teenet.witness import CheckpointBoard
+from teenet.witness import (ROWS_CHECKPOINTS, ROWS_COSIGNATURES, ROWS_NONE, CheckpointBoard, Cosignature,
+                            Published, UnpagedReadRefused)
 
 log = logging.getLogger("teenet.coordinator")
 
@@ -283,14 +284,8 @@ class CoordinatorService(rpc.CoordinatorServicer):
         caller_of(context)
         board = self._board()
         if not request.origin:
-            return pb.CheckpointsReply(origins=board.origins())
-        return pb.CheckpointsReply(
-            checkpoints=[pb.PublishedCheckpoint(publisher=c.publisher, note=c.note, prev_size=c.prev_size,
-                                                proof=list(c.proof))
-                         for c in board.checkpoints(request.origin, max(0, request.min_size))],
-            cosignatures=[pb.CheckpointCosignature(witness=c.witness, body=c.body, line=c.line)
-                          for c in board.cosignatures(request.origin)],
-            latest_size=board.latest_size(request.origin))
+            return pb.CheckpointsReply(origins=board.origins(), rows=request.rows)
+        return board_reply(board, request)
 
     @_rpc
     def PostCosignature(self, request: pb.CheckpointCosignature, context: grpc.ServicerContext) -> pb.Ack:
@@ -336,6 +331,41 @@ def work_item(item: WorkItem) -> pb.WorkItem:
     if item.offer is not None:
         out.offer.CopyFrom(compute_offer(item.offer))
     return out
+
+
+def board_reply(board: CheckpointBoard, request: pb.CheckpointRequest) -> pb.CheckpointsReply:
+    """One GetCheckpoints reply: a bounded page (teenet/witness.py "Paged board reads"), or
+    for a client before paging (rows = 0) the old reply while it fits one page."""
+    def published(c: Published) -> pb.PublishedCheckpoint:
+        return pb.PublishedCheckpoint(publisher=c.publisher, note=c.note, prev_size=c.prev_size, proof=list(c.proof))
+
+    def cosignature(c: Cosignature) -> pb.CheckpointCosignature:
+        return pb.CheckpointCosignature(witness=c.witness, body=c.body, line=c.line)
+
+    origin, rows = request.origin, request.rows
+    if rows == 0:
+        try:
+            pubs, cosigs = board.unpaged(origin, max(0, request.min_size))
+        except UnpagedReadRefused as exc:
+            raise TransitionRefused(str(exc)) from None
+        return pb.CheckpointsReply(checkpoints=[published(c) for c in pubs],
+                                   cosignatures=[cosignature(c) for c in cosigs], latest_size=board.latest_size(origin))
+    if rows == ROWS_NONE:
+        return pb.CheckpointsReply(latest_size=board.latest_size(origin), next_cursor=max(0, request.after),
+                                   rows=rows)
+    if rows not in (ROWS_CHECKPOINTS, ROWS_COSIGNATURES):
+        raise InputError(f"rows must be {ROWS_CHECKPOINTS} (checkpoints), {ROWS_COSIGNATURES} (cosignatures) or "
+                         f"{ROWS_NONE} (none)", field="rows")
+    read = board.checkpoint_page if rows == ROWS_CHECKPOINTS else board.cosignature_page
+    page = read(origin, after=request.after, min_size=request.min_size, max_size=request.max_size,
+                limit=request.limit)
+    reply = pb.CheckpointsReply(latest_size=page.latest_size, next_cursor=page.next_cursor, more=page.more,
+                                rows=rows)
+    if rows == ROWS_CHECKPOINTS:
+        reply.checkpoints.extend(published(c) for c in page.rows)
+    else:
+        reply.cosignatures.extend(cosignature(c) for c in page.rows)
+    return reply
 
 
 def audit_checkpoint(cp: AuditCheckpoint) -> pb.AuditCheckpoint:

@@ -149,6 +149,29 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (5, """
     ALTER TABLE offers ADD COLUMN cluster BLOB NOT NULL DEFAULT x''
     """),
+    # Version 6: paged board reads (teenet/witness.py "Paged board reads"). A reader's cursor
+    # is a row's sequence number, so each table needs a stable, increasing one indexed per
+    # origin: published_checkpoints has `id`; checkpoint_cosignatures had only an implicit
+    # rowid (which VACUUM may renumber), so it is rebuilt with an `id`, in arrival order.
+    (6, """
+    CREATE INDEX published_checkpoints_origin_seq ON published_checkpoints (origin, id);
+    CREATE TABLE checkpoint_cosignatures_v6 (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        witness     TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        line        TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        UNIQUE (origin, size, witness, body)
+    );
+    INSERT INTO checkpoint_cosignatures_v6 (origin, size, witness, body, line, received_at)
+        SELECT origin, size, witness, body, line, received_at FROM checkpoint_cosignatures
+        ORDER BY received_at, rowid;
+    DROP TABLE checkpoint_cosignatures;
+    ALTER TABLE checkpoint_cosignatures_v6 RENAME TO checkpoint_cosignatures;
+    CREATE INDEX checkpoint_cosignatures_origin_seq ON checkpoint_cosignatures (origin, id)
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

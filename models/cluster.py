@@ -24,8 +24,13 @@ the same rows on one node:
 - predict: each worker joins its partitions and scores them with the released ONNX model;
   the leader concatenates the scored rows in ascending key order, refuses fewer than k
   of them in all, and releases the scores to the ids' owner only, as a single node does.
-- train is refused on a cluster with a clear reason until it is built; random_forest has
-  its own reason (a forest fitted over partitions is not the single node's model).
+- train: models/cluster_train.py. logistic_regression, linear_regression and ridge release
+  the model and metrics a single node releases for the same rows (to 1e-6; the same split,
+  exact medians, merged moments and categories, scikit-learn's own solver over merged
+  partials); xgboost trains over XGBoost's federated communicator with mutual TLS
+  (`federated_tls`, required) in models/boosting.py. random_forest has its own reason (a
+  forest fitted over partitions is not the single node's model); hist_gradient_boosting, dp
+  and a horizontal layout with a hold-out are refused with theirs.
 
 Parsing params, checking release requests and every owner's analysis rule happen at the
 leader before any task touches data, exactly as on a single node. Dask and distributed
@@ -59,7 +64,7 @@ from teenet.models.tables import key_names, sort_by_keys, with_key_names
 if TYPE_CHECKING:  # pragma: no cover - typing only; distributed is imported lazily
     import distributed
 
-CLUSTER_FUNCTIONS = frozenset({"psi", "aggregate", "predict"})
+CLUSTER_FUNCTIONS = frozenset({"psi", "aggregate", "predict", "train"})
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,12 @@ def run_function_on_cluster(function: str, inputs: Sequence[ClusterPartyInput], 
         raise InputError(f"function '{fn.name}' does not run on a compute cluster yet (expected one of "
                          f"{', '.join(sorted(CLUSTER_FUNCTIONS))}); run it on a single compute node",
                          field="function")
-    if fn.name == "psi":
+    if fn.name == "train":
+        from teenet.models import cluster_train
+
+        cluster_train.refuse_before_data(parsed)
+        outputs = cluster_train.train_on_cluster(inputs, parsed, kinds, rules, client, federated_tls)
+    elif fn.name == "psi":
         outputs = _psi(inputs, parsed, kinds, rules, client)
     elif fn.name == "predict":
         outputs = _predict(inputs, parsed, rules, client)

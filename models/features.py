@@ -9,7 +9,7 @@ own category, which an ONNX string tensor can carry. Anything else is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,13 @@ def plan_features(table: pa.Table, features: Sequence[str],
 
 def feature_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
     """The features as a DataFrame in layout order: floats with NaN, strings with ''."""
+    if not layout.categorical and layout.features:
+        # All numeric: fill one float64 block column by column and frame it without the
+        # copy pandas makes to consolidate a dict of columns (the same DataFrame).
+        block = np.empty((len(layout.features), table.num_rows), dtype=np.float64)
+        for j, name in enumerate(layout.features):
+            block[j] = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+        return pd.DataFrame(block.T, columns=list(layout.features), copy=False)
     data: dict[str, np.ndarray] = {}
     for name in layout.features:
         column = table.column(name)
@@ -80,13 +87,15 @@ def feature_frame(table: pa.Table, layout: FeatureLayout) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(layout.features))
 
 
-def onnx_feeds(frame: pd.DataFrame, layout: FeatureLayout) -> dict[str, np.ndarray]:
-    """One [n, 1] tensor per feature: float32 for numbers, strings for categories."""
+def onnx_feeds(frame: pd.DataFrame, layout: FeatureLayout,
+               double: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """One [n, 1] tensor per feature: float32 for numbers (float64 for those in `double`, the
+    inputs a float64 model takes), strings for categories."""
     feeds: dict[str, np.ndarray] = {}
     for name in layout.features:
         values = frame[name].to_numpy()
         if name in layout.categorical:
             feeds[name] = values.astype(object).reshape(-1, 1)
         else:
-            feeds[name] = values.astype(np.float32).reshape(-1, 1)
+            feeds[name] = values.astype(np.float64 if name in double else np.float32).reshape(-1, 1)
     return feeds

@@ -31,8 +31,11 @@ class ExactMedianImputer(SimpleImputer):
         missing = np.isnan(X)
         self._fit_indicator(missing)
         medians = np.empty(X.shape[1], dtype=X.dtype)
+        incomplete = missing.any(axis=0)
         for j in range(X.shape[1]):
-            present = X[~missing[:, j], j]
+            # A complete column is partitioned as it is (np.partition copies it); only a
+            # column with missing values pays the masked gather of its present values.
+            present = X[~missing[:, j], j] if incomplete[j] else X[:, j]
             medians[j] = _median(present) if present.size else (0 if self.keep_empty_features else np.nan)
         return medians
 

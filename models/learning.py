@@ -27,7 +27,7 @@ from teenet.models.spec import MEDIA_ONNX, Output, PartyInput, ReleaseRules
 from teenet.models.tables import key_names, shipped_table, unique_join_sorted
 
 ROC_POINTS = 200
-TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest"})
+TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest", "xgboost"})
 # Permutation importances (models without coefficients or impurity importances) are
 # estimated on the first held-out rows: enough for a stable ranking, and bounded in cost.
 IMPORTANCE_ROWS = 2000
@@ -46,11 +46,27 @@ class TrainingRows:
 
 def pooled_rows(inputs: Sequence[PartyInput], params: Any) -> TrainingRows:
     """Join (vertical, sorted by key) or stack (horizontal, in input order) the rows."""
+    table, dropped = labelled_table(inputs, params)
+    require_rows(table.num_rows)
+    return rows_of(table, params, dropped)
+
+
+def require_rows(n: int) -> None:
+    if n == 0:
+        raise InputError("no rows to train on: the inputs' keys do not intersect (or no row has a label)",
+                         field="inputs")
+
+
+def labelled_table(inputs: Sequence[PartyInput], params: Any, *, keep_keys: bool = False) -> tuple[pa.Table, int]:
+    """The joined (vertical, sorted by key) or stacked (horizontal) rows that have a label,
+    and how many rows were left out for having none. With `keep_keys`, a vertical join keeps
+    its aligned key columns (a cluster worker orders its partition's rows by them)."""
     wanted = list(params.features) + [params.label.column]
     if params.layout == "vertical" and inputs[0].keys:
         columns = [[c for c in inp.columns if c in wanted] for inp in inputs]
         table = unique_join_sorted(inputs, params.normalise, columns=columns)
-        table = table.drop_columns(key_names(len(inputs[0].keys)))
+        if not keep_keys:
+            table = table.drop_columns(key_names(len(inputs[0].keys)))
     else:
         parts = [shipped_table(inp, i).select(wanted) for i, inp in enumerate(inputs)]
         try:
@@ -62,9 +78,11 @@ def pooled_rows(inputs: Sequence[PartyInput], params: Any) -> TrainingRows:
     dropped = table.num_rows - pc.sum(labelled.cast(pa.int64())).as_py() if table.num_rows else 0
     if dropped:
         table = table.filter(labelled)
-    if table.num_rows == 0:
-        raise InputError("no rows to train on: the inputs' keys do not intersect (or no row has a label)",
-                         field="inputs")
+    return table, int(dropped)
+
+
+def rows_of(table: pa.Table, params: Any, dropped: int) -> TrainingRows:
+    """A labelled table's features (as `feature_frame` encodes them) and label."""
     layout = plan_features(table, params.features, params.categorical)
     label_column = table.column(params.label.column)
     return TrainingRows(feature_frame(table, layout), label_column.to_numpy(zero_copy_only=False),
@@ -111,6 +129,10 @@ def build_pipeline(model: str, task: str, layout: FeatureLayout, hyperparameters
         estimator = LinearRegression()
     elif model == "ridge":
         estimator = Ridge(**hyper)
+    elif model == "xgboost":
+        from teenet.models import boosting
+
+        estimator = boosting.estimator(task, hyper, seed)
     elif model == "hist_gradient_boosting":
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
         estimator = cls(random_state=seed, **hyper)
@@ -121,19 +143,29 @@ def build_pipeline(model: str, task: str, layout: FeatureLayout, hyperparameters
 
 
 def split(rows: TrainingRows, params: Any, k: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
-    """The seeded hold-out split, or every row for training when test_fraction is 0.
+    """The seeded hold-out split, or every row for training when test_fraction is 0."""
+    train, test = split_positions(len(rows.label), params, k)
+    if test is None:
+        return rows.frame, rows.frame.iloc[:0], rows.label, rows.label[:0]
+    return rows.frame.iloc[train], rows.frame.iloc[test], rows.label[train], rows.label[test]
+
+
+def split_positions(n: int, params: Any, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The row positions (in the pooled rows' order) train_test_split(shuffle=True,
+    random_state=seed, test_size=test_fraction) puts in training and in the hold-out, in
+    the order it returns them; (None, None) when test_fraction is 0 (every row trains).
 
     Both parts must hold at least k rows; a refusal names the test_fraction range that
-    would meet k, never how many rows there are when that is below k.
+    would meet k, never how many rows there are when that is below k. The positions depend
+    on n and the params only, so a cluster computes them from the merged row count.
     """
     from sklearn.model_selection import train_test_split
 
-    n = len(rows.label)
     if n < k:
         raise ReleaseRefused(f"release.min_group_size: the training rows are fewer than the owners' minimum "
                              f"group size (expected >= {k})")
     if params.test_fraction == 0.0:
-        return rows.frame, rows.frame.iloc[:0], rows.label, rows.label[:0]
+        return None, None
     held = math.ceil(params.test_fraction * n)
     if held < k or n - held < k:
         if n < 2 * k:
@@ -146,11 +178,18 @@ def split(rows: TrainingRows, params: Any, k: int) -> tuple[pd.DataFrame, pd.Dat
                          f"(expected between {low:g} and {high:g}, or 0 to train on every row)",
                          field="params.test_fraction")
     try:
-        return train_test_split(rows.frame, rows.label, test_size=params.test_fraction,
-                                random_state=params.seed, shuffle=True)
+        train, test = train_test_split(np.arange(n), test_size=params.test_fraction, random_state=params.seed,
+                                       shuffle=True)
     except ValueError:
         raise InputError(f"the rows cannot be split with test_fraction {params.test_fraction:g} into non-empty "
                          "training and held-out sets", field="params.test_fraction") from None
+    return train, test
+
+
+def require_two_classes(classes: np.ndarray) -> None:
+    if len(classes) < 2:
+        raise InputError("the label has a single class in the training rows (expected at least two)",
+                         field="params.label.column")
 
 
 def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozenset[str],
@@ -162,9 +201,8 @@ def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozense
     k = rules.k
     x_train, x_test, y_train, y_test = split(rows, params, k)
     held_out = len(y_test) > 0
-    if task == "classification" and len(np.unique(y_train)) < 2:
-        raise InputError("the label has a single class in the training rows (expected at least two)",
-                         field="params.label.column")
+    if task == "classification":
+        require_two_classes(np.unique(y_train))
     hyperparameters = dict(params.hyperparameters)
     if params.model in TREE_MODELS:
         hyperparameters = _tree_hyperparameters(params, hyperparameters, rules, len(y_train),
@@ -184,29 +222,46 @@ def train_and_release(inputs: Sequence[PartyInput], params: Any, kinds: frozense
         as_plain_estimators(pipeline)
     # Evaluated on the held-out rows, or (test_fraction 0) on the training rows, labelled so.
     x_eval, y_eval = (x_test, y_test) if held_out else (x_train, y_train)
-    dropped = rows.dropped_unlabelled
-    counts = {"rows": len(label), "train_rows": len(y_train), "test_rows": len(y_test),
-              "evaluated_on": "held_out_rows" if held_out else "training_rows",
+    counts = training_counts(len(label), len(y_train), len(y_test), rows.dropped_unlabelled, k, dp)
+
+    def scores() -> dict[str, Any]:
+        return classifier_metrics(pipeline, x_eval, y_eval, k=k, roc=rules.roc_allowed) \
+            if task == "classification" else regressor_metrics(pipeline, x_eval, y_eval)
+
+    return release_trained(pipeline, params, task, rows.layout, counts, kinds, scores, hyperparameters,
+                           x_eval, y_eval)
+
+
+def training_counts(rows: int, train_rows: int, test_rows: int, dropped: int, k: int, dp: Any = None) -> dict[str, Any]:
+    """The row counts a trained model and its metrics carry (merged counts, on a cluster)."""
+    counts = {"rows": rows, "train_rows": train_rows, "test_rows": test_rows,
+              "evaluated_on": "held_out_rows" if test_rows > 0 else "training_rows",
               # a count below k never leaves: 0, at least k, or null ("some, fewer than k")
               "unlabelled_rows_dropped": dropped if dropped == 0 or dropped >= k else None}
     if dp is not None:
         # exact counts are not differentially private: a DP model leaves without them
         counts = {"evaluated_on": counts["evaluated_on"],
                   "dp": {"epsilon": dp.epsilon, "library": "diffprivlib", "feature_bounds": "declared"}}
+    return counts
+
+
+def release_trained(pipeline: Any, params: Any, task: str, layout: FeatureLayout, counts: Mapping[str, Any],
+                    kinds: frozenset[str], scores: Any, hyperparameters: Mapping[str, Any],
+                    x_eval: pd.DataFrame | None = None, y_eval: np.ndarray | None = None) -> dict[str, Output]:
+    """The released kinds of a fitted pipeline: metrics (`scores()` gives the evaluation
+    numbers) and the ONNX model with its summary. One place for a single node and a cluster."""
     outputs: dict[str, Output] = {}
     if "metrics" in kinds:
-        scores = classifier_metrics(pipeline, x_eval, y_eval, k=k, roc=rules.roc_allowed) \
-            if task == "classification" else regressor_metrics(pipeline, x_eval, y_eval)
-        document = {"model": params.model, "task": task, **counts, **scores}
+        document = {"model": params.model, "task": task, **counts, **scores()}
         outputs["metrics"] = json_output(document, {k_: v for k_, v in document.items() if k_ != "roc"})
     if "model" in kinds:
-        summary = model_summary(pipeline, params, task, rows.layout, x_eval, y_eval)
+        summary = model_summary(pipeline, params, task, layout, x_eval, y_eval)
         summary.update(counts)
         if params.model in TREE_MODELS:
             summary["enforced_hyperparameters"] = {n: hyperparameters[n] for n in sorted(hyperparameters)}
-        metadata = {"task": task, "model": params.model, "features": list(rows.layout.features),
-                    "categorical": list(rows.layout.categorical), "classes": summary.get("classes")}
-        payload = export_pipeline(pipeline, rows.layout, metadata)
+        metadata = {"task": task, "model": params.model, "features": list(layout.features),
+                    "categorical": list(layout.categorical), "classes": summary.get("classes")}
+        payload = export_pipeline(pipeline, layout, metadata)
         outputs["model"] = Output(MEDIA_ONNX, payload, json_safe(summary))
     return outputs
 
@@ -337,6 +392,11 @@ def _tree_hyperparameters(params: Any, given: dict[str, Any], rules: ReleaseRule
                           "a release may be (trees x nodes per tree)",
                           expected=f"at most {limit} nodes; {settings.fitting_hint(limit)}",
                           found=f"up to {nodes} nodes")
+    if params.model == "xgboost":
+        from teenet.models import boosting
+
+        return boosting.enforce_leaf_rows(settings.hyperparameters(given), "classification" if classes > 1
+                                          else "regression", classes)
     return settings.hyperparameters(given)
 
 
@@ -349,10 +409,14 @@ def _numeric_label(label: np.ndarray) -> np.ndarray:
 
 def classifier_metrics(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray, *, k: int = 1,
                        roc: bool = True) -> dict[str, Any]:
+    return classifier_metrics_of(pipeline.classes_, pipeline.predict_proba(x_test), y_test, k=k, roc=roc)
+
+
+def classifier_metrics_of(classes: np.ndarray, proba: np.ndarray, y_test: np.ndarray, *, k: int = 1,
+                          roc: bool = True) -> dict[str, Any]:
+    """`classifier_metrics` from the evaluation rows' probabilities (columns in `classes` order)."""
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score, roc_curve
 
-    classes = pipeline.classes_
-    proba = pipeline.predict_proba(x_test)
     predicted = classes[np.argmax(proba, axis=1)]  # what predict() returns, without scoring twice
     present = set(np.unique(y_test).tolist())
     every_class = present == set(classes.tolist())
@@ -411,9 +475,13 @@ def decimate(points: int, limit: int) -> np.ndarray:
 
 
 def regressor_metrics(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray) -> dict[str, Any]:
+    return regressor_metrics_of(pipeline.predict(x_test), y_test)
+
+
+def regressor_metrics_of(predicted: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+    """`regressor_metrics` from the evaluation rows' predictions."""
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-    predicted = pipeline.predict(x_test)
     return {"r2": float(r2_score(y_test, predicted)) if len(y_test) > 1 else None,
             "rmse": float(np.sqrt(mean_squared_error(y_test, predicted))),
             "mae": float(mean_absolute_error(y_test, predicted))}

@@ -97,7 +97,8 @@ def score_rows(model: Any, table: pa.Table) -> dict[str, pa.Array]:
     layout = FeatureLayout(features, tuple(n for n in features if model.inputs[n] == "numeric"),
                            tuple(n for n in features if model.inputs[n] == "categorical"))
     feeds = {model.input_names[name]: tensor
-             for name, tensor in onnx_feeds(feature_frame(table, layout), layout).items()}
+             for name, tensor in onnx_feeds(feature_frame(table, layout), layout,
+                                            model.double_inputs).items()}
     try:
         results = dict(zip(model.outputs, model.session.run(None, feeds)))
     except Exception as exc:  # onnxruntime raises its own error types

@@ -60,8 +60,8 @@ DEFAULT_MAX_GROUP_BY = 2
 # well under the 64 MiB a result message may carry.
 DEFAULT_MAX_TREE_NODES = 500_000
 
-MODELS = ("logistic_regression", "linear_regression", "ridge", "hist_gradient_boosting", "random_forest")
-TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest"})
+MODELS = ("logistic_regression", "linear_regression", "ridge", "hist_gradient_boosting", "random_forest", "xgboost")
+TREE_MODELS = frozenset({"hist_gradient_boosting", "random_forest", "xgboost"})
 LINEAR_MODELS = frozenset({"logistic_regression", "linear_regression", "ridge"})
 DP_TRAINABLE = frozenset({"logistic_regression", "linear_regression"})
 # The value a hyperparameter takes when a job leaves it out (teenet's pipeline, then
@@ -73,8 +73,12 @@ HYPERPARAMETER_DEFAULTS: Mapping[str, Mapping[str, float | None]] = {
     "hist_gradient_boosting": {"max_iter": 100, "learning_rate": 0.1, "max_depth": None, "max_leaf_nodes": 31,
                                "min_samples_leaf": 20, "l2_regularization": 0.0},
     "random_forest": {"n_estimators": 100, "max_depth": None, "min_samples_leaf": 1},
+    # min_child_weight is raised to k x the largest row hessian (models/boosting.py)
+    "xgboost": {"n_estimators": 100, "learning_rate": 0.3, "max_depth": 6, "min_child_weight": 1.0,
+                "subsample": 1.0, "colsample_bytree": 1.0, "reg_lambda": 1.0, "reg_alpha": 0.0, "gamma": 0.0,
+                "max_bin": 256},
 }
-TREE_COUNT = {"hist_gradient_boosting": "max_iter", "random_forest": "n_estimators"}
+TREE_COUNT = {"hist_gradient_boosting": "max_iter", "random_forest": "n_estimators", "xgboost": "n_estimators"}
 
 
 class RuleRefused(ReleaseRefused):
@@ -539,7 +543,7 @@ def tree_settings(model: str, hyper: Mapping[str, Any], *, max_depth: int | None
     depth_value = None if depth is None else int(depth)
     if max_depth is not None:
         depth_value = max_depth if depth_value is None else min(depth_value, max_depth)
-    leaf = int(_number(hyper.get("min_samples_leaf")) or defaults["min_samples_leaf"])
+    leaf = int(_number(hyper.get("min_samples_leaf")) or defaults.get("min_samples_leaf", 1))
     leaves = _number(hyper.get("max_leaf_nodes")) if model == "hist_gradient_boosting" else None
     if model == "hist_gradient_boosting" and leaves is None:
         leaves = defaults["max_leaf_nodes"]

@@ -231,7 +231,9 @@ def unique_join_sorted(inputs: Sequence[PartyInput], norm: KeyNormalisation,
     orders, sorted_keys = [], []
     for i, table in enumerate(keyed):
         keys = table.column(0).to_numpy()
-        order = np.argsort(keys, kind="stable")
+        # Keys are unique (a repeat is refused just below), so every sort gives the same
+        # order; numpy's default sort is about twice as fast as the stable one on int64.
+        order = np.argsort(keys)
         ordered = keys[order]
         if ordered.size > 1 and bool(np.any(ordered[1:] == ordered[:-1])):
             raise InputError(f"{inputs[i].name}: a key appears in more than one row (expected one row per key)",
@@ -245,7 +247,8 @@ def unique_join_sorted(inputs: Sequence[PartyInput], norm: KeyNormalisation,
     arrays, out_names = [pa.array(common, pa.int64())], list(names)
     for i, table in enumerate(keyed):
         rows = orders[i][np.searchsorted(sorted_keys[i], common)]
-        taken = table.select(keep[i]).take(pa.array(rows, pa.int64()))
+        # one chunk per column first: Arrow's take over many chunks costs more than the concatenation
+        taken = table.select(keep[i]).combine_chunks().take(pa.array(rows, pa.int64()))
         arrays += list(taken.columns)
         out_names += keep[i]
     return pa.table(arrays, names=out_names)

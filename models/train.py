@@ -7,7 +7,7 @@ Params:
       inputs are listed (each party's rows as shipped). Either way the result equals
       pooling the plaintext in that order.
   model: logistic_regression | linear_regression | ridge | hist_gradient_boosting |
-      random_forest   (required)
+      random_forest | xgboost   (required; xgboost: models/boosting.py)
   task: classification | regression   fixed by the linear models; for the tree models
       inferred from the label (floating-point -> regression, otherwise classification).
   label: {party, column}   the target; party may be left out for horizontal layouts.
@@ -22,7 +22,8 @@ Params:
   hyperparameters: {...}   per model: logistic_regression C, max_iter; ridge alpha;
       hist_gradient_boosting max_iter, learning_rate, max_depth, max_leaf_nodes,
       min_samples_leaf, l2_regularization; random_forest n_estimators, max_depth,
-      min_samples_leaf.
+      min_samples_leaf; xgboost n_estimators, learning_rate, max_depth, min_child_weight,
+      subsample, colsample_bytree, reg_lambda, reg_alpha, gamma, max_bin.
   normalise: {trim, case, type}   key normalisation for the vertical join (see `psi`).
   dp: {epsilon, bounds: {feature: [low, high]}, label_bounds: [low, high]}   optional, and
       required when an owner's rule says dp_required: differentially private training
@@ -63,6 +64,7 @@ from typing import Any, Mapping, Sequence
 
 from teenet.errors import InputError
 
+from teenet.models import boosting
 from teenet.models.dp import parse_bounds, refuse_rng_controls
 from teenet.models.params import ParamReader
 from teenet.models.spec import Function, InputSpec, Output, PartyInput, ReleaseRules
@@ -74,6 +76,7 @@ MODEL_TASKS: Mapping[str, tuple[str, ...]] = {
     "ridge": ("regression",),
     "hist_gradient_boosting": ("classification", "regression"),
     "random_forest": ("classification", "regression"),
+    "xgboost": ("classification", "regression"),
 }
 
 # name -> (integer?, lowest allowed, lowest excluded?)
@@ -86,6 +89,7 @@ HYPERPARAMETERS: Mapping[str, Mapping[str, tuple[bool, float, bool]]] = {
                                "min_samples_leaf": (True, 1, False), "l2_regularization": (False, 0.0, False)},
     "random_forest": {"n_estimators": (True, 1, False), "max_depth": (True, 1, False),
                       "min_samples_leaf": (True, 1, False)},
+    "xgboost": boosting.HYPERPARAMETERS,
 }
 
 
@@ -222,6 +226,8 @@ def _hyperparameters(reader: ParamReader | None, model: str) -> Mapping[str, Any
             values[name] = reader.number(name, above=low)
         else:
             values[name] = reader.number(name, at_least=low)
+    if model == "xgboost":
+        boosting.check_hyperparameters(values, reader.path)
     reader.done()
     return values
 

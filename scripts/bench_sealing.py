@@ -5,8 +5,11 @@ Builds a table of about --size-mib MiB (int64, float64, int32 and string columns
 one run measures: raw AESGCM encrypt and decrypt over the table's Arrow buffers in
 chunk-size slices, sealing (SealedTableWriter, messages discarded as a transport would
 send them), and opening (SealedTableReader.open, batches discarded as a consumer would
-use them). Reports MiB/s, the seal/raw and open/raw ratios, the peak RSS of each phase
-above its starting RSS (a bounded-memory check), and the machine.
+use them), and both again with the table's lineage fingerprint computed on the way
+(teenet.lineage.Fingerprinter as the `on_chunk` hook: what a data node does when it ships a
+table and the compute enclave when it opens one). Reports MiB/s, the seal/raw and open/raw
+ratios, the peak RSS of each phase above its starting RSS (a bounded-memory check), and the
+machine.
 
     python scripts/bench_sealing.py --size-mib 1024 --json bench.json
 """
@@ -28,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from teenet.lineage import Fingerprinter
 from teenet.sealing import (DEFAULT_CHUNK_SIZE, SealedTableReader, SealedTableWriter,
                             StreamBinding, TableKey)
 
@@ -49,6 +53,14 @@ class Results:
     open_mib_s: float
     seal_over_raw: float
     open_over_raw: float
+    seal_fingerprint_mib_s: float
+    open_fingerprint_mib_s: float
+    seal_fingerprint_over_raw: float
+    open_fingerprint_over_raw: float
+    seal_over_raw_paired_median: float
+    open_over_raw_paired_median: float
+    seal_fingerprint_over_raw_paired_median: float
+    open_fingerprint_over_raw_paired_median: float
     seal_median_mib_s: float
     open_median_mib_s: float
     raw_encrypt_median_mib_s: float
@@ -138,7 +150,12 @@ def _best(seconds: list[float]) -> float:
 
 
 def run(size_mib: float, chunk_size: int, repeat: int = 3) -> Results:
-    """Each phase runs `repeat` times; the best time counts (the VM's noise is one-sided)."""
+    """Each phase runs `repeat` times; the best time counts (the VM's noise is one-sided).
+
+    The phases are interleaved round by round (raw encrypt, seal, seal with fingerprint,
+    raw decrypt, open, open with fingerprint), so a noisy neighbour hits a round's raw
+    baseline and its sealing alike; the `*_paired_median` ratios are the medians of each
+    round's own ratio."""
     table = build_table(size_mib)
     data_mib = table.nbytes / MIB
     key = TableKey.generate()
@@ -148,53 +165,62 @@ def run(size_mib: float, chunk_size: int, repeat: int = 3) -> Results:
     aead = AESGCM(os.urandom(32))
     slices = _buffer_slices(table, chunk_size)
     nonce, aad = os.urandom(12), os.urandom(41)
-    encrypt_times = []
+    # Decryption reads ciphertext held in memory, as the opening phase does.
+    sealed_raw = [aead.encrypt(nonce, piece, aad) for piece in slices]
+    writer = SealedTableWriter(key, binding, table.schema, chunk_size)
+    messages = [writer.header(), *writer.seal_batches(table.to_batches())]
+    count, sealed_bytes = len(messages), sum(len(m) for m in messages)
+
+    encrypt_times, decrypt_times = [], []
+    seal_times, seal_peaks, seal_fp_times, fp_roots = [], [], [], set()
+    open_times, open_peaks, open_fp_times = [], [], []
     for _ in range(repeat):
         # Ciphertext is dropped as it is made, as the sealing phase drops its messages.
         start = time.perf_counter()
         for piece in slices:
             aead.encrypt(nonce, piece, aad)
         encrypt_times.append(time.perf_counter() - start)
-    # Decryption reads ciphertext held in memory, as the opening phase does.
-    sealed_raw = [aead.encrypt(nonce, piece, aad) for piece in slices]
-    decrypt_times = []
-    for _ in range(repeat):
+        # Sealing, messages dropped as a gRPC sender would; then again with the fingerprint.
+        for fingerprint in (None, Fingerprinter()):
+            writer = SealedTableWriter(key, binding, table.schema, chunk_size,
+                                       on_chunk=fingerprint.add_chunk if fingerprint else None)
+            with _Phase() as phase:
+                for message in writer.seal_batches(table.to_batches()):
+                    pass
+                if fingerprint is not None:
+                    fp_roots.add(fingerprint.root())
+            (seal_fp_times if fingerprint else seal_times).append(phase.seconds)
+            seal_peaks.append(phase.peak_above_start)
         start = time.perf_counter()
         for ct in sealed_raw:
             aead.decrypt(nonce, ct, aad)
         decrypt_times.append(time.perf_counter() - start)
+        # Opening the sealing kept in memory, batches dropped as a consumer would.
+        for fingerprint in (None, Fingerprinter()):
+            reader = SealedTableReader(key, binding, on_chunk=fingerprint.add_chunk if fingerprint else None)
+            with _Phase() as phase:
+                rows = 0
+                for batch in reader.open(messages):
+                    rows += batch.num_rows
+                if fingerprint is not None:
+                    fp_roots.add(fingerprint.root())
+            (open_fp_times if fingerprint else open_times).append(phase.seconds)
+            open_peaks.append(phase.peak_above_start)
+            if rows != table.num_rows:
+                raise SystemExit(f"bench: opened {rows} rows, sealed {table.num_rows}")
     del sealed_raw, slices
+    if len(fp_roots) != 1:
+        raise SystemExit("bench: the sealing and opening fingerprints differ")
 
-    # Sealing, with messages counted and dropped (as a gRPC sender would).
-    seal_times, seal_peaks = [], []
-    for _ in range(repeat):
-        writer = SealedTableWriter(key, binding, table.schema, chunk_size)
-        with _Phase() as phase:
-            count, sealed_bytes = 1, len(writer.header())
-            for message in writer.seal_batches(table.to_batches()):
-                count += 1
-                sealed_bytes += len(message)
-        seal_times.append(phase.seconds)
-        seal_peaks.append(phase.peak_above_start)
-
-    # Opening a sealing kept in memory, batches dropped as a consumer would.
-    writer = SealedTableWriter(key, binding, table.schema, chunk_size)
-    messages = [writer.header(), *writer.seal_batches(table.to_batches())]
-    open_times, open_peaks = [], []
-    for _ in range(repeat):
-        with _Phase() as phase:
-            rows = 0
-            for batch in SealedTableReader(key, binding).open(messages):
-                rows += batch.num_rows
-        open_times.append(phase.seconds)
-        open_peaks.append(phase.peak_above_start)
-        if rows != table.num_rows:
-            raise SystemExit(f"bench: opened {rows} rows, sealed {table.num_rows}")
+    def paired(times: list[float], raw: list[float]) -> float:
+        return round(statistics.median(r / t for t, r in zip(times, raw)), 3)
 
     raw_encrypt = data_mib / _best(encrypt_times)
     raw_decrypt = data_mib / _best(decrypt_times)
     seal = data_mib / _best(seal_times)
     opened = data_mib / _best(open_times)
+    seal_fp = data_mib / _best(seal_fp_times)
+    opened_fp = data_mib / _best(open_fp_times)
     mem_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return Results(
@@ -203,6 +229,13 @@ def run(size_mib: float, chunk_size: int, repeat: int = 3) -> Results:
         raw_encrypt_mib_s=round(raw_encrypt), raw_decrypt_mib_s=round(raw_decrypt),
         seal_mib_s=round(seal), open_mib_s=round(opened),
         seal_over_raw=round(seal / raw_encrypt, 3), open_over_raw=round(opened / raw_decrypt, 3),
+        seal_fingerprint_mib_s=round(seal_fp), open_fingerprint_mib_s=round(opened_fp),
+        seal_fingerprint_over_raw=round(seal_fp / raw_encrypt, 3),
+        open_fingerprint_over_raw=round(opened_fp / raw_decrypt, 3),
+        seal_over_raw_paired_median=paired(seal_times, encrypt_times),
+        open_over_raw_paired_median=paired(open_times, decrypt_times),
+        seal_fingerprint_over_raw_paired_median=paired(seal_fp_times, encrypt_times),
+        open_fingerprint_over_raw_paired_median=paired(open_fp_times, decrypt_times),
         seal_median_mib_s=round(data_mib / statistics.median(seal_times)),
         open_median_mib_s=round(data_mib / statistics.median(open_times)),
         raw_encrypt_median_mib_s=round(data_mib / statistics.median(encrypt_times)),

@@ -22,9 +22,12 @@ This module imports no pyarrow: the CLI loads it at start.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import hmac
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -41,23 +44,75 @@ DROP_EVENT = "inputs_and_keys_dropped"
 
 class Fingerprinter:
     """Accumulates a stream's plaintext chunks into the RFC 9162 Merkle tree; pass
-    `add_chunk` as a sealing `on_chunk` hook."""
+    `add_chunk` as a sealing `on_chunk` hook.
+
+    A large chunk's leaf hash runs on a worker thread (hashlib releases the GIL while it
+    hashes), so hashing chunk i overlaps the encryption or decryption of chunk i + 1 in the
+    caller's thread instead of adding to it. At most `_IN_FLIGHT` chunks wait for their
+    hash, each holding a reference to its plaintext pieces (never a copy), so memory stays
+    at a few chunks. Leaves enter the tree in chunk order; `root()` and `chunks` wait for
+    every pending hash. The leaves and the root are those of hashing in line: only when
+    the hashing happens changes. The hooks' contract is that a chunk's pieces are not
+    modified after the hook returns (sealing hands over views of Arrow buffers and of
+    decrypted chunks, which nothing writes again).
+    """
+
+    _IN_FLIGHT = 2            # chunks hashed (or waiting) on the worker at once
+    _THREAD_MIN_BYTES = 1 << 16  # smaller chunks are hashed in line: a hand-off costs more
 
     def __init__(self) -> None:
         self._tree = MerkleTree()
+        self._pending: collections.deque = collections.deque()
 
     def add_chunk(self, pieces: Sequence[memoryview | bytes]) -> None:
-        h = hashlib.sha256(b"\x00")
-        for piece in pieces:
-            h.update(piece)
-        self._tree.append_hash(h.digest())
+        pieces = tuple(pieces)
+        if not self._pending and sum(memoryview(p).nbytes for p in pieces) < self._THREAD_MIN_BYTES:
+            self._tree.append_hash(_chunk_leaf(pieces))
+            return
+        while len(self._pending) >= self._IN_FLIGHT:
+            self._tree.append_hash(self._pending.popleft().result())
+        self._pending.append(_hash_pool().submit(_chunk_leaf, pieces))
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._tree.append_hash(self._pending.popleft().result())
 
     @property
     def chunks(self) -> int:
+        self._drain()
         return self._tree.size
 
     def root(self) -> bytes:
+        self._drain()
         return self._tree.root()
+
+
+def _chunk_leaf(pieces: Sequence[memoryview | bytes]) -> bytes:
+    """RFC 9162 leaf hash of a chunk given as pieces: SHA-256(0x00 || pieces...)."""
+    h = hashlib.sha256(b"\x00")
+    for piece in pieces:
+        h.update(piece)
+    return h.digest()
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: Any = None  # concurrent.futures.ThreadPoolExecutor, imported on first use (CLI start-up)
+
+
+def _hash_pool() -> Any:
+    """Worker threads shared by every fingerprint this process computes (each keeps its own
+    leaves in order), one per core so that streams fingerprinted at the same time (a
+    compute node receiving several uploads) still hash in parallel; started on the first
+    large chunk."""
+    global _POOL
+    if _POOL is None:
+        import concurrent.futures
+
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1),
+                                                              thread_name_prefix="fingerprint")
+    return _POOL
 
 
 def fingerprint_of_chunks(chunks: Sequence[bytes]) -> bytes:

@@ -27,6 +27,18 @@ the new starting point: the operator has accepted the history as it now stands.
 
 `witnessed(origin, size)` says whether a checkpoint carries the consortium's
 `witness_quorum` of valid cosignatures.
+
+Paged board reads. The board only grows (every job adds tree heads), so nobody reads it
+whole: a read names one origin, which rows (checkpoints or cosignatures), a size range and
+a cursor (`after`, the board sequence number of the last row the reader has), and gets at
+most `PAGE_ROWS` rows and about `PAGE_BYTES` bytes with `next_cursor` and `more`. A witness
+keeps its two cursors per log durably in node.db (`witness_cursors`) and moves them only
+after every row before them is done (its cosignature posted, its split views judged), so a
+restart re-reads at most one page and never the history. Readers that judge one tree head
+(`witnessed`, `quorum_state`) ask for the checkpoints at and beyond its size and the
+cosignatures of exactly those sizes. A request without paging (a client before it) is served
+the old way only while the reply fits `PAGE_BYTES`, and refused with a message saying so
+beyond; a board that does not page is refused by this client with a message saying so.
 """
 
 from __future__ import annotations
@@ -42,12 +54,18 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from teenet.audit import AuditLog, default_origin
-from teenet.errors import InputError, VerificationError
+from teenet.errors import InputError, TeenetError, VerificationError
 from teenet.tlog import (HASH_SIZE, Checkpoint, SignedNote, cosign, verify_consistency, verify_cosignature,
                          verify_note)
 
 MAX_PROOF_HASHES = 128
-MAX_FETCH = 256
+MAX_FETCH = 256            # checkpoints in one unpaged (pre-paging) reply, as before paging
+MAX_BOARD_TEXT = 64 * 1024  # the largest note, cosignature body or line the board takes
+PAGE_ROWS = 256            # rows in one paged reply at most
+PAGE_BYTES = 1 << 20       # one reply's rows stop short of this (but hold one row at least): well
+#                            under gRPC's 4 MiB (teenet/pki.py), a row being at most ~70 KiB
+QUORUM_PAGE_ROWS = 16      # checkpoints a quorum lookup reads per page (it stops at the first witnessed)
+ROWS_CHECKPOINTS, ROWS_COSIGNATURES, ROWS_NONE = 1, 2, 3  # CheckpointRequest.rows
 
 # Node side (node.db): what this node has verified and cosigned, and the alarms it raised.
 WITNESS_SCHEMA = """
@@ -59,6 +77,11 @@ CREATE TABLE IF NOT EXISTS witness_heads (
     cosigned_at REAL NOT NULL,
     cosignatures INTEGER NOT NULL DEFAULT 0,  -- valid cosignatures on it the board showed last
     PRIMARY KEY (origin, size)
+);
+CREATE TABLE IF NOT EXISTS witness_cursors (
+    origin       TEXT PRIMARY KEY,
+    checkpoints  INTEGER NOT NULL DEFAULT 0,  -- board sequence of the last checkpoint row done
+    cosignatures INTEGER NOT NULL DEFAULT 0   -- board sequence of the last cosignature row judged
 );
 CREATE TABLE IF NOT EXISTS witness_alarms (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -93,15 +116,92 @@ class Cosignature:
     line: str
 
 
+@dataclass(frozen=True)
+class Page:
+    """One bounded read of the board: rows of one origin past a cursor, in board order."""
+
+    rows: list[Any]      # Published or Cosignature
+    next_cursor: int     # pass as `after` for the next page
+    more: bool           # more rows match past next_cursor
+    latest_size: int = 0
+
+
 class Board(Protocol):
-    """Where checkpoints and cosignatures are published (the coordinator, or a test's store)."""
+    """Where checkpoints and cosignatures are published (the coordinator, or a test's store).
+
+    The pages take rows of `origin` past board sequence `after` with min_size <= size <=
+    max_size (0: no upper bound), at most `limit` of them (and PAGE_BYTES)."""
 
     def latest_size(self, origin: str) -> int: ...
     def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None: ...
-    def checkpoints(self, origin: str, min_size: int) -> list[Published]: ...
-    def cosignatures(self, origin: str) -> list[Cosignature]: ...
+    def checkpoint_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                        limit: int = PAGE_ROWS) -> Page: ...
+    def cosignature_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                         limit: int = PAGE_ROWS) -> Page: ...
     def post_cosignature(self, witness: str, body: str, line: str) -> None: ...
     def origins(self) -> list[str]: ...
+
+
+def pages(read: Any, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+          limit: int = PAGE_ROWS) -> Iterable[Page]:
+    """Every page of `read` (a board's checkpoint_page or cosignature_page) from `after` on,
+    until `more` is false. A board whose cursor does not advance is refused, not looped on."""
+    while True:
+        page = read(origin, after=after, min_size=min_size, max_size=max_size, limit=limit)
+        yield page
+        if not page.more:
+            return
+        if page.next_cursor <= after or not page.rows:
+            raise TeenetError("the coordinator's checkpoint board said there is more past its cursor but did not "
+                              "advance it; not reading it further")
+        after = page.next_cursor
+
+
+def resumed(read: Any, origin: str, *, after: int, min_size: int = 0) -> Iterable[Page]:
+    """`pages` from a reader's kept cursor; from the start instead when the board's rows end
+    before it (an empty page whose cursor is behind `after`: a coordinator store restored
+    or replaced), so nothing it holds now goes unread."""
+    first = read(origin, after=after, min_size=min_size, max_size=0, limit=PAGE_ROWS)
+    if after > 0 and not first.rows and first.next_cursor < after:
+        yield from pages(read, origin, after=0, min_size=min_size)
+        return
+    yield first
+    if first.more:
+        if first.next_cursor <= after or not first.rows:
+            raise TeenetError("the coordinator's checkpoint board said there is more past its cursor but did not "
+                              "advance it; not reading it further")
+        yield from pages(read, origin, after=first.next_cursor, min_size=min_size)
+
+
+def cosignatures_between(board: Board, origin: str, min_size: int, max_size: int) -> list[Cosignature]:
+    """The cosignatures on checkpoints of `origin` with min_size <= size <= max_size."""
+    return [c for p in pages(board.cosignature_page, origin, min_size=min_size, max_size=max(1, max_size))
+            for c in p.rows]
+
+
+def _row_bytes(row: Any) -> int:
+    if isinstance(row, Published):
+        return len(row.publisher.encode()) + len(row.note.encode()) + (HASH_SIZE + 2) * len(row.proof) + 16
+    return len(row.witness.encode()) + len(row.body.encode()) + len(row.line.encode()) + 16
+
+
+def _bounded(rows: Sequence[tuple[int, Any]], after: int, limit: int, page_bytes: int, last_seq: int) -> Page:
+    """Rows (seq, row) fetched `limit`+1 at most: the page that fits `limit` and `page_bytes`.
+    An empty page's cursor is min(after, the origin's last sequence): below `after` when the
+    board's rows end before it (a board restored or replaced), so the reader starts over."""
+    taken: list[Any] = []
+    size, cursor = 0, min(after, last_seq)
+    for seq, row in rows[:limit]:
+        n = _row_bytes(row)
+        if taken and size + n > page_bytes:
+            break
+        taken.append(row)
+        size, cursor = size + n, seq
+    return Page(taken, cursor, len(taken) < len(rows))
+
+
+def _limit(limit: int) -> int:
+    return PAGE_ROWS if limit <= 0 else min(int(limit), PAGE_ROWS)
 
 
 def _parse_note(text: str, *, field: str = "note") -> tuple[SignedNote, Checkpoint]:
@@ -110,6 +210,22 @@ def _parse_note(text: str, *, field: str = "note") -> tuple[SignedNote, Checkpoi
         return note, Checkpoint.parse(note.body)
     except VerificationError as exc:
         raise InputError(f"the {field} is not a signed C2SP checkpoint ({exc.check})", field=field) from None
+
+
+def _is_checkpoint_body(body: str) -> bool:
+    try:
+        Checkpoint.parse(body)
+        return True
+    except VerificationError:
+        return False
+
+
+def _is_note(text: str) -> bool:
+    try:
+        _parse_note(text)
+        return True
+    except InputError:
+        return False
 
 
 def member_origins(members: Mapping[str, ed25519.Ed25519PublicKey]) -> dict[str, tuple[str, ed25519.Ed25519PublicKey]]:
@@ -123,9 +239,10 @@ class CheckpointBoard:
     origin by its stated `prev_size`; it does not judge consistency: the witnesses do."""
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock,
-                 members: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
+                 members: Mapping[str, ed25519.Ed25519PublicKey], *, page_bytes: int = PAGE_BYTES) -> None:
         self._conn = conn
         self._lock = lock
+        self.page_bytes = page_bytes
         self._members = dict(members)
         self._origins = member_origins(members)
 
@@ -153,6 +270,8 @@ class CheckpointBoard:
         return int(row[0]) if row else 0
 
     def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None:
+        if len(note.encode()) > MAX_BOARD_TEXT:
+            raise InputError(f"the checkpoint note is over {MAX_BOARD_TEXT} bytes", field="note")
         signed, cp = _parse_note(note)
         owner = self._origins.get(cp.origin)
         if owner is None or owner[0] != publisher:
@@ -174,21 +293,71 @@ class CheckpointBoard:
                 (cp.origin, cp.size, publisher, note, prev_size,
                  json.dumps([base64.b64encode(h).decode() for h in proof]), time.time()))
 
-    def checkpoints(self, origin: str, min_size: int) -> list[Published]:
+    @staticmethod
+    def _published(r: Sequence[Any]) -> Published:
+        return Published(r[0], r[1], int(r[2]), tuple(base64.b64decode(h) for h in json.loads(r[3])))
+
+    def _range(self, min_size: int, max_size: int) -> tuple[str, tuple[int, ...]]:
+        if max_size > 0:
+            return "size >= ? AND size <= ?", (max(0, min_size), max_size)
+        return "size >= ?", (max(0, min_size),)
+
+    def _last_seq(self, table: str, origin: str) -> int:
+        with self._lock:
+            row = self._conn.execute(f"SELECT max(id) FROM {table} WHERE origin = ?", (origin,)).fetchone()
+        return int(row[0] or 0)
+
+    def checkpoint_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                        limit: int = PAGE_ROWS) -> Page:
+        where, args = self._range(min_size, max_size)
+        limit = _limit(limit)
         with self._lock:
             rows = self._conn.execute(
-                "SELECT publisher, note, prev_size, proof FROM published_checkpoints WHERE origin = ? AND size >= ? "
-                "ORDER BY id LIMIT ?", (origin, min_size, MAX_FETCH)).fetchall()
-        return [Published(r[0], r[1], int(r[2]), tuple(base64.b64decode(h) for h in json.loads(r[3])))
-                for r in rows]
+                f"SELECT id, publisher, note, prev_size, proof FROM published_checkpoints WHERE origin = ? AND id > ? "
+                f"AND {where} ORDER BY id LIMIT ?", (origin, max(0, after), *args, limit + 1)).fetchall()
+        page = _bounded([(int(r[0]), self._published(r[1:])) for r in rows], max(0, after), limit, self.page_bytes,
+                        self._last_seq("published_checkpoints", origin) if not rows else after)
+        return Page(page.rows, page.next_cursor, page.more, self.latest_size(origin))
 
-    def cosignatures(self, origin: str) -> list[Cosignature]:
+    def cosignature_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                         limit: int = PAGE_ROWS) -> Page:
+        where, args = self._range(min_size, max_size)
+        limit = _limit(limit)
         with self._lock:
+            rows = self._conn.execute(
+                f"SELECT id, witness, body, line FROM checkpoint_cosignatures WHERE origin = ? AND id > ? "
+                f"AND {where} ORDER BY id LIMIT ?", (origin, max(0, after), *args, limit + 1)).fetchall()
+        page = _bounded([(int(r[0]), Cosignature(*r[1:])) for r in rows], max(0, after), limit, self.page_bytes,
+                        self._last_seq("checkpoint_cosignatures", origin) if not rows else after)
+        return Page(page.rows, page.next_cursor, page.more, self.latest_size(origin))
+
+    def unpaged(self, origin: str, min_size: int) -> tuple[list[Published], list[Cosignature]]:
+        """What a client before paging asks for: up to MAX_FETCH checkpoints from `min_size`
+        and every cosignature of the log; refused once that is over PAGE_BYTES."""
+        with self._lock:
+            pubs = [self._published(r) for r in self._conn.execute(
+                "SELECT publisher, note, prev_size, proof FROM published_checkpoints WHERE origin = ? AND size >= ? "
+                "ORDER BY id LIMIT ?", (origin, max(0, min_size), MAX_FETCH))]
+            size = sum(_row_bytes(p) for p in pubs)
+            cosigs: list[Cosignature] = []
             rows = self._conn.execute("SELECT witness, body, line FROM checkpoint_cosignatures WHERE origin = ? "
-                                      "ORDER BY size, witness", (origin,)).fetchall()
-        return [Cosignature(*r) for r in rows]
+                                      "ORDER BY size, witness", (origin,))
+            while True:
+                if size > self.page_bytes:
+                    raise UnpagedReadRefused(
+                        f"this log's checkpoints and cosignatures are over the {self.page_bytes} bytes one unpaged "
+                        "board read may return; upgrade this client to a teenet that pages board reads "
+                        "(CheckpointRequest.rows)")
+                r = rows.fetchone()
+                if r is None:
+                    break
+                cosigs.append(Cosignature(*r))
+                size += _row_bytes(cosigs[-1])
+        return pubs, cosigs
 
     def post_cosignature(self, witness: str, body: str, line: str) -> None:
+        if len(body.encode()) + len(line.encode()) > MAX_BOARD_TEXT:
+            raise InputError(f"the cosignature is over {MAX_BOARD_TEXT} bytes", field="cosignature")
         key = self._members.get(witness)
         if key is None:
             raise InputError(f"'{witness}' is not a witness of this consortium", field="witness")
@@ -206,6 +375,10 @@ class CheckpointBoard:
     def origins(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._conn.execute("SELECT DISTINCT origin FROM published_checkpoints ORDER BY 1")]
+
+
+class UnpagedReadRefused(TeenetError):
+    """An unpaged board read (a client before paging) that no longer fits one reply."""
 
 
 def publish(log: AuditLog, publisher: str, board: Board) -> int:
@@ -260,17 +433,20 @@ def witnessed(board: Board, origin: str, size: int, members: Mapping[str, ed2551
     if owner is None:
         return False
     witnesses = {n: k for n, k in members.items() if n != owner[0]}
-    cosigs = board.cosignatures(origin)
-    for pub in board.checkpoints(origin, size):
-        try:
-            signed, cp = _parse_note(pub.note)
-            if cp.size != size:
+    cosigs: list[Cosignature] | None = None
+    for page in pages(board.checkpoint_page, origin, min_size=size, max_size=max(1, size)):
+        for pub in page.rows:
+            try:
+                signed, cp = _parse_note(pub.note)
+                if cp.size != size:
+                    continue
+                verify_note(signed, origin, owner[1])
+            except (InputError, VerificationError):
                 continue
-            verify_note(signed, origin, owner[1])
-        except (InputError, VerificationError):
-            continue
-        if count_cosignatures(cosigs, signed.body, witnesses) >= quorum:
-            return True
+            if cosigs is None:
+                cosigs = cosignatures_between(board, origin, size, size)
+            if count_cosignatures(cosigs, signed.body, witnesses) >= quorum:
+                return True
     return False
 
 
@@ -359,11 +535,33 @@ class Witness:
 
     # --- one round -------------------------------------------------------------------------
 
-    def check_log(self, board: Board, origin: str) -> tuple[int, list[Equivocation]]:
-        """Verify and cosign `origin`'s new checkpoints, then read the others' cosignatures.
+    def cursors(self, origin: str) -> tuple[int, int]:
+        """(checkpoints, cosignatures): the board sequence of the last row of each this
+        witness is done with, for `origin`."""
+        with self._lock:
+            row = self._conn.execute("SELECT checkpoints, cosignatures FROM witness_cursors WHERE origin = ?",
+                                     (origin,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
-        Returns (how many heads were cosigned, the equivocations newly raised). The head is
-        stored durably before its cosignature is posted.
+    def _move(self, origin: str, *, checkpoints: int | None = None, cosignatures: int | None = None) -> None:
+        """Move a cursor durably (only once everything before it is done)."""
+        cp, cs = self.cursors(origin)
+        with self._lock:
+            self._conn.execute("INSERT INTO witness_cursors (origin, checkpoints, cosignatures) VALUES (?, ?, ?) "
+                               "ON CONFLICT (origin) DO UPDATE SET checkpoints = excluded.checkpoints, "
+                               "cosignatures = excluded.cosignatures",
+                               (origin, cp if checkpoints is None else checkpoints,
+                                cs if cosignatures is None else cosignatures))
+            self._conn.commit()
+
+    def check_log(self, board: Board, origin: str) -> tuple[int, list[Equivocation]]:
+        """Verify and cosign `origin`'s new checkpoints, then judge the others' new cosignatures.
+
+        Returns (how many heads were cosigned, the equivocations newly raised). It reads the
+        board in pages past its durable cursors (see "Paged board reads" above). The head is
+        stored durably before its cosignature is posted, and the cursor moves past a page
+        only once every cosignature of it is posted: a page cut short by a crash is read
+        again, and a head already stored is cosigned again (the board keeps one per body).
         """
         member, key = self._origins[origin]
         if self._key is None:
@@ -373,52 +571,91 @@ class Witness:
         raised: list[Equivocation] = []
         cosigned = 0
         head = self.head(origin)
-        published = board.checkpoints(origin, head[0] if head else 0)
+        after, after_cosig = self.cursors(origin)
+        accepted: list[int] = []  # sizes this round made verified heads
         if head is None:
             # A log this witness has no head of (new to it, or acknowledged): its latest
             # checkpoint is the starting point, trusted on first sight.
-            published = published[-1:]
-        for pub in published:
-            try:
-                signed, cp = _parse_note(pub.note)
-                verify_note(signed, origin, key)
-            except (InputError, VerificationError):
-                continue  # not the member's word: the board's junk, not an equivocation
-            if cp.origin != origin:
-                continue
-            if head is None:
-                ok = True  # the first head this witness sees is its starting point
-            elif cp.size == head[0]:
-                if cp.root_hash == head[1]:
-                    continue
-                ok = False
-            elif cp.size > head[0] and pub.prev_size == head[0]:
+            latest = board.latest_size(origin)
+            if latest <= 0:
+                return 0, []
+            last: Published | None = None
+            for page in pages(board.checkpoint_page, origin, min_size=latest):
+                last = page.rows[-1] if page.rows else last
+                after = page.next_cursor
+            batches: Iterable[tuple[list[Published], int]] = [([last] if last else [], after)]
+        else:
+            # (nothing below its head can be judged: min_size skips it, e.g. on a cursor not
+            # yet kept, as in a node.db from before paging)
+            batches = ((page.rows, page.next_cursor)
+                       for page in resumed(board.checkpoint_page, origin, after=after, min_size=head[0]))
+        for rows, cursor in batches:
+            for pub in rows:
                 try:
-                    verify_consistency(head[0], cp.size, head[1], cp.root_hash, list(pub.proof))
-                    ok = True
-                except VerificationError:
+                    signed, cp = _parse_note(pub.note)
+                    verify_note(signed, origin, key)
+                except (InputError, VerificationError):
+                    continue  # not the member's word: the board's junk, not an equivocation
+                if cp.origin != origin:
+                    continue
+                if head is None:
+                    ok = True  # the first head this witness sees is its starting point
+                elif cp.size == head[0]:
+                    if cp.root_hash == head[1]:
+                        # the head verified already: cosign it again (a no-op on the board,
+                        # unless a crash came between storing it and posting its cosignature)
+                        board.post_cosignature(self.name, signed.body,
+                                               cosign(signed.body, self.name, self._key, int(time.time())))
+                        continue
                     ok = False
-            else:
-                continue  # a proof from a size this witness never verified: cannot judge it
-            if not ok:
-                e = Equivocation(member, origin, "inconsistent", head[2], pub.note)
+                elif cp.size > head[0] and pub.prev_size == head[0]:
+                    try:
+                        verify_consistency(head[0], cp.size, head[1], cp.root_hash, list(pub.proof))
+                        ok = True
+                    except VerificationError:
+                        ok = False
+                else:
+                    continue  # a proof from a size this witness never verified: cannot judge it
+                if not ok:
+                    e = Equivocation(member, origin, "inconsistent", head[2], pub.note)
+                    if self._raise(e):
+                        raised.append(e)
+                    return cosigned, raised
+                self._accept(origin, cp, pub.note)
+                board.post_cosignature(self.name, signed.body,
+                                       cosign(signed.body, self.name, self._key, int(time.time())))
+                head = (cp.size, cp.root_hash, pub.note)
+                accepted.append(cp.size)
+                cosigned += 1
+            self._move(origin, checkpoints=cursor)
+        if head is None:
+            return cosigned, raised
+        # Split views: the others' cosignatures on the sizes verified just now (those posted
+        # before them are behind the cursor), then every cosignature past the cursor.
+        recount = bool(accepted)
+        if accepted:
+            e = self._split_view(cosignatures_between(board, origin, min(accepted), max(accepted)), origin, member)
+            if e is not None:
                 if self._raise(e):
                     raised.append(e)
                 return cosigned, raised
-            self._accept(origin, cp, pub.note)
-            board.post_cosignature(self.name, signed.body, cosign(signed.body, self.name, self._key, int(time.time())))
-            head = (cp.size, cp.root_hash, pub.note)
-            cosigned += 1
-        cosigs = board.cosignatures(origin)
-        e = self._split_view(cosigs, origin, member)
-        if e is not None and self._raise(e):
-            raised.append(e)
-        if head is not None:
+        for page in resumed(board.cosignature_page, origin, after=after_cosig):
+            e = self._split_view(page.rows, origin, member)
+            if e is not None:
+                if self._raise(e):
+                    raised.append(e)
+                return cosigned, raised
+            recount = recount or any(Checkpoint.parse(c.body).size == head[0] for c in page.rows
+                                     if _is_checkpoint_body(c.body))
+            self._move(origin, cosignatures=page.next_cursor)
+        if recount:
             witnesses = {n: k for n, k in self._members.items() if n != member}
-            count = count_cosignatures(cosigs, SignedNote.parse(head[2]).body, witnesses)
+            count = count_cosignatures(cosignatures_between(board, origin, head[0], head[0]),
+                                       SignedNote.parse(head[2]).body, witnesses)
             with self._lock:
                 self._conn.execute("UPDATE witness_heads SET cosignatures = ? WHERE origin = ? AND size = ?",
                                    (count, origin, head[0]))
+                self._conn.commit()
         return cosigned, raised
 
     def _split_view(self, cosigs: Sequence[Cosignature], origin: str, member: str) -> Equivocation | None:
@@ -470,14 +707,20 @@ class GrpcBoard:
         self._stub = stub
         self._timeout = timeout
 
-    def _get(self, origin: str, min_size: int = 0) -> Any:
+    def _page(self, origin: str, rows: int, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+              limit: int = PAGE_ROWS) -> Any:
         from teenet.proto import teenet_pb2 as pb
 
-        return self._stub.GetCheckpoints(pb.CheckpointRequest(origin=origin, min_size=min_size),
-                                         timeout=self._timeout)
+        reply = self._stub.GetCheckpoints(pb.CheckpointRequest(origin=origin, min_size=min_size, after=after,
+                                                               limit=limit, max_size=max_size, rows=rows),
+                                          timeout=self._timeout)
+        if reply.rows != rows:
+            raise TeenetError("the coordinator's checkpoint board does not page its replies (a teenet before paged "
+                              "board reads): upgrade the coordinator; this node reads the board only in bounded pages")
+        return reply
 
     def latest_size(self, origin: str) -> int:
-        return int(self._get(origin, 1 << 62).latest_size)
+        return int(self._page(origin, ROWS_NONE).latest_size)
 
     def publish(self, publisher: str, note: str, prev_size: int, proof: Sequence[bytes]) -> None:
         from teenet.proto import teenet_pb2 as pb
@@ -485,12 +728,17 @@ class GrpcBoard:
         self._stub.PublishCheckpoint(pb.PublishedCheckpoint(publisher=publisher, note=note, prev_size=prev_size,
                                                             proof=list(proof)), timeout=self._timeout)
 
-    def checkpoints(self, origin: str, min_size: int) -> list[Published]:
-        return [Published(c.publisher, c.note, int(c.prev_size), tuple(c.proof))
-                for c in self._get(origin, min_size).checkpoints]
+    def checkpoint_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                        limit: int = PAGE_ROWS) -> Page:
+        r = self._page(origin, ROWS_CHECKPOINTS, after=after, min_size=min_size, max_size=max_size, limit=limit)
+        return Page([Published(c.publisher, c.note, int(c.prev_size), tuple(c.proof)) for c in r.checkpoints],
+                    int(r.next_cursor), bool(r.more), int(r.latest_size))
 
-    def cosignatures(self, origin: str) -> list[Cosignature]:
-        return [Cosignature(c.witness, c.body, c.line) for c in self._get(origin, 1 << 62).cosignatures]
+    def cosignature_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                         limit: int = PAGE_ROWS) -> Page:
+        r = self._page(origin, ROWS_COSIGNATURES, after=after, min_size=min_size, max_size=max_size, limit=limit)
+        return Page([Cosignature(c.witness, c.body, c.line) for c in r.cosignatures],
+                    int(r.next_cursor), bool(r.more), int(r.latest_size))
 
     def post_cosignature(self, witness: str, body: str, line: str) -> None:
         from teenet.proto import teenet_pb2 as pb
@@ -499,7 +747,10 @@ class GrpcBoard:
                                    timeout=self._timeout)
 
     def origins(self) -> list[str]:
-        return list(self._get("").origins)
+        from teenet.proto import teenet_pb2 as pb
+
+        return list(self._stub.GetCheckpoints(pb.CheckpointRequest(origin="", rows=ROWS_NONE),
+                                              timeout=self._timeout).origins)
 
 
 def witnessed_members(consortium: Any) -> dict[str, ed25519.Ed25519PublicKey]:
@@ -576,9 +827,8 @@ def quorum_state(board: Board, *, log: str, member: str, key: ed25519.Ed25519Pub
     origin = head.origin
     out = QuorumState(log, member, origin, head.size, quorum)
     witnesses = {n: k for n, k in witnesses.items() if n != member}
-    cosigs = board.cosignatures(origin)
     cur: tuple[int, bytes] | None = None
-    for pub in board.checkpoints(origin, head.size):
+    for pub, cosigs in _checkpoints_with_cosignatures(board, origin, head.size):
         try:
             signed, cp = _parse_note(pub.note)
             verify_note(signed, origin, key)
@@ -635,6 +885,22 @@ def quorum_state(board: Board, *, log: str, member: str, key: ed25519.Ed25519Pub
     return out
 
 
+def _checkpoints_with_cosignatures(board: Board, origin: str, min_size: int
+                                   ) -> Iterable[tuple[Published, list[Cosignature]]]:
+    """The checkpoints of `origin` from `min_size` on, a few per page, each page with the
+    cosignatures of exactly its sizes: a lookup that stops early reads little."""
+    for page in pages(board.checkpoint_page, origin, min_size=min_size, limit=QUORUM_PAGE_ROWS):
+        sizes = []
+        for pub in page.rows:
+            try:
+                sizes.append(_parse_note(pub.note)[1].size)
+            except InputError:
+                continue
+        cosigs = cosignatures_between(board, origin, min(sizes), max(sizes)) if sizes else []
+        for pub in page.rows:
+            yield pub, cosigs
+
+
 def checkpoints_file(states: Iterable[QuorumState]) -> dict[str, Any]:
     """What `job result --out` saves next to the result files (checkpoints.json): the
     checkpoints and cosignatures each state was judged on, so it can be judged again offline."""
@@ -682,20 +948,35 @@ class FileBoard:
                                  source=source, field=where) from None
 
     def latest_size(self, origin: str) -> int:
-        return max((_parse_note(p.note)[1].size for p in self._pubs.get(origin, ())), default=0)
+        return max((_parse_note(p.note)[1].size for p in self._pubs.get(origin, ()) if _is_note(p.note)), default=0)
 
-    def checkpoints(self, origin: str, min_size: int) -> list[Published]:
-        out = []
-        for p in self._pubs.get(origin, ()):
-            try:
-                if _parse_note(p.note)[1].size >= min_size:
-                    out.append(p)
-            except InputError:
-                continue
-        return out
+    @staticmethod
+    def _size(text: str) -> int | None:
+        try:
+            return Checkpoint.parse(text).size
+        except VerificationError:
+            return None
 
-    def cosignatures(self, origin: str) -> list[Cosignature]:
-        return list(self._cosigs.get(origin, ()))
+    def _page(self, rows: Sequence[Any], sizes: Sequence[int | None], after: int, min_size: int, max_size: int,
+              limit: int, latest: int) -> Page:
+        # a row's sequence is its 1-based place in the file
+        match = [(i + 1, r) for i, (r, n) in enumerate(zip(rows, sizes))
+                 if i + 1 > after and n is not None and n >= min_size and (max_size <= 0 or n <= max_size)]
+        limit = _limit(limit)
+        page = _bounded(match[:limit + 1], after, limit, PAGE_BYTES, len(rows))
+        return Page(page.rows, page.next_cursor, page.more, latest)
+
+    def checkpoint_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                        limit: int = PAGE_ROWS) -> Page:
+        pubs = self._pubs.get(origin, [])
+        sizes = [self._size(SignedNote.parse(p.note).body) if _is_note(p.note) else None for p in pubs]
+        return self._page(pubs, sizes, after, min_size, max_size, limit, self.latest_size(origin))
+
+    def cosignature_page(self, origin: str, *, after: int = 0, min_size: int = 0, max_size: int = 0,
+                         limit: int = PAGE_ROWS) -> Page:
+        cosigs = self._cosigs.get(origin, [])
+        return self._page(cosigs, [self._size(c.body) for c in cosigs], after, min_size, max_size, limit,
+                          self.latest_size(origin))
 
     def origins(self) -> list[str]:
         return sorted(self._pubs)

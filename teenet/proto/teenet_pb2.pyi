@@ -349,12 +349,20 @@ class PublishedCheckpoint(_message.Message):
     def __init__(self, publisher: _Optional[str] = ..., note: _Optional[str] = ..., prev_size: _Optional[int] = ..., proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class CheckpointRequest(_message.Message):
-    __slots__ = ("origin", "min_size")
+    __slots__ = ("origin", "min_size", "after", "limit", "max_size", "rows")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     MIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     origin: str
     min_size: int
-    def __init__(self, origin: _Optional[str] = ..., min_size: _Optional[int] = ...) -> None: ...
+    after: int
+    limit: int
+    max_size: int
+    rows: int
+    def __init__(self, origin: _Optional[str] = ..., min_size: _Optional[int] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ..., max_size: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class CheckpointCosignature(_message.Message):
     __slots__ = ("witness", "body", "line")
@@ -367,16 +375,22 @@ class CheckpointCosignature(_message.Message):
     def __init__(self, witness: _Optional[str] = ..., body: _Optional[str] = ..., line: _Optional[str] = ...) -> None: ...
 
 class CheckpointsReply(_message.Message):
-    __slots__ = ("checkpoints", "cosignatures", "origins", "latest_size")
+    __slots__ = ("checkpoints", "cosignatures", "origins", "latest_size", "next_cursor", "more", "rows")
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     COSIGNATURES_FIELD_NUMBER: _ClassVar[int]
     ORIGINS_FIELD_NUMBER: _ClassVar[int]
     LATEST_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     checkpoints: _containers.RepeatedCompositeFieldContainer[PublishedCheckpoint]
     cosignatures: _containers.RepeatedCompositeFieldContainer[CheckpointCosignature]
     origins: _containers.RepeatedScalarFieldContainer[str]
     latest_size: int
-    def __init__(self, checkpoints: _Optional[_Iterable[_Union[PublishedCheckpoint, _Mapping]]] = ..., cosignatures: _Optional[_Iterable[_Union[CheckpointCosignature, _Mapping]]] = ..., origins: _Optional[_Iterable[str]] = ..., latest_size: _Optional[int] = ...) -> None: ...
+    next_cursor: int
+    more: bool
+    rows: int
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[PublishedCheckpoint, _Mapping]]] = ..., cosignatures: _Optional[_Iterable[_Union[CheckpointCosignature, _Mapping]]] = ..., origins: _Optional[_Iterable[str]] = ..., latest_size: _Optional[int] = ..., next_cursor: _Optional[int] = ..., more: _Optional[bool] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class KeyEnvelope(_message.Message):
     __slots__ = ("job_id", "party", "table", "sealed_key", "evidence", "signing_public_key", "signature")

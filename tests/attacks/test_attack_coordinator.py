@@ -228,6 +228,10 @@ def test_a_replay_after_the_compute_node_restarts_is_refused(net, liar, analyst)
     record refuses it; no keys, no offer, no second run."""
     job_id = analyst.submit(job("replay-me"))
     assert analyst.wait(job_id).state == "succeeded"
+    # The enclave audits `released_results` once the coordinator took the results, which is
+    # also when the analyst may already see `succeeded`: wait for the audit, not the state.
+    wait_until(lambda: net.audit_for("compute-1", job_id, "released_results"), 20,
+               "the compute node to audit its released results")
     before = {e: len(net.audit_for("compute-1", job_id, e)) for e in ("job_accepted", "table_received",
                                                                        "released_results")}
     assert before == {"job_accepted": 1, "table_received": 2, "released_results": 1}

@@ -276,7 +276,7 @@ def test_everything_survives_close_and_reopen(world, open_coordinator):
     c.store.close()
 
     again = open_coordinator()
-    assert again.store.schema_version() == SCHEMA_VERSION == 5
+    assert again.store.schema_version() == SCHEMA_VERSION == 6
     assert again.view(running, viewer=None).state is JobState.RUNNING
     assert again.view(running, viewer=None).uploaded == ("bank/customers", "telco/subscribers")
     assert again.store.offer(running) is not None

@@ -141,7 +141,7 @@ def test_a_split_view_is_caught_through_the_other_witnesses_cosignatures(consort
             self.own = own
 
         def __getattr__(self, name):
-            if name in ("cosignatures", "post_cosignature"):
+            if name in ("cosignature_page", "post_cosignature"):
                 return getattr(shared, name)
             return getattr(self.own, name)
 

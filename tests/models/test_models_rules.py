@@ -36,7 +36,7 @@ def test_defaults_are_strict_where_a_row_could_leak():
     assert r.statistics == {"count", "sum", "mean", "std"} and r.min_k == 10 and not r.dp_required
     assert r.group_by is None and r.join_keys is None and r.releases is None and r.roc
     assert set(r.models) == {"logistic_regression", "linear_regression", "ridge", "hist_gradient_boosting",
-                             "random_forest"}
+                             "random_forest", "xgboost"}
     assert r == AnalysisRule.default("customers")
 
 

@@ -308,32 +308,56 @@ def test_repeated_keys_and_shared_column_names_are_refused(mixed):
 
 
 def _onnx_leaves(model_bytes):
-    """Every tree of a released ensemble as {node id: (mode, feature, threshold, true, false)}."""
+    """Every tree of a released ensemble as {node id: (mode, feature, threshold, true, false)},
+    from ai.onnx.ml's TreeEnsembleRegressor/Classifier (float32) or its opset-5 TreeEnsemble
+    (float64, gradient boosting), whose leaves are numbered here after its internal nodes."""
     import onnx
 
     graph = onnx.load_model_from_string(model_bytes).graph
     (node,) = [n for n in graph.node if n.op_type.startswith("TreeEnsemble")]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     trees: dict[int, dict[int, tuple]] = {}
+    if node.op_type == "TreeEnsemble":
+        splits = onnx.numpy_helper.to_array(attrs["nodes_splits"])
+        modes = onnx.numpy_helper.to_array(attrs["nodes_modes"])
+        leaves = len(onnx.numpy_helper.to_array(attrs["leaf_weights"]))
+        roots = list(attrs["tree_roots"]) + [len(splits)]
+        for t in range(len(roots) - 1):
+            tree = trees.setdefault(t, {})
+            for i in range(roots[t], roots[t + 1]):
+                assert modes[i] == 0  # BRANCH_LEQ
+                ends = []
+                for ids, is_leaf in (("nodes_truenodeids", "nodes_trueleafs"), ("nodes_falsenodeids", "nodes_falseleafs")):
+                    j = attrs[ids][i]
+                    ends.append(len(splits) + j if attrs[is_leaf][i] else j)
+                    if attrs[is_leaf][i]:
+                        tree[len(splits) + j] = ("LEAF", None, None, None, None)
+                tree[i] = ("BRANCH_LEQ", attrs["nodes_featureids"][i], splits[i], ends[0], ends[1])
+            trees[t] = {"root": roots[t], **tree}
+        assert sum(len([v for v in tr.values() if isinstance(v, tuple) and v[0] == "LEAF"]) for tr in trees.values()) == leaves
+        return trees
     for i, tree in enumerate(attrs["nodes_treeids"]):
         mode = attrs["nodes_modes"][i].decode()
-        trees.setdefault(tree, {})[attrs["nodes_nodeids"][i]] = (
+        trees.setdefault(tree, {"root": 0})[attrs["nodes_nodeids"][i]] = (
             mode, attrs["nodes_featureids"][i], np.float32(attrs["nodes_values"][i]),
             attrs["nodes_truenodeids"][i], attrs["nodes_falsenodeids"][i])
     return trees
 
 
 def _rows_per_leaf(tree, x):
-    """How many rows of x reach each leaf, walking the ONNX tree as onnxruntime does."""
+    """How many rows of x reach each leaf, walking the ONNX tree as onnxruntime does (in the
+    tree's own precision: float32 thresholds take float32 inputs)."""
     counts: dict[int, int] = {}
-    for row in x.astype(np.float32):
-        node = 0
-        while tree[node][0] != "LEAF":
-            mode, feature, threshold, true, false = tree[node]
+    nodes = {n: v for n, v in tree.items() if n != "root"}
+    double = any(v[0] != "LEAF" and isinstance(v[2], np.float64) for v in nodes.values())
+    for row in (x if double else x.astype(np.float32)):
+        node = tree["root"]
+        while nodes[node][0] != "LEAF":
+            mode, feature, threshold, true, false = nodes[node]
             go = row[feature] <= threshold if mode == "BRANCH_LEQ" else row[feature] < threshold
             node = true if go else false
         counts[node] = counts.get(node, 0) + 1
-    leaves = [n for n, v in tree.items() if v[0] == "LEAF"]
+    leaves = [n for n, v in nodes.items() if v[0] == "LEAF"]
     return [counts.get(n, 0) for n in leaves]
 
 
@@ -365,7 +389,9 @@ def test_a_tree_model_released_under_k_10_has_no_leaf_fitted_from_fewer_than_10_
 
     graph = onnx.load_model_from_string(released.payload).graph
     (node,) = [nd for nd in graph.node if nd.op_type.startswith("TreeEnsemble")]
-    weights = np.array(next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "target_weights"))
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    weights = np.array(values["target_weights"]) if "target_weights" in values \
+        else onnx.numpy_helper.to_array(values["leaf_weights"])
     if model == "random_forest":
         assert len(set(np.float32(y_train).tolist()) & set(np.float32(weights).tolist())) < 0.05 * len(y_train)
 

@@ -152,3 +152,13 @@ def test_the_workers_check_uses_the_same_placement():
 KAT_INT = [456322309, 808239860, 345310918, 713295675, 863946528, 286483739]
 KAT_STR = [70330104, 133379148, 1027703102, 805767684, 759102491, 988424976]
 KAT_PAIR = [152, 335]
+
+
+def test_a_table_placed_in_slices_is_placed_as_a_whole(monkeypatch):
+    from teenet.cluster import partition
+
+    table = pa.concat_tables([_mixed()] * 3)
+    whole = {keys: partition_rows(table, keys, KEEP, KEY, 5) for keys in (("i",), ("s", "i"))}
+    monkeypatch.setattr(partition, "_SLICE", 7)  # many passes, each starting mid-chunk
+    for keys, expected in whole.items():
+        assert (partition_rows(table, list(keys), KEEP, KEY, 5) == expected).all()

@@ -16,8 +16,11 @@ cosignatures. Either of these is an *equivocation* by the log's owner:
 * a checkpoint that does not extend the head this witness verified (its consistency proof
   fails, or it has the same size and another root): a rewritten history;
 * a cosignature, validly made by a member, on a checkpoint of the same origin and size as
-  one this witness verified but with another root: a split view, where different witnesses
-  were shown different logs.
+  one this witness verified but with another root, the body also carrying the owner's own
+  valid signature: a split view, where different witnesses were shown different logs. Each
+  witness posts the owner's signature line(s) beside its cosignature line for this reason;
+  a conflicting body without the owner's signature is the cosigner's word only and is
+  ignored, so one lying member cannot frame (and block) an owner.
 
 An equivocation is recorded durably with both checkpoints as evidence (and audited by the
 caller), and the witness refuses new jobs involving that member (`member.equivocated`)
@@ -604,8 +607,7 @@ class Witness:
                     if cp.root_hash == head[1]:
                         # the head verified already: cosign it again (a no-op on the board,
                         # unless a crash came between storing it and posting its cosignature)
-                        board.post_cosignature(self.name, signed.body,
-                                               cosign(signed.body, self.name, self._key, int(time.time())))
+                        board.post_cosignature(self.name, signed.body, self._cosignature_line(signed, origin))
                         continue
                     ok = False
                 elif cp.size > head[0] and pub.prev_size == head[0]:
@@ -622,8 +624,7 @@ class Witness:
                         raised.append(e)
                     return cosigned, raised
                 self._accept(origin, cp, pub.note)
-                board.post_cosignature(self.name, signed.body,
-                                       cosign(signed.body, self.name, self._key, int(time.time())))
+                board.post_cosignature(self.name, signed.body, self._cosignature_line(signed, origin))
                 head = (cp.size, cp.root_hash, pub.note)
                 accepted.append(cp.size)
                 cosigned += 1
@@ -658,15 +659,32 @@ class Witness:
                 self._conn.commit()
         return cosigned, raised
 
+    def _cosignature_line(self, signed: SignedNote, origin: str) -> str:
+        """What this witness posts beside a checkpoint body it verified: the log owner's own
+        signature line(s) on that body, then this witness's cosignature line. The owner's
+        line makes a conflicting cosignature self-contained evidence: a split view is only
+        ever judged on a body the owner signed (see `_split_view`)."""
+        owner = SignedNote(signed.body, tuple(s for s in signed.signatures if s.name == origin))
+        return owner.text()[len(signed.body) + 1:] + cosign(signed.body, self.name, self._key, int(time.time()))
+
     def _split_view(self, cosigs: Sequence[Cosignature], origin: str, member: str) -> Equivocation | None:
+        """A split view: another witness's valid cosignature on a checkpoint of this log, at a
+        size this witness verified, with another root, AND carrying the owner's own valid
+        signature on that body. Without the owner's signature the conflicting body is the
+        cosigning witness's word, not the owner's: one lying member could otherwise frame any
+        owner (and block it at every witness) by cosigning a made-up root. Such a cosignature
+        is ignored here (it counts towards no quorum either: its body is no checkpoint the
+        owner published)."""
+        owner_key = self._origins[origin][1]
         for c in cosigs:
             key = self._members.get(c.witness)
             if key is None or c.witness in (self.name, member):
                 continue
             try:
                 cp = Checkpoint.parse(c.body)
-                verify_cosignature(SignedNote(c.body, SignedNote.parse(c.body + "\n" + c.line).signatures),
-                                   c.witness, key)
+                note = SignedNote(c.body, SignedNote.parse(c.body + "\n" + c.line).signatures)
+                verify_cosignature(note, c.witness, key)
+                verify_note(note, origin, owner_key)  # the owner's word, not the witness's
             except VerificationError:
                 continue
             if cp.origin != origin:

@@ -155,6 +155,36 @@ def test_a_split_view_is_caught_through_the_other_witnesses_cosignatures(consort
     assert clinic.blocked("bank") and lab.blocked("bank")
 
 
+def test_a_lying_witness_cannot_frame_an_owner_with_a_cosignature_on_a_made_up_root(consortium):
+    """One member (the lab) cosigns a checkpoint body of the bank's log that the bank never
+    signed (same size, another root) and posts it. That is the lab's word, not the bank's:
+    no split view is raised against the bank, nobody is blocked, and the made-up body
+    counts towards no quorum. (Without the owner-signature check this raised `split_view`
+    against the bank at every other witness and blocked it.)"""
+    import base64
+
+    from teenet.tlog import Checkpoint, SignedNote, cosign
+
+    keys, publics, witnesses, log = consortium
+    board = _board(publics)
+    _grow(log, 4)
+    publish(log, "bank", board)
+    clinic = witnesses["clinic"]
+    assert clinic.run_once(board) == (1, [])
+    size, root, note = clinic.head(log.origin)
+    lines = SignedNote.parse(note).body.split("\n")
+    lines[2] = base64.b64encode(bytes(32)).decode()  # another root at the same size
+    body = "\n".join(lines)
+    assert Checkpoint.parse(body).size == size and Checkpoint.parse(body).root_hash != root
+    board.post_cosignature("lab", body, cosign(body, "lab", keys["lab"], 1_700_000_000))
+    _grow(log, 1)
+    publish(log, "bank", board)
+    assert clinic.run_once(board) == (1, [])
+    assert not clinic.blocked("bank") and clinic.alarms() == []
+    assert witnesses["compute"].run_once(board) == (1, []) and not witnesses["compute"].blocked("bank")
+    assert not witnessed(board, log.origin, size, publics, 2)  # the lab's made-up body is no cosignature of it
+
+
 def test_the_board_takes_only_a_publishers_own_signed_checkpoints_in_order(consortium):
     keys, publics, witnesses, log = consortium
     board = _board(publics)

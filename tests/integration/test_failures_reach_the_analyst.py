@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from integration_helpers import cli_json, run_cli, write_job
+from integration_helpers import cli_json, run_cli, write_job, job_status, until_status
 
 pytestmark = pytest.mark.slow
 
@@ -60,17 +60,8 @@ def net(tmp_path_factory):
         down_sandbox(d)
 
 
-def _status(capsys, net, job_id):
-    return cli_json(capsys, "job", "status", job_id, "--config", net / "analyst.yaml")
-
-
-def _until(capsys, net, job_id, done, timeout):
-    deadline = time.monotonic() + timeout
-    st = _status(capsys, net, job_id)
-    while not done(st) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        st = _status(capsys, net, job_id)
-    return st
+_status = job_status
+_until = until_status
 
 
 def test_a_job_waiting_for_an_operator_says_whose_and_why(net, capsys):

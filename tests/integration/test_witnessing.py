@@ -251,14 +251,21 @@ def test_a_rewritten_log_is_caught_by_every_witness_and_jobs_with_it_wait_for_th
     assert {"bank", "insurer", "telco", "compute-1", "coordinator"} <= publishers, publishers
 
     _stop(net, "bank")
+    # The bank kept publishing (and witnesses cosigning) its genuine heads until it stopped:
+    # the largest one it published is the last honest head anyone may have cosigned.
+    board = sqlite3.connect(net / "state" / "coordinator" / "coordinator.db")
+    honest = board.execute("SELECT MAX(size) FROM published_checkpoints WHERE publisher = 'bank'").fetchone()[0]
+    board.close()
+    assert honest >= cosigned
     size = _rewrite_and_resign(net)
-    assert size > cosigned
+    assert size > honest
     up_sandbox(net)
     assert _until(lambda: all(_status(capsys, net, w)["bank"]["blocked"] for w in WITNESSES))
     for w in WITNESSES:
         st = _status(capsys, net, w)
-        assert st["bank"]["cosigned_size"] <= cosigned  # nothing past the rewrite was cosigned
+        assert st["bank"]["cosigned_size"] <= honest  # nothing past the rewrite was cosigned
         assert not st["insurer" if w != "insurer" else "telco"]["blocked"]
+    cosigned = _status(capsys, net, "insurer")["bank"]["cosigned_size"]  # the insurer's last verified head
     # the alarm is in the witness's own log, with both checkpoints as evidence
     code, text, _ = run_cli(capsys, "audit", "verify", "--config", net / "insurer.yaml")
     assert code == 1 and "EQUIVOCATION" in text and "bank" in text

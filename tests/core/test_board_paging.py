@@ -217,7 +217,7 @@ def test_a_split_view_is_caught_across_pages_even_behind_the_cosignature_cursor(
     keys = {n: ed25519.Ed25519PrivateKey.generate() for n in NAMES}
     publics = {n: k.public_key() for n, k in keys.items()}
     boards = {}
-    for name in ("shared", "a", "b"):
+    for name in ("common", "a", "b"):
         store = _store(tmp_path / name if (tmp_path / name).mkdir() is None else tmp_path)
         boards[name] = CheckpointBoard(store.conn, store.lock, publics)
     real, fork = _chain(keys["bank"], 300), _chain(keys["bank"], 300, fork_at=300)
@@ -230,7 +230,7 @@ def test_a_split_view_is_caught_across_pages_even_behind_the_cosignature_cursor(
             self.own = own
 
         def __getattr__(self, name):
-            return getattr(boards["shared"] if name in ("cosignature_page", "post_cosignature") else self.own, name)
+            return getattr(boards["common"] if name in ("cosignature_page", "post_cosignature") else self.own, name)
 
     view_a, view_b = View(boards["a"]), View(boards["b"])
     boards["a"].publish("bank", *real[0])

@@ -63,6 +63,22 @@ def tls_security(files: dict[str, str]):
                     tls_worker_cert=files["cert"], tls_worker_key=files["key"], require_encryption=True)
 
 
+def tls_client(folder: Path, workers: int):
+    """A Dask LocalCluster of `workers` one-thread workers on TLS only (this folder's test CA),
+    and a client of it once every worker registered; yields the client, closes both."""
+    from distributed import Client, LocalCluster
+
+    security = tls_security(make_ca_files(folder))
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, protocol="tls://",
+                           security=security, dashboard_address=None, host="127.0.0.1")
+    client = Client(cluster, security=security)
+    client.wait_for_workers(workers, timeout=120)  # a loaded machine registers workers late
+    assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
+    yield client
+    client.close()
+    cluster.close()
+
+
 def partition_of(table: pa.Table, keys: Sequence[str], norm: KeyNormalisation, parts: int,
                  hash_key: bytes) -> np.ndarray:
     """Per row, its partition: a keyed BLAKE2b of the normalised key tuple, modulo `parts`.

@@ -21,7 +21,7 @@ from teenet.models import PartyInput, ReleaseRequest, run_function
 from teenet.models.cluster import run_function_on_cluster
 from teenet.models.tables import KeyNormalisation
 
-from cluster_helpers import make_ca_files, scatter_inputs, tls_security
+from cluster_helpers import scatter_inputs, tls_client
 from models_helpers import rule, rules_for
 
 pytestmark = pytest.mark.slow
@@ -35,17 +35,7 @@ PSI_RULES = rules_for({"size": {"bank", "telco"}, "ids": {"bank", "telco"}, "sum
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from distributed import Client, LocalCluster
-
-    security = tls_security(make_ca_files(tmp_path_factory.mktemp("cluster-ca")))
-    cluster = LocalCluster(n_workers=3, threads_per_worker=1, processes=False, protocol="tls://",
-                           security=security, dashboard_address=None, host="127.0.0.1")
-    client = Client(cluster, security=security)
-    client.wait_for_workers(3, timeout=120)  # a loaded machine registers workers late
-    assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
-    yield client
-    client.close()
-    cluster.close()
+    yield from tls_client(tmp_path_factory.mktemp("cluster-ca"), 3)
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,19 @@ AUTHENTIC_BUT_UNFIT = frozenset({"job.schema", "job.consortium", "job.members"})
 # Seconds before the second attempt; doubled for each further one (1 s, 2 s: the third
 # attempt comes 3 s after the first), so a short network blip does not fail the job.
 UPLOAD_RETRY_DELAY = 1.0
+# Only a broken connection is retried; a refusal (PERMISSION_DENIED, FAILED_PRECONDITION,
+# ALREADY_EXISTS, ...) is the receiver's answer and fails the job at once.
+RETRYABLE_UPLOAD_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def upload_retry_delay(code: grpc.StatusCode, attempts: int) -> float | None:
+    """The upload retry policy, shared by a single compute node's upload and each partition of
+    a cluster's (node/cluster_ship.py): seconds to wait before the next attempt, after
+    `attempts` attempts of which the last failed with `code`; None when it is not retried (a
+    refusal, or MAX_UPLOAD_ATTEMPTS spent)."""
+    if code not in RETRYABLE_UPLOAD_CODES or attempts >= MAX_UPLOAD_ATTEMPTS:
+        return None
+    return UPLOAD_RETRY_DELAY * 2 ** (attempts - 1)
 
 
 class UnreadableTable(TeenetError):
@@ -377,11 +390,12 @@ class DataRole:
                 except grpc.RpcError as exc:
                     if failed_to_read():
                         return
-                    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    if exc.code() in RETRYABLE_UPLOAD_CODES:
                         attempts = self._attempts[job_id] = self._attempts.get(job_id, 0) + 1
-                        if attempts < MAX_UPLOAD_ATTEMPTS:
+                        delay = upload_retry_delay(exc.code(), attempts)
+                        if delay is not None:
                             with self._lock:
-                                self._retry_at[job_id] = time.monotonic() + UPLOAD_RETRY_DELAY * 2 ** (attempts - 1)
+                                self._retry_at[job_id] = time.monotonic() + delay
                             log.info("job %s: upload to %s broke (%s: %s); attempt %d of %d", job_id[:16],
                                      spec.compute, exc.code().name, (exc.details() or "")[:200], attempts,
                                      MAX_UPLOAD_ATTEMPTS)

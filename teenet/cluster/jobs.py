@@ -102,19 +102,24 @@ def open_job(job_id: str, partition: int, partitions: int, partition_key: bytes,
             "certificate": ctx.certificate_der}
 
 
-def register(job_id: str, party: str, table: str, data: Any, rows: int, root: bytes, shipped: bytes = b"") -> bool:
-    """A verified partition arrived; False if the job was dropped meanwhile (nothing kept)."""
+def register(job_id: str, party: str, table: str, data: Any, rows: int, root: bytes, shipped: bytes = b"") -> str:
+    """A verified partition arrived: "registered"; "dropped" if the job was dropped meanwhile,
+    "already" if another upload of it registered first (nothing kept in either case). A
+    partition is registered once and never replaced: only a stream verified whole gets here,
+    so an upload that broke part-way left nothing and its retry is taken."""
     with _CHANGED:
         state = _JOBS.get(job_id)
-        if state is None or (party, table) in state.tables:
-            return False
+        if state is None:
+            return "dropped"
+        if (party, table) in state.tables:
+            return "already"
         state.tables[(party, table)] = data
         # `shipped`: the owner's LineageFingerprint message, whose signed shipped record names
         # the clustered fingerprint; the leader verifies it once every partition is in.
         state.arrivals.append({"party": party, "table": table, "rows": int(rows), "root": root.hex(),
                                "shipped": bytes(shipped)})
         _CHANGED.notify_all()
-    return True
+    return "registered"
 
 
 def wait_arrivals(job_id: str, known: int, timeout: float = 1.0) -> list[dict[str, Any]]:

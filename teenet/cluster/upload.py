@@ -7,6 +7,11 @@ worker with each job, from the leader) and may upload only their own tables. An 
 is taken only for a job this worker holds a session for, for this worker's partition
 (`<table>#<i>/<N>`), and is read exactly as a single compute node reads a table
 (node/cluster_ingress.py); then every row's key must hash into this partition.
+
+A partition is kept only once its whole stream verified: an upload that breaks part-way
+leaves nothing (no rows, no arrival), so the owner's retry is taken as a first upload. A
+partition already received is refused (ALREADY_EXISTS), never replaced or counted twice,
+even when two uploads of it race.
 """
 
 from __future__ import annotations
@@ -112,8 +117,11 @@ class UploadService(rpc.ComputeServicer):
         shipped.CopyFrom(got.fingerprint)
         for name in ("root", "chunks", "mac"):  # this partition's own: checked above; the rest is the table's
             shipped.ClearField(name)
-        if not jobs.register(k.job_id, k.party, table, got.table, got.table.num_rows, got.root,
-                             shipped.SerializeToString(deterministic=True)):
+        outcome = jobs.register(k.job_id, k.party, table, got.table, got.table.num_rows, got.root,
+                                shipped.SerializeToString(deterministic=True))
+        if outcome == "already":  # two uploads of one partition at once: the first one whole is kept
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{k.party}/{k.table} was already received")
+        if outcome != "registered":
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "cluster.session: the job ended on this worker while the partition arrived")
         log.info("job %s: partition %d/%d of %s/%s received", k.job_id[:16], index, parts, k.party, table)

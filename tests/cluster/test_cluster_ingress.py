@@ -5,7 +5,8 @@ with type int, or "Ab" and "aB" with case lower, meet on one worker). The upload
 a real gRPC server over TLS in this process, with the worker's cluster certificate, taking
 real sealed streams from a real data enclave session: a partition of this worker's index
 with only its own rows is taken; another index, a foreign row, a job without a session, a
-dropped job, and a client pinned to another certificate are refused, and nothing is kept.
+dropped job, a caller that is not the party and a client pinned to another certificate are
+refused, and nothing is kept; a partition received whole is refused when sent again.
 """
 
 from __future__ import annotations
@@ -155,8 +156,18 @@ def test_the_worker_takes_its_own_partition_and_nothing_else(worker):
             "cluster.partition")  # one foreign row
     refused(mine, "customers", grpc.StatusCode.PERMISSION_DENIED, "cluster.partition")  # a whole table
     refused(mine, "accounts#0/2", grpc.StatusCode.PERMISSION_DENIED, "input.not_input")
+    with pytest.raises(grpc.RpcError) as caught:  # a caller other than the party (its consortium certificate)
+        _upload(types.SimpleNamespace(**{**vars(worker), "tls": worker.pki.issue("telco")}), job, public, mine,
+                "customers#0/2")
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert caught.value.details() == "'telco' may not upload a table of 'bank'"
+    assert jobs.job(job.hex()).tables == {}
     reply = _upload(worker, job, public, mine, "customers#0/2")
     assert reply.rows == mine.num_rows > 50
+    assert jobs.partition_table(job.hex(), "bank", "customers").equals(mine)
+    with pytest.raises(grpc.RpcError) as caught:  # received whole: never replaced, never counted twice
+        _upload(worker, job, public, mine.slice(0, 5), "customers#0/2")
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert jobs.partition_table(job.hex(), "bank", "customers").equals(mine)
     arrived = jobs.wait_arrivals(job.hex(), 0, 0.1)
     assert [(a["party"], a["table"], a["rows"]) for a in arrived] == [("bank", "customers", mine.num_rows)]

@@ -29,7 +29,7 @@ import grpc
 import pyarrow as pa
 
 from teenet.cluster.partition import clustered_root, job_normalisation, partition_rows, partition_table_name
-from teenet.errors import TeenetError
+from teenet.errors import TeenetError, VerificationError
 from teenet.lineage import (Fingerprinter, fingerprint_mac, owner_min_group_size, record_shipped, rounded_rows,
                             shipped_fields)
 from teenet.pki import GRPC_OPTIONS
@@ -173,8 +173,9 @@ def ship_partitions(role, job_id: str, spec, inp, columns: list[str], session, v
             if roots[i] is None:
                 roots[i], rows[i] = root, attempt.rows
             elif (roots[i], rows[i]) != (root, attempt.rows):
-                read_error.append(TeenetError(f"{where_of} changed while it was shipped: partition {i} read "
-                                              "again does not have the fingerprint it had"))
+                read_error.append(VerificationError("input.fingerprint", f"{where_of} changed while it was "
+                                                    f"shipped: partition {i} read again does not have the "
+                                                    "fingerprint it had"))
                 abort.set()
             if not shipped and not read_error and all(r is not None for r in roots):
                 shipped.append(record_shipped(rt, job_id, inp.table, clustered_root(roots),  # type: ignore[arg-type]

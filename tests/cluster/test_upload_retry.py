@@ -368,6 +368,34 @@ def test_an_answer_lost_after_the_worker_took_the_partition_counts_once(net):
     job.drop()
 
 
+def test_a_retry_that_reads_other_rows_fails_closed(net):
+    """`shipped` names the fingerprint of every partition's first sealing: a retry must carry
+    the same (here the table is rewritten between the attempts)."""
+    job = Job(net, "retry: table changed")
+    path = net.rt.catalog.tables["customers"].path
+    original = path.read_bytes()
+    changed = path.with_suffix(".changed")
+    pq.write_table(pa.table({"customer_id": net.ids, "income": net.ids * 0.5}), changed)
+    swapped: list[bool] = []
+
+    def after_shipped() -> bool:  # every partition sealed once: cut worker 0's stream before its end
+        if not swapped and job.audit("shipped"):
+            changed.replace(path)
+            swapped.append(True)
+        return bool(swapped)
+
+    cut_stream(net.proxies[0], {1}, after=0, when=after_shipped)
+    try:
+        assert job.ship() is None
+    finally:
+        path.write_bytes(original)
+    assert swapped and job.attempts()[0] == 2
+    assert job.reports() == [("failed", "bank could not read customers: input.fingerprint")]
+    assert _held(job.id) == {"tables": {}, "arrivals": []}
+    assert len(job.audit("shipped")) == 1
+    job.drop()
+
+
 def test_a_partition_received_whole_is_refused_when_sent_again(net):
     job = Job(net, "retry: sent twice")
     assert job.ship() is not None

@@ -271,11 +271,12 @@ class AdmissionServer:
                 raise AdmissionRetry(f"a worker named '{name}' is admitted and still connected to the cluster")
             if not again and self._expected is not None and len(self.admitted) >= self._expected:
                 raise AdmissionRefused(f"the cluster already has its {self._expected} expected workers")
+            previous = self.admitted[name].certificate.serial_number if again else 0
             cert = self._ca.issue(name, public_key, evidence=evidence, hosts=("127.0.0.1",))
             self.admitted[name] = Admitted(name, cert, evidence)  # replaces a gone worker's entry
         if again:
             log.info("cluster admission: worker '%s' admitted again (evidence verified; its previous certificate, "
-                     "serial %x, is superseded)", name, cert.serial_number)
+                     "serial %x, is superseded by serial %x)", name, previous, cert.serial_number)
         else:
             log.info("cluster admission: worker '%s' admitted (evidence verified, measurement %s...)",
                      name, "pinned")

@@ -4,7 +4,8 @@ processes on loopback (`teenet sandbox init --computes 2 --workers 2`, simulated
 attestation). The same PSI (size, ids, sums) and aggregate give the cluster exactly the
 single node's answer; a coordinator that rewrites the offer's workers is refused by the data
 node before anything is sealed, and one that strips them gets no whole table into the leader; a worker killed after its partitions arrived fails the job
-within seconds, nothing released, the keys dropped at the leader and the other worker.
+within seconds, nothing released, the keys dropped at the leader and the other worker; started
+again with the same config it is admitted again and the next cluster job is the single node's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -309,7 +311,7 @@ def test_an_offer_stripped_of_its_workers_gets_no_whole_table_into_the_leader(ne
     assert not any(e["event"] == "table_received" for e in leader)
 
 
-def test_a_worker_killed_mid_job_fails_it_cleanly(net, capsys):
+def test_a_worker_killed_mid_job_fails_it_cleanly_and_restarted_rejoins(net, capsys, tmp_path):
     job_id = _hold(capsys, net, "worker-killed")
     procs = _procs(net)
     try:
@@ -336,3 +338,29 @@ def test_a_worker_killed_mid_job_fails_it_cleanly(net, capsys):
     assert f"job {job_id[:16]}: partitions and keys dropped on this worker" in log
     # Dask logs the dead worker's broken connection itself; no teenet code failed unexpectedly.
     assert "ERROR teenet" not in (net / "logs" / "compute-1.log").read_text()
+
+    # Started again with the same config, the worker is admitted again under its old name
+    # (fresh evidence, a new certificate), and the next job on the cluster is the single
+    # node's answer; nothing of the failed job comes back.
+    from teenet.cli.sandbox import up_sandbox
+
+    started = [p for p in up_sandbox(net) if p["started"]]
+    assert [p["name"] for p in started] == ["compute-1-w2"]
+    assert "cluster admission: worker 'compute-1-w2' admitted again" in (net / "logs" / "compute-1.log").read_text()
+    answers = {}
+    for compute in ("compute-1", "compute-2"):
+        again = _run(capsys, net, PSI, f"psi-after-restart-{compute}", compute)
+        _results(capsys, net, again, "analyst", tmp_path / compute)
+        _results(capsys, net, again, "bank", tmp_path / compute / "bank")
+        answers[compute] = (json.loads((tmp_path / compute / "size.json").read_text()),
+                            (tmp_path / compute / "bank" / "ids.csv").read_text())
+        if compute == "compute-1":
+            opened = _eventually_audited(net, "compute-1", again, "cluster_job_opened")
+            assert opened["workers"] == ["compute-1-w1", "compute-1-w2"]
+    assert answers["compute-1"] == answers["compute-2"] and answers["compute-1"][0]["intersection_size"] > 10
+    st = _status(capsys, net, job_id)
+    assert st["state"] == "failed" and st["results"] == []  # the failed job stays failed
+    restarted_log = Path(started[0]["log"]).read_bytes()[started[0]["log_offset"]:].decode()
+    assert job_id[:16] not in restarted_log  # the new worker never heard of the failed job
+    assert len([e for e in _audit(net, "compute-1") if e.get("job_id") == job_id
+                and e["event"] == "partition_received"]) == 2  # no partition of it arrived since

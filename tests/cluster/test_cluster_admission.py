@@ -445,3 +445,76 @@ def test_cluster_keys_are_memory_only_and_tls_still_works(tmp_path, monkeypatch,
     release(paths)
     assert not os.path.exists(paths[0]) or os.readlink(paths[0]) != "/memfd:teenet-key.pem (deleted)"
     assert _pem_files_under(tmp) == [] and list(tmp.iterdir()) == []
+
+
+def test_the_leader_counts_a_worker_only_with_its_names_latest_admission_certificate(sim_platform):
+    """node/cluster_role.ClusterLeader, with its real scheduler and admission port: a Dask
+    worker presenting a cluster-CA certificate that no admission of its name issued (one
+    superseded by a re-admission, or the federated client certificate every worker holds) is
+    not one of the cluster's and is closed; the admitted one counts, and the name is
+    admitted again only once it has left."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from teenet.attestation.policy import policy_from_config
+    from teenet.cluster.admission import AdmissionRetry
+    from teenet.cluster.ca import cert_pem, key_pem
+    from teenet.cluster.config import ClusterSection
+    from teenet.cluster.dask_tls import security_for
+    from teenet.config import Consortium, OwnerPolicy
+    from teenet.node.cluster_role import ClusterLeader
+
+    measurement = enclave_measurement()
+    roots = default_trust_roots(sim_ark=sim_platform.ark)
+    attester = UnsafeSimulatedAttester(sim_platform, measurement)
+    sim_ok = {"allow_simulated": True, "measurements": [measurement.hex()]}
+    rt = SimpleNamespace(
+        config=SimpleNamespace(cluster=ClusterSection(1, "127.0.0.1:0", True), node="compute-1", policy=OwnerPolicy(),
+                               source="compute-1.yaml"),
+        enclave=SimpleNamespace(backend="sim", attester=attester, roots=roots, measurement=measurement.hex()),
+        consortium=Consortium("demo", "coordinator", "127.0.0.1:1", sim_ok, {}), compute_policy=policy_from_config(None))
+    leader = ClusterLeader(rt)
+
+    def dask_worker(name, cert, key):
+        from distributed import Worker
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+
+        async def start():
+            return await Worker(leader.scheduler.address, name=name, protocol="tls", nthreads=1, dashboard=False,
+                                host="127.0.0.1", security=security_for(cert_pem(leader.ca.certificate),
+                                                                        cert_pem(cert), key_pem(key)))
+
+        return loop, asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+
+    def until(check, timeout=15):
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    started = []
+    try:
+        key = new_key()
+        _, real_pem, _ = request_admission(leader.admission.address, "w1", key, attester, roots,
+                                           verifier_policy(measurement))
+        from cryptography import x509
+
+        stale_key = new_key()  # the CA's, but no admission of 'w1' issued it
+        started.append(dask_worker("w1", leader.ca.issue("w1", stale_key.public_key()), stale_key))
+        assert leader.workers() == [] and not leader.ready()  # not counted...
+        until(lambda: leader.workers() == [] and leader.scheduler.connected() == [])  # ...and closed by the leader
+        started.append(dask_worker("w1", x509.load_pem_x509_certificate(real_pem), key))
+        until(lambda: leader.workers() != [])
+        assert [name for name, _ in leader.workers()] == ["w1"] and leader.ready()
+        with pytest.raises(AdmissionRetry, match="still connected"):  # w1 is live: nobody displaces it
+            request_admission(leader.admission.address, "w1", new_key(), attester, roots, verifier_policy(measurement))
+        assert [name for name, _ in leader.workers()] == ["w1"]
+    finally:
+        for loop, worker in started:
+            asyncio.run_coroutine_threadsafe(worker.close(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+        leader.close()

@@ -310,6 +310,8 @@ def test_report_data_not_holding_the_claims_hash_is_refused(sim_platform, measur
     (cbor.encode(["application/json", b"x", 4]), "CMW media type 'application/json' is not one teenet reads"),
     (cbor.encode([ratls.SNP_MEDIA_TYPE, cbor.encode([b"r", b"c"]), 2]), "CMW indicator 2: expected 4"),
     (cbor.encode({"a": 1}), "expected a CBOR tag"),
+    (cbor.encode(cbor.Tag(60000, [b"r", b"c"])) + b"\x00", "expected tagged CBOR: .*1 trailing bytes"),
+    (bytes.fromhex("d9ea609f4141414bff"), "expected tagged CBOR: .*indefinite-length"),
 ])
 def test_malformed_evidence_extension_is_refused(value, message):
     key = new_key()
@@ -341,3 +343,18 @@ def test_dcap_evidence_with_extra_certificates_is_not_written():
     evidence = Evidence(Platform.SGX, read.evidence.report, (b"extra",))
     with pytest.raises(InputError, match="expected no extra certificates"):
         ratls.evidence_extension(evidence, read.claims_buffer)
+
+
+def test_tdx_quote_in_tag_60000_is_parsed_and_its_report_data_checked(attestation_fixtures):
+    """A real TDX v4 quote under tag 60000, in a certificate whose pubkey-hash is right: the
+    reader parses the TD report and refuses it, since that quote's report_data was not made
+    over these claims."""
+    quote = (attestation_fixtures / "tdx" / "tdx-v4-quote.dat").read_bytes()
+    key = new_key()
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    claims = cbor.encode({"pubkey-hash": cbor.encode([1, hashlib.sha256(spki).digest()])})
+    forged = _forge([x509.UnrecognizedExtension(ratls.RATLS_OID, cbor.encode(cbor.Tag(60000, [quote, claims])))],
+                    key.public_key(), key)
+    assert parse_quote(quote).is_tdx
+    with pytest.raises(InputError, match="report_data does not hold SHA-256 of the claims buffer"):
+        ratls.read_certificate(forged)

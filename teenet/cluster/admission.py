@@ -16,9 +16,14 @@ length-prefixed (4-byte big-endian) JSON objects, at most 1 MiB; no pickle.
    ("retry": true only when the refusal may pass later: a worker of that name is still
    connected to the scheduler; the worker then tries again, with backoff.)
 
-    report_data = SHA-512("teenet/cluster-admission/v1/" || role || 0x00 || lp(nonce) || lp(SPKI DER))
+    claims-buffer = CBOR {"pubkey-hash": h'CBOR [1, SHA-256(SPKI DER)]', "nonce": h'<peer's nonce>',
+                          "teenet-domain": 'teenet/cluster-admission/v1/' || role}
+    report_data   = SHA-256(claims-buffer) || 32 zero bytes
 
-with role "leader" or "worker" and lp(x) = 4-byte big-endian length || x. The policy both
+the CCC interoperable RA-TLS claims (teenet.cluster.ratls) with role "leader" (SPKI of the
+CA key) or "worker" (SPKI of its transport key); the domain claim keeps one role's evidence
+from standing for the other's, or for any other teenet purpose. The leader issues the
+worker a certificate carrying exactly that evidence and claims buffer. The policy both
 sides apply is the measurement the verifier itself runs plus any further policy the
 deployment gives (the leader: every owners' policy it can know, each named in a refusal,
 see admission_policy); simulated evidence verifies only when the verifier's roots pin the
@@ -32,7 +37,6 @@ while one is, the second is refused with "retry" (an impostor cannot displace a 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import secrets
@@ -51,6 +55,7 @@ from teenet.attestation.evidence import Attester, Evidence, TrustRoots
 from teenet.attestation.policy import AllOf, MeasurementAllowlist, Policy
 from teenet.attestation.verifier import verify_evidence
 from teenet.cluster.ca import ClusterCA, cert_pem
+from teenet.cluster.ratls import claims_buffer, report_data_for_claims
 from teenet.errors import InputError, VerificationError
 
 log = logging.getLogger("teenet.cluster.admission")
@@ -68,15 +73,21 @@ class AdmissionRetry(AdmissionRefused):
     or the leader said "retry" (a worker of this name is still connected)."""
 
 
-def report_data_for_admission(role: str, nonce: bytes, public_key: Any) -> bytes:
+DOMAIN_CLAIM = "teenet-domain"
+
+
+def admission_claims(role: str, nonce: bytes, public_key: Any) -> bytes:
+    """The CCC claims buffer an admission evidence binds: pubkey-hash of `public_key`, the
+    peer's `nonce` and the teenet domain claim naming the role."""
     if role not in ("leader", "worker"):
         raise InputError(f"unknown admission role {role!r}; expected leader or worker")
-    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    h = hashlib.sha512()
-    h.update(b"teenet/cluster-admission/v1/" + role.encode() + b"\x00")
-    h.update(struct.pack(">I", len(nonce)) + nonce)
-    h.update(struct.pack(">I", len(spki)) + spki)
-    return h.digest()
+    return claims_buffer(public_key, nonce=nonce,
+                         extra={DOMAIN_CLAIM: b"teenet/cluster-admission/v1/" + role.encode()})
+
+
+def report_data_for_admission(role: str, nonce: bytes, public_key: Any) -> bytes:
+    """SHA-256(admission_claims(...)) || 32 zero bytes, the CCC RA-TLS report_data."""
+    return report_data_for_claims(admission_claims(role, nonce, public_key))
 
 
 def _send(sock: ssl.SSLSocket, message: dict[str, Any]) -> None:
@@ -261,8 +272,9 @@ class AdmissionServer:
             raise AdmissionRefused("field 'public_key': expected a PEM public key") from None
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise AdmissionRefused("field 'public_key': expected an EC P-256 key")
+        worker_claims = admission_claims("worker", leader_nonce, public_key)
         evidence = _verify(hello["evidence"], self._roots, self._policy,
-                           report_data_for_admission("worker", leader_nonce, public_key), f"worker '{name}'")
+                           report_data_for_claims(worker_claims), f"worker '{name}'")
         with self._lock:
             again = name in self.admitted
             if again and (self._connected is None or self._connected(name)):
@@ -272,7 +284,11 @@ class AdmissionServer:
             if not again and self._expected is not None and len(self.admitted) >= self._expected:
                 raise AdmissionRefused(f"the cluster already has its {self._expected} expected workers")
             previous = self.admitted[name].certificate.serial_number if again else 0
-            cert = self._ca.issue(name, public_key, evidence=evidence, hosts=("127.0.0.1",))
+            try:
+                cert = self._ca.issue(name, public_key, evidence=evidence, claims_buffer=worker_claims,
+                                      hosts=("127.0.0.1",))
+            except InputError as exc:
+                raise AdmissionRefused(f"worker '{name}' evidence cannot go in an RA-TLS certificate: {exc}") from None
             self.admitted[name] = Admitted(name, cert, evidence)  # replaces a gone worker's entry
         if again:
             log.info("cluster admission: worker '%s' admitted again (evidence verified; its previous certificate, "

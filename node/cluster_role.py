@@ -123,7 +123,7 @@ class ClusterLeader:
         self.rt = rt
         self.expected_workers = section.workers
         self.ca = ClusterCA(rt.config.node)
-        self.scheduler = LeaderScheduler(self.ca, host=host)
+        self.scheduler = LeaderScheduler(self.ca, host=host, worker_ttl=section.worker_ttl)
         self.admission = AdmissionServer(self.ca, enclave.attester, enclave.roots,
                                          admission_policy(bytes.fromhex(enclave.measurement), owner_policies(rt)),
                                          lambda: self.scheduler.address, host=host, port=int(port),

@@ -134,8 +134,9 @@ def leader_security(ca: ClusterCA, name: str = "leader") -> Any:
 class LeaderScheduler:
     """A distributed.Scheduler running on its own event loop thread inside the leader."""
 
-    def __init__(self, ca: ClusterCA, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, ca: ClusterCA, *, host: str = "127.0.0.1", port: int = 0, worker_ttl: int = 30) -> None:
         self.security = leader_security(ca)
+        self._worker_ttl = worker_ttl
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cluster-scheduler", daemon=True)
         self._thread.start()
@@ -148,7 +149,11 @@ class LeaderScheduler:
 
         # No work stealing: a task runs where its partitions are, so rows move between
         # workers only when a function's own task needs them, never to balance load.
-        dask.config.set({"distributed.scheduler.work-stealing": False})
+        # A worker silent for worker_ttl seconds (frozen, or cut off from the leader) is
+        # dropped, so its jobs fail with cluster.worker_lost instead of hanging for Dask's
+        # default of 5 minutes.
+        dask.config.set({"distributed.scheduler.work-stealing": False,
+                         "distributed.scheduler.worker-ttl": f"{self._worker_ttl}s"})
         scheduler = Scheduler(host=host, port=port, protocol="tls", security=self.security,
                               dashboard=False, dashboard_address=None, idle_timeout=None)
         await scheduler

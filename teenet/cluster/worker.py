@@ -93,7 +93,13 @@ def serve_worker(config: WorkerConfig) -> int:
     security = security_for(ca, cert, key_pem(key))
     print(f"worker {config.node} admitted; scheduler {scheduler}; upload service {upload.endpoint}", flush=True)
     asyncio.run(run_worker(scheduler, security, config.node, host=config.listen))
-    return 0
+    # The worker ends only when the scheduler closed it: the leader stopped, or dropped this
+    # worker as lost (silent past its worker_ttl, e.g. frozen or cut off). The jobs' keys and
+    # partitions were only in this process and end with it; a new process is admitted again.
+    print(f"{config.source}: worker {config.node} was closed by the leader's scheduler (the leader stopped, "
+          "or lost contact with this worker); its job keys and partitions end with this process; "
+          "start it again to be admitted again", file=sys.stderr, flush=True)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

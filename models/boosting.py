@@ -176,10 +176,12 @@ def _train_worker(part: Any, prepare: Any, classes: np.ndarray | None, params: M
     y = np.searchsorted(classes, label) if classes is not None else np.asarray(label, dtype=np.float64)
     security = get_worker().security
     cert_file, key_file = security.tls_worker_cert, security.tls_worker_key
-    if all(pems):  # the leader's federated client certificate (see FederatedTLS), in a 0700 dir
+    own: tuple[str, ...] = ()
+    if all(pems):  # the leader's federated client certificate (see FederatedTLS), as memory-only files
         from teenet.cluster.dask_tls import private_files
 
-        ca_file, cert_file, key_file = private_files({"ca.pem": pems[0], "cert.pem": pems[1], "key.pem": pems[2]})
+        own = ca_file, cert_file, key_file = private_files({"ca.pem": pems[0], "cert.pem": pems[1],
+                                                            "key.pem": pems[2]})
     args = {"dmlc_communicator": "federated", "federated_server_address": address, "federated_world_size": world,
             "federated_rank": rank, "federated_secure": True, "federated_server_cert_path": ca_file,
             "federated_client_key_path": key_file,
@@ -187,9 +189,15 @@ def _train_worker(part: Any, prepare: Any, classes: np.ndarray | None, params: M
     if not (args["federated_client_key_path"] and args["federated_client_cert_path"]):
         raise InputError("this worker has no TLS certificate for the federated communicator", field="federated_tls")
     worker_params = {**params, "nthread": max(1, int(get_worker().state.nthreads))}  # this worker's threads
-    with collective.CommunicatorContext(**args):
-        booster = xgboost.train(worker_params, xgboost.QuantileDMatrix(np.asarray(x, dtype=np.float32), y),
-                                num_boost_round=rounds)
+    try:
+        with collective.CommunicatorContext(**args):
+            booster = xgboost.train(worker_params, xgboost.QuantileDMatrix(np.asarray(x, dtype=np.float32), y),
+                                    num_boost_round=rounds)
+    finally:
+        if own:  # the communicator is done with them
+            from teenet.cluster.dask_tls import release
+
+            release(own)
     return bytes(booster.save_raw("json"))
 
 

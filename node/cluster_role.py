@@ -13,6 +13,12 @@ partitions arriving at the workers (the leader learns party, table, partition, r
 fingerprint only; the rows stay on the workers) and fails the job when a worker leaves;
 `run_job` runs models.cluster.run_function_on_cluster over the partitions where they are;
 `drop_job` has every worker drop the job's partitions and keys, and audits it.
+
+A worker counts as one of the cluster's only while the certificate it presents to the
+scheduler is the one its name's latest admission issued (`workers`); a restarted worker is
+admitted again under its old name once the scheduler has dropped the old one
+(teenet.cluster.admission), and a job keeps the (name, address, certificate) of each of
+its workers, so a job of the old one never goes on on the new one.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class ClusterJob:
     workers: list[tuple[str, str]]          # (name, Dask address), in partition order
     offer: Any                               # teenet.negotiation.ClusterOffer, signed
     inputs: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]
+    serials: tuple[int, ...] = ()            # per worker, its admission certificate's serial
     arrivals: dict[tuple[str, str], dict[int, tuple[int, bytes]]] = field(default_factory=dict)
     lost: str = ""
     closed: threading.Event = field(default_factory=threading.Event)
@@ -100,7 +107,7 @@ class ClusterJob:
 
 class ClusterLeader:
     def __init__(self, rt: Any) -> None:
-        from teenet.cluster.admission import AdmissionServer, verifier_policy
+        from teenet.cluster.admission import AdmissionServer, admission_policy
         from teenet.cluster.ca import ClusterCA
         from teenet.cluster.dask_tls import LeaderScheduler
 
@@ -116,11 +123,11 @@ class ClusterLeader:
         self.rt = rt
         self.expected_workers = section.workers
         self.ca = ClusterCA(rt.config.node)
-        self.scheduler = LeaderScheduler(self.ca, host=host)
+        self.scheduler = LeaderScheduler(self.ca, host=host, worker_ttl=section.worker_ttl)
         self.admission = AdmissionServer(self.ca, enclave.attester, enclave.roots,
-                                         verifier_policy(bytes.fromhex(enclave.measurement)),
+                                         admission_policy(bytes.fromhex(enclave.measurement), owner_policies(rt)),
                                          lambda: self.scheduler.address, host=host, port=int(port),
-                                         expected_workers=section.workers).start()
+                                         expected_workers=section.workers, connected=self._name_connected).start()
         self._client: Any = None
         self._lock = threading.Lock()
         self._host = host
@@ -130,13 +137,19 @@ class ClusterLeader:
                  self.scheduler.address, self.admission.address, section.workers)
 
     def ready(self) -> bool:
-        return self.scheduler.worker_count() >= self.expected_workers
+        return len(self.workers()) >= self.expected_workers
+
+    def _name_connected(self, name: str) -> bool:
+        """Whether a worker of this name is connected to the scheduler now (any certificate):
+        admission refuses a second worker of the name (retry) while one is."""
+        return any(n == name for n, _, _ in self.scheduler.connected())
 
     def federated_tls(self) -> Any:
         """Where XGBoost's federated server (boosting on this cluster) listens and its mutual
         TLS: a leader certificate from this cluster's in-memory CA, which also signs every
         admitted worker's certificate, so only admitted workers complete the handshake. Made
-        once, in a 0700 temp dir removed at exit (teenet.cluster.dask_tls.private_files)."""
+        once, as memory-only files (teenet.cluster.dask_tls.private_files), kept for the
+        process lifetime."""
         with self._lock:
             if self._federated is None:
                 from teenet.cluster.ca import cert_pem, key_pem, new_key
@@ -181,7 +194,28 @@ class ClusterLeader:
 
     def workers(self) -> list[tuple[str, str]]:
         """The admitted workers connected now, (name, address), by name: partition order."""
-        return sorted(self.scheduler.workers())
+        return [(name, address) for name, address, _ in self._live()]
+
+    def _live(self) -> list[tuple[str, str, int]]:
+        """(name, address, certificate serial) of each connected worker whose TLS certificate
+        is the one its name's latest admission issued, by name. A worker still presenting an
+        earlier admission's certificate (one that was superseded while it was away) is closed:
+        it is no longer that name's worker."""
+        admitted = {name: a.certificate.serial_number for name, a in dict(self.admission.admitted).items()}
+        live = []
+        for name, address, serial in self.scheduler.connected():
+            if serial is None:
+                continue  # its stream is not up yet: not ready for tasks
+            if admitted.get(name) == serial:
+                live.append((name, address, serial))
+                continue
+            log.warning("cluster: worker '%s' at %s presents a certificate its name's latest admission did not "
+                        "issue; closing it", name, address)
+            try:
+                self.scheduler.remove(address, "superseded")
+            except Exception as exc:  # the scheduler drops it anyway when it goes
+                log.warning("cluster: could not close worker '%s' (%s)", name, type(exc).__name__)
+        return sorted(live)
 
     # ---- per job --------------------------------------------------------------------------
     def open_job(self, run: Any) -> ClusterJob:
@@ -193,11 +227,12 @@ class ClusterLeader:
 
         rt = self.rt
         spec = run.spec
-        workers = self.workers()
-        if len(workers) < self.expected_workers:
-            raise ClusterFailed("cluster.not_ready", "", f"{len(workers)} of {self.expected_workers} workers are "
+        live = self._live()
+        if len(live) < self.expected_workers:
+            raise ClusterFailed("cluster.not_ready", "", f"{len(live)} of {self.expected_workers} workers are "
                                 "connected")
-        workers = workers[:self.expected_workers]
+        live = live[:self.expected_workers]
+        workers = [(name, address) for name, address, _ in live]
         n = len(workers)
         partition_key = secrets.token_bytes(32)
         inputs = [(i.party, i.table, tuple(i.keys), tuple(dict.fromkeys(list(i.keys) + list(i.columns))))
@@ -222,7 +257,7 @@ class ClusterLeader:
         owners = {p: rt.consortium.member(p).keys.hpke for p, _, _, _ in inputs}
         cluster = build_cluster_offer(run.session, rt.name, entries, partition_key, owners)
         del partition_key
-        cj = ClusterJob(run.job_id, workers, cluster, inputs)
+        cj = ClusterJob(run.job_id, workers, cluster, inputs, serials=tuple(serial for _, _, serial in live))
         with self._lock:
             self.jobs[run.job_id] = cj
         rt.audit("cluster_job_opened", job_id=run.job_id, workers=[w for w, _ in workers], partitions=n)
@@ -244,8 +279,7 @@ class ClusterLeader:
         completed = False
         try:
             while not cj.closed.is_set():
-                present = {addr for _, addr in self.workers()}
-                gone = [name for name, addr in cj.workers if addr not in present]
+                gone = self._gone(cj)
                 if gone:
                     cj.lost = gone[0]
                     raise ClusterFailed("cluster.worker_lost", gone[0], f"worker {gone[0]} left the cluster "
@@ -288,6 +322,14 @@ class ClusterLeader:
                 log.warning("job %s: cluster watch failed (%s)", cj.job_id[:16], type(exc).__name__)
                 self._reset_client()
                 on_lost(ClusterFailed("cluster.worker_lost", "", f"the cluster failed ({type(exc).__name__})"))
+
+    def _gone(self, cj: ClusterJob) -> list[str]:
+        """The job's workers no longer in the cluster: not connected, or its name now held by
+        another admission (a restarted worker is a new worker: it has none of the job)."""
+        present = {(name, addr, serial) for name, addr, serial in self._live()}
+        serials = cj.serials or (None,) * len(cj.workers)
+        return [name for (name, addr), serial in zip(cj.workers, serials)
+                if not any(p[0] == name and p[1] == addr and (serial is None or p[2] == serial) for p in present)]
 
     def _reset_client(self) -> None:
         with self._lock:
@@ -347,8 +389,8 @@ class ClusterLeader:
 
         try:
             client = self.client()
-            present = {addr for _, addr in self.workers()}
-            live = [(name, addr) for name, addr in workers if addr in present]
+            present = set(self.workers())
+            live = [(name, addr) for name, addr in workers if (name, addr) in present]
             futures = {name: client.submit(jobs.drop_job, job_id, workers=[addr], allow_other_workers=False,
                                            pure=False) for name, addr in live}
             _wait(list(futures.values()), DROP_TIMEOUT)
@@ -357,6 +399,20 @@ class ClusterLeader:
             return [], [name for name, _ in workers]
         dropped = [name for name, f in futures.items() if f.status == "finished"]
         return dropped, [name for name, _ in workers if name not in dropped]
+
+
+def owner_policies(rt: Any) -> list[tuple[str, Any]]:
+    """Every policy of the owners the leader can know, to admit a worker under (besides its
+    own measurement): the consortium file's `attestation` section (the compute policy every
+    member holds, the one recipients check a result's evidence with) and, when this node's
+    config has one, its `policy.compute_attestation`. The consortium file publishes no
+    per-member compute policy; a data owner's own `policy.compute_attestation` is in its own
+    config only, and it applies it to every worker's per-job evidence in the offer."""
+    policies: list[tuple[str, Any]] = [("consortium attestation policy", rt.consortium.result_policy())]
+    own = rt.config.policy.compute_attestation if rt.config.policy is not None else None
+    if own is not None:
+        policies.append(("leader policy.compute_attestation", rt.compute_policy))
+    return policies
 
 
 def start_cluster(rt: Any) -> ClusterLeader | None:

@@ -481,10 +481,87 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+# cluster cases ------------------------------------------------------------------------------
+CLUSTER_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"psi_rows": [2_000], "boost_rows": 2_000, "boost_features": 6},
+    "small": {"psi_rows": [100_000, 1_000_000], "boost_rows": 100_000, "boost_features": 30},
+    "full": {"psi_rows": [10_000_000, 100_000_000], "boost_rows": 1_000_000, "boost_features": 30},
+}
+
+
+def cluster_main(argv: list[str]) -> int:
+    """`bench.py --cluster`: one node against a leader + N workers, side by side in one run.
+
+    PSI through the real network (scripts/bench_cluster_network.py: one consortium, compute-1
+    a leader with N worker processes, compute-2 a single node, the same job on both, wall time,
+    phases and every process's peak RSS) at the preset's sizes, then boosting (xgboost, 100
+    trees) in process (scripts/bench_cluster.py --case boosting). Writes cluster-psi.json,
+    cluster-boosting.json and cluster-table.md into --out; exits 1 if either side failed or
+    the releases differ. Any other argument is passed to scripts/bench_cluster.py as before
+    (e.g. `--cluster --case train_lr --rows 1000000`)."""
+    if any(a.startswith(("--case", "--rows", "--features")) for a in argv):
+        return __import__("bench_cluster").main(argv)
+    parser = argparse.ArgumentParser(prog="bench.py --cluster", description=cluster_main.__doc__.splitlines()[0])
+    parser.add_argument("--sizes", choices=sorted(CLUSTER_PRESETS), default="small", help="data sizes (default small)")
+    parser.add_argument("--workers", type=int, default=2, help="cluster workers (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default bench-out/)")
+    parser.add_argument("--skip", default="", help="comma-separated cases to skip: psi, boosting")
+    args = parser.parse_args(argv)
+    skip = {c.strip() for c in args.skip.split(",") if c.strip()}
+    if skip - {"psi", "boosting"}:
+        parser.error(f"--skip: unknown case(s) {', '.join(sorted(skip - {'psi', 'boosting'}))}; expected psi, boosting")
+    preset = CLUSTER_PRESETS[args.sizes]
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ok = True
+    rows_md = []
+    if "psi" not in skip:
+        rows = [n for n in preset["psi_rows"] if n < 50_000_000 or mem_available_gib() >= 16]
+        if rows != preset["psi_rows"]:
+            log(f"cluster psi: skipping {sorted(set(preset['psi_rows']) - set(rows))}: "
+                f"{mem_available_gib():.1f} GiB available, 16 GiB needed")
+        log(f"cluster psi through the network: {rows} rows per party, leader + {args.workers} workers vs one node")
+        code = __import__("bench_cluster_network").main(["--rows", ",".join(map(str, rows)), "--workers",
+                                                         str(args.workers), "--out", str(out / "cluster-psi.json")])
+        ok &= code == 0
+        if (out / "cluster-psi.json").exists():
+            report = json.loads((out / "cluster-psi.json").read_text())
+            by = {(r["rows"], r["on"]): r for r in report["runs"]}
+            for n in rows:
+                c, s = by.get((n, "cluster")), by.get((n, "single"))
+                if not (c and s):
+                    continue
+                workers = [v for k, v in c["peak_rss_mib"].items() if "-w" in k]
+                rows_md.append(f"| PSI {n:,} x {n:,}, submit to verified result | {s['wall_s']:.2f} s "
+                               f"(peak {s['peak_rss_mib'][s['compute']]:,.0f} MiB) | {c['wall_s']:.2f} s (leader "
+                               f"{c['peak_rss_mib'][c['compute']]:,.0f} MiB, workers "
+                               + ", ".join(f"{w:,.0f}" for w in workers) + " MiB) | "
+                               f"{s['wall_s'] / c['wall_s']:.2f}x | "
+                               + ("same release |" if code == 0 else f"{c['state']} / {s['state']}: differs |"))
+    if "boosting" not in skip:
+        log(f"cluster boosting in process: {preset['boost_rows']:,} x {preset['boost_features']}, "
+            f"leader + {args.workers} workers vs one node")
+        code = __import__("bench_cluster").main(["--case", "boosting", "--rows", str(preset["boost_rows"]),
+                                                 "--features", str(preset["boost_features"]), "--workers",
+                                                 str(args.workers), "--out", str(out / "cluster-boosting.json")])
+        ok &= code == 0
+        if (out / "cluster-boosting.json").exists():
+            b = json.loads((out / "cluster-boosting.json").read_text())
+            rows_md.append(f"| xgboost {b['rows']:,} x {b['features']}, in process | {b['single']['seconds']:.1f} s "
+                           f"(peak {b['single']['peak_mib']:,.0f} MiB) | {b['cluster']['seconds']:.1f} s (leader "
+                           f"{b['cluster']['leader_peak_mib']:,.0f} MiB, workers "
+                           + ", ".join(f"{m:,.0f}" for m in b["cluster"]["worker_peak_mib"]) + " MiB) | "
+                           f"{b['speedup']:.2f}x | {b['comparison']} |")
+    table = ["| case | single node | leader + workers | speed-up | compared |", "|---|---|---|---|---|", *rows_md]
+    (out / "cluster-table.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    return 0 if ok else 1
+
+
 # main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    if "--cluster" in (argv := sys.argv[1:] if argv is None else argv):  # 1 node vs a cluster: scripts/bench_cluster.py
-        return __import__("bench_cluster").main([a for a in argv if a != "--cluster"])
+    if "--cluster" in (argv := sys.argv[1:] if argv is None else argv):  # 1 node vs a cluster, side by side
+        return cluster_main([a for a in argv if a != "--cluster"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", choices=sorted(PRESETS), default="small", help="data sizes (default small)")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default bench-out/)")

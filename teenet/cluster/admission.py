@@ -12,20 +12,31 @@ length-prefixed (4-byte big-endian) JSON objects, at most 1 MiB; no pickle.
 3. worker -> leader  {"name": str, "public_key": PEM, "evidence": Evidence JSON}
    The worker's fresh transport (TLS) key and the leader's nonce are bound in report_data.
 4. leader -> worker  {"certificate": PEM, "scheduler": "tls://host:port"} or
-                     {"refused": "<fixed text naming the check>"}
+                     {"refused": "<fixed text naming the check>", "retry": bool}
+   ("retry": true only when the refusal may pass later: a worker of that name is still
+   connected to the scheduler; the worker then tries again, with backoff.)
 
-    report_data = SHA-512("teenet/cluster-admission/v1/" || role || 0x00 || lp(nonce) || lp(SPKI DER))
+    claims-buffer = CBOR {"pubkey-hash": h'CBOR [1, SHA-256(SPKI DER)]', "nonce": h'<peer's nonce>',
+                          "teenet-domain": 'teenet/cluster-admission/v1/' || role}
+    report_data   = SHA-256(claims-buffer) || 32 zero bytes
 
-with role "leader" or "worker" and lp(x) = 4-byte big-endian length || x. The policy both
+the CCC interoperable RA-TLS claims (teenet.cluster.ratls) with role "leader" (SPKI of the
+CA key) or "worker" (SPKI of its transport key); the domain claim keeps one role's evidence
+from standing for the other's, or for any other teenet purpose. The leader issues the
+worker a certificate carrying exactly that evidence and claims buffer. The policy both
 sides apply is the measurement the verifier itself runs plus any further policy the
-deployment gives; simulated evidence verifies only when the verifier's roots pin the
+deployment gives (the leader: every owners' policy it can know, each named in a refusal,
+see admission_policy); simulated evidence verifies only when the verifier's roots pin the
 simulated ARK, which only an `allow_simulated: true` config does (and logs loudly).
+
+A name is admitted again (a restarted worker: fresh evidence, fresh key, new certificate,
+replacing the old entry) only when no worker of that name is connected to the scheduler;
+while one is, the second is refused with "retry" (an impostor cannot displace a live worker).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import secrets
@@ -44,6 +55,7 @@ from teenet.attestation.evidence import Attester, Evidence, TrustRoots
 from teenet.attestation.policy import AllOf, MeasurementAllowlist, Policy
 from teenet.attestation.verifier import verify_evidence
 from teenet.cluster.ca import ClusterCA, cert_pem
+from teenet.cluster.ratls import claims_buffer, report_data_for_claims
 from teenet.errors import InputError, VerificationError
 
 log = logging.getLogger("teenet.cluster.admission")
@@ -56,15 +68,26 @@ class AdmissionRefused(Exception):
     """The other side refused, or its evidence did not verify. The text names the check."""
 
 
-def report_data_for_admission(role: str, nonce: bytes, public_key: Any) -> bytes:
+class AdmissionRetry(AdmissionRefused):
+    """Admission did not happen but may later: the leader is unreachable, the connection broke,
+    or the leader said "retry" (a worker of this name is still connected)."""
+
+
+DOMAIN_CLAIM = "teenet-domain"
+
+
+def admission_claims(role: str, nonce: bytes, public_key: Any) -> bytes:
+    """The CCC claims buffer an admission evidence binds: pubkey-hash of `public_key`, the
+    peer's `nonce` and the teenet domain claim naming the role."""
     if role not in ("leader", "worker"):
         raise InputError(f"unknown admission role {role!r}; expected leader or worker")
-    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    h = hashlib.sha512()
-    h.update(b"teenet/cluster-admission/v1/" + role.encode() + b"\x00")
-    h.update(struct.pack(">I", len(nonce)) + nonce)
-    h.update(struct.pack(">I", len(spki)) + spki)
-    return h.digest()
+    return claims_buffer(public_key, nonce=nonce,
+                         extra={DOMAIN_CLAIM: b"teenet/cluster-admission/v1/" + role.encode()})
+
+
+def report_data_for_admission(role: str, nonce: bytes, public_key: Any) -> bytes:
+    """SHA-256(admission_claims(...)) || 32 zero bytes, the CCC RA-TLS report_data."""
+    return report_data_for_claims(admission_claims(role, nonce, public_key))
 
 
 def _send(sock: ssl.SSLSocket, message: dict[str, Any]) -> None:
@@ -77,7 +100,7 @@ def _recv_exact(sock: ssl.SSLSocket, n: int) -> bytes:
     while len(out) < n:
         chunk = sock.recv(n - len(out))
         if not chunk:
-            raise AdmissionRefused("the peer closed the admission connection")
+            raise AdmissionRetry("the peer closed the admission connection")
         out += chunk
     return bytes(out)
 
@@ -93,7 +116,10 @@ def _recv(sock: ssl.SSLSocket, required: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise AdmissionRefused("admission message is not a JSON object")
     if "refused" in message:
-        raise AdmissionRefused(f"refused by the peer: {message['refused']}")
+        text = message["refused"] if isinstance(message["refused"], str) else "(no reason given)"
+        if message.get("retry") is True:
+            raise AdmissionRetry(f"refused by the peer for now: {text}")
+        raise AdmissionRefused(f"refused by the peer: {text}")
     for name in required:
         if not isinstance(message.get(name), (str, dict)):
             raise AdmissionRefused(f"admission message has no field '{name}'")
@@ -128,6 +154,36 @@ def verifier_policy(own_measurement: bytes, extra: Policy | None = None) -> Poli
 
 
 @dataclass(frozen=True)
+class NamedPolicy:
+    """A policy whose refusal names where it comes from: the check becomes
+    "<label>: <check>", e.g. "consortium attestation policy: policy.measurement"."""
+
+    label: str
+    policy: Policy
+
+    def verify(self, claims: Any) -> None:
+        try:
+            self.policy.verify(claims)
+        except VerificationError as exc:
+            raise VerificationError(f"{self.label}: {exc.check}", _message(exc), expected=exc.expected,
+                                    found=exc.found) from None
+
+
+def _message(exc: VerificationError) -> str:
+    text = str(exc)
+    text = text[len(exc.check) + 2:] if text.startswith(exc.check + ": ") else text
+    return text.split(" (expected ", 1)[0] if exc.expected is not None or exc.found is not None else text
+
+
+def admission_policy(own_measurement: bytes, owners: list[tuple[str, Policy]]) -> Policy:
+    """What the leader admits a worker under: its own measurement, and every policy of the
+    owners it can know (each `(label, policy)`: the consortium's attestation policy, its own
+    `policy.compute_attestation` if set); each refuses with its label in the check."""
+    return AllOf([NamedPolicy("leader measurement", MeasurementAllowlist([own_measurement])),
+                  *(NamedPolicy(label, policy) for label, policy in owners)])
+
+
+@dataclass(frozen=True)
 class Admitted:
     name: str
     certificate: x509.Certificate
@@ -136,22 +192,32 @@ class Admitted:
 
 class AdmissionServer:
     """The leader's admission port. Each admitted worker gets a CA-signed certificate with
-    its evidence; `on_admitted` is told. Refusals are logged with the check that failed."""
+    its evidence, kept in `admitted` (one entry per name). Refusals are logged with the
+    check that failed.
+
+    `connected(name)` says whether a worker of that name is connected to the scheduler now.
+    A name already admitted is admitted again (its entry replaced: a restarted worker) only
+    when it is not; without `connected`, never (a second admission is refused with retry)."""
 
     def __init__(self, ca: ClusterCA, attester: Attester, roots: TrustRoots, policy: Policy,
                  scheduler_address: Callable[[], str], *, host: str = "127.0.0.1", port: int = 0,
-                 expected_workers: int | None = None) -> None:
+                 expected_workers: int | None = None, connected: Callable[[str], bool] | None = None) -> None:
         self._ca = ca
         self._attester = attester
         self._roots = roots
         self._policy = policy
         self._scheduler_address = scheduler_address
         self._expected = expected_workers
+        self._connected = connected
         self.admitted: dict[str, Admitted] = {}
         self._lock = threading.Lock()
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        self._ctx.load_cert_chain(*_temp_pair(ca))
+        pair = _temp_pair(ca)
+        try:
+            self._ctx.load_cert_chain(*pair)
+        finally:
+            _release(pair)  # ssl has read them: the CA key stays only in this process's memory
         self._sock = socket.create_server((host, port))
         self._sock.settimeout(0.5)
         self.address = f"{host}:{self._sock.getsockname()[1]}"
@@ -184,7 +250,7 @@ class AdmissionServer:
                 except AdmissionRefused as exc:
                     log.warning("cluster admission refused: %s", exc)
                     try:
-                        _send(sock, {"refused": str(exc)})
+                        _send(sock, {"refused": str(exc), "retry": isinstance(exc, AdmissionRetry)})
                     except OSError:
                         pass
         except (OSError, ssl.SSLError) as exc:
@@ -206,17 +272,30 @@ class AdmissionServer:
             raise AdmissionRefused("field 'public_key': expected a PEM public key") from None
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise AdmissionRefused("field 'public_key': expected an EC P-256 key")
+        worker_claims = admission_claims("worker", leader_nonce, public_key)
         evidence = _verify(hello["evidence"], self._roots, self._policy,
-                           report_data_for_admission("worker", leader_nonce, public_key), f"worker '{name}'")
+                           report_data_for_claims(worker_claims), f"worker '{name}'")
         with self._lock:
-            if name in self.admitted:
-                raise AdmissionRefused(f"a worker named '{name}' is already admitted")
-            if self._expected is not None and len(self.admitted) >= self._expected:
+            again = name in self.admitted
+            if again and (self._connected is None or self._connected(name)):
+                # The admitted worker of this name is still in the cluster: a second one must not
+                # displace it. Once the scheduler has dropped it, the same name is admitted again.
+                raise AdmissionRetry(f"a worker named '{name}' is admitted and still connected to the cluster")
+            if not again and self._expected is not None and len(self.admitted) >= self._expected:
                 raise AdmissionRefused(f"the cluster already has its {self._expected} expected workers")
-            cert = self._ca.issue(name, public_key, evidence=evidence, hosts=("127.0.0.1",))
-            self.admitted[name] = Admitted(name, cert, evidence)
-        log.info("cluster admission: worker '%s' admitted (evidence verified, measurement %s...)",
-                 name, "pinned")
+            previous = self.admitted[name].certificate.serial_number if again else 0
+            try:
+                cert = self._ca.issue(name, public_key, evidence=evidence, claims_buffer=worker_claims,
+                                      hosts=("127.0.0.1",))
+            except InputError as exc:
+                raise AdmissionRefused(f"worker '{name}' evidence cannot go in an RA-TLS certificate: {exc}") from None
+            self.admitted[name] = Admitted(name, cert, evidence)  # replaces a gone worker's entry
+        if again:
+            log.info("cluster admission: worker '%s' admitted again (evidence verified; its previous certificate, "
+                     "serial %x, is superseded by serial %x)", name, previous, cert.serial_number)
+        else:
+            log.info("cluster admission: worker '%s' admitted (evidence verified, measurement %s...)",
+                     name, "pinned")
         _send(sock, {"certificate": cert_pem(cert).decode(), "scheduler": self._scheduler_address()})
 
 
@@ -235,7 +314,7 @@ def request_admission(leader: str, name: str, key: ec.EllipticCurvePrivateKey, a
     try:
         raw = socket.create_connection((host, int(port)), timeout=TIMEOUT)
     except OSError as exc:
-        raise AdmissionRefused(f"cannot reach the leader's admission port {leader}: {exc.strerror or exc}") from None
+        raise AdmissionRetry(f"cannot reach the leader's admission port {leader}: {exc.strerror or exc}") from None
     with ctx.wrap_socket(raw) as sock:
         _send(sock, {"nonce": base64.b64encode(worker_nonce).decode()})
         offer = _recv(sock, ("ca", "nonce", "evidence"))
@@ -259,10 +338,16 @@ def request_admission(leader: str, name: str, key: ec.EllipticCurvePrivateKey, a
 
 
 def _temp_pair(ca: ClusterCA) -> tuple[str, str]:
-    """ssl wants files: the CA cert and key in a private (0700) temp dir, removed at exit."""
+    """ssl wants files: the CA cert and key as memory-only files (dask_tls.private_files)."""
     from teenet.cluster.dask_tls import private_files
 
     return private_files({"admission.pem": cert_pem(ca.certificate), "admission.key": _key(ca)})
+
+
+def _release(paths: tuple[str, ...]) -> None:
+    from teenet.cluster.dask_tls import release
+
+    release(paths)
 
 
 def _key(ca: ClusterCA) -> bytes:

@@ -1,8 +1,10 @@
 """The leader's cluster CA: made in memory at start, never written in the clear, gone at exit.
 
 It issues the leader's own scheduler/client certificate and, after admission, one
-certificate per worker carrying that worker's evidence (teenet.cluster.ratls). Dask's TLS
-trusts only this CA, so only admitted peers can join the cluster.
+certificate per worker carrying that worker's admission evidence and its claims buffer in
+the interoperable RA-TLS form (teenet.cluster.ratls), so any CCC RA-TLS verifier can check
+that the evidence binds the certificate's key. Dask's TLS trusts only this CA, so only
+admitted peers can join the cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from teenet.attestation.evidence import Evidence
-from teenet.cluster.ratls import evidence_extension
+from teenet.cluster.ratls import endorsements_extension, evidence_extension, read_certificate
+from teenet.errors import InputError
 
 LIFETIME = datetime.timedelta(days=2)
 
@@ -57,8 +60,12 @@ class ClusterCA:
             .sign(self.key, hashes.SHA256()))
 
     def issue(self, common_name: str, public_key: ec.EllipticCurvePublicKey, *,
-              evidence: Evidence | None = None, hosts: tuple[str, ...] = ()) -> x509.Certificate:
-        """A leaf for client and server auth; `evidence` goes in the RA-TLS extension."""
+              evidence: Evidence | None = None, claims_buffer: bytes | None = None,
+              hosts: tuple[str, ...] = ()) -> x509.Certificate:
+        """A leaf for client and server auth. `evidence` and the `claims_buffer` its
+        report_data binds go in the RA-TLS extensions (SNP: its certificates as endorsements);
+        the issued certificate is read back, and refused unless the claims' pubkey-hash is
+        this `public_key` and the report_data binds the claims."""
         now = datetime.datetime.now(datetime.timezone.utc)
         sans: list[x509.GeneralName] = [x509.DNSName(common_name)]
         for host in hosts:
@@ -75,5 +82,15 @@ class ClusterCA:
                            critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False))
         if evidence is not None:
-            builder = builder.add_extension(evidence_extension(evidence), critical=False)
-        return builder.sign(self.key, hashes.SHA256())
+            if claims_buffer is None:
+                raise InputError("a certificate with evidence needs the claims buffer its report_data binds")
+            # Non-critical, as the CCC documents require: OpenSSL and mbedTLS refuse a
+            # certificate with an unknown critical extension.
+            builder = builder.add_extension(evidence_extension(evidence, claims_buffer), critical=False)
+            endorsements = endorsements_extension(evidence)
+            if endorsements is not None:
+                builder = builder.add_extension(endorsements, critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        if evidence is not None:
+            read_certificate(cert)  # fail closed: the binding to this key must hold
+        return cert

@@ -8,7 +8,11 @@
     allow_simulated: true         # only then does simulated evidence verify (logged loudly)
 
     # in the leader's (compute node's) config:
-    cluster: {workers: 2, admission_listen: 127.0.0.1:7300, allow_simulated: true}
+    cluster: {workers: 2, admission_listen: 127.0.0.1:7300, allow_simulated: true, worker_ttl: 30}
+
+`worker_ttl` (seconds, default 30) is how long the leader's scheduler waits for a silent
+worker's heartbeat before it counts the worker as lost (a frozen or network-partitioned
+worker then fails its jobs with `cluster.worker_lost`, as a killed one does at once).
 
 Errors name the file, line and field (teenet.yamlload).
 """
@@ -25,6 +29,7 @@ from teenet.yamlload import Located, load_yaml
 
 WORKER_ROLE = "compute-worker"
 MAX_WORKERS = 256
+DEFAULT_WORKER_TTL = 30  # seconds without a heartbeat before the scheduler drops a worker
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,253}")
 
@@ -45,6 +50,7 @@ class ClusterSection:
     workers: int
     admission_listen: str
     allow_simulated: bool
+    worker_ttl: int = DEFAULT_WORKER_TTL
 
 
 def _enclave(node: Located, base: Path) -> EnclaveConfig:
@@ -76,11 +82,13 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
 
 
 def cluster_section(node: Located) -> ClusterSection:
-    f = node.mapping(required=("workers", "admission_listen"), optional=("allow_simulated",),
-                     what="a mapping {workers, admission_listen, allow_simulated}")
+    f = node.mapping(required=("workers", "admission_listen"), optional=("allow_simulated", "worker_ttl"),
+                     what="a mapping {workers, admission_listen, allow_simulated, worker_ttl}")
     return ClusterSection(workers=f["workers"].integer(minimum=1, maximum=MAX_WORKERS),
                           admission_listen=endpoint(f["admission_listen"]),
-                          allow_simulated=f["allow_simulated"].boolean() if "allow_simulated" in f else False)
+                          allow_simulated=f["allow_simulated"].boolean() if "allow_simulated" in f else False,
+                          worker_ttl=(f["worker_ttl"].integer(minimum=2, maximum=3600) if "worker_ttl" in f
+                                      else DEFAULT_WORKER_TTL))
 
 
 def is_worker_config(path: str | Path) -> bool:

@@ -5,24 +5,100 @@ anchor, a peer without a certificate from this leader's in-memory CA cannot comp
 handshake, so Dask's pickled messages come only from admitted, attested peers of this one
 cluster (docs/threat-model.md). The dashboard is off. dask/distributed are imported here,
 lazily, never at CLI start.
+
+The keys and certificates ssl, Dask and XGBoost's C++ communicator read "from a file" are
+anonymous memory (`memfd_create`), never on disk: see private_files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import fcntl
+import logging
 import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from teenet.cluster.ca import ClusterCA, cert_pem, key_pem, new_key
 
+log = logging.getLogger("teenet.cluster.tls")
+_MEMFDS: dict[str, int] = {}   # path -> open memfd, kept for the process lifetime (or release)
+_MEMFD_LOCK = threading.Lock()
+_SEALS = ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE")
+
 
 def private_files(files: Mapping[str, bytes]) -> tuple[str, ...]:
-    """Write files into a fresh 0700 temp dir (removed at exit); return their paths in order."""
+    """Each of `files` (name -> bytes) as a path that ssl, distributed.Security and XGBoost's
+    C++ code can open, backed by anonymous memory only: a sealed `memfd_create` file (no
+    name in any file system, never written to disk), opened through /proc/<pid>/fd/<n> with
+    the pid of this process, so a child process would still reach the same memory while this
+    process lives (a /proc/self path would mean the child's own fds; memfds are close-on-exec).
+    The fds stay open for the process lifetime, or until `release(paths)`.
+
+    Only where memfd_create or /proc does not exist (not Linux), the files go, with a loud
+    warning, into a fresh 0700 temp dir removed at exit."""
+    try:
+        return tuple(_memfd(name, data) for name, data in files.items())
+    except _NoMemfd as exc:
+        log.warning("INSECURE: no memory-only files on this system (%s): cluster keys and certificates are "
+                    "written to a 0700 temp dir (removed at exit) instead", exc)
+        return _disk_files(files)
+
+
+class _NoMemfd(Exception):
+    pass
+
+
+def _memfd(name: str, data: bytes) -> str:
+    if not hasattr(os, "memfd_create"):
+        raise _NoMemfd("os.memfd_create is missing")
+    fd = os.memfd_create(f"teenet-{name}", os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 0))
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        seals = 0
+        for seal in _SEALS:  # no one may change, grow or shrink it from now on
+            seals |= getattr(fcntl, seal, 0)
+        if seals and hasattr(fcntl, "F_ADD_SEALS"):
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+        path = f"/proc/{os.getpid()}/fd/{fd}"
+        try:
+            with open(path, "rb") as check:  # what OpenSSL and XGBoost will do: open the path
+                if check.read(len(data) + 1) != data:
+                    raise _NoMemfd(f"{path} does not read back what was written")
+        except OSError as exc:
+            raise _NoMemfd(f"cannot open {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    with _MEMFD_LOCK:
+        _MEMFDS[path] = fd
+    return path
+
+
+def release(paths: Iterable[str]) -> None:
+    """Close the memfds behind `paths` (their memory is freed once nothing else holds them);
+    a path that is not one of ours (the on-disk fallback) is removed."""
+    for path in paths:
+        with _MEMFD_LOCK:
+            fd = _MEMFDS.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+        elif not path.startswith("/proc/"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _disk_files(files: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The fallback: a fresh 0700 temp dir (removed at exit), files 0600."""
     directory = Path(tempfile.mkdtemp(prefix="teenet-cluster-"))
     os.chmod(directory, 0o700)
     atexit.register(shutil.rmtree, directory, True)
@@ -37,7 +113,9 @@ def private_files(files: Mapping[str, bytes]) -> tuple[str, ...]:
 
 
 def security_for(ca_pem: bytes, cert: bytes, key: bytes) -> Any:
-    """A distributed.Security trusting only `ca_pem`, presenting cert/key in every role."""
+    """A distributed.Security trusting only `ca_pem`, presenting cert/key in every role. It is
+    given memfd paths (private_files), not PEM contents: with contents, Security writes them
+    to a tempfile.TemporaryDirectory on disk at every connection."""
     from distributed import Security
 
     ca_file, cert_file, key_file = private_files({"ca.pem": ca_pem, "cert.pem": cert, "key.pem": key})
@@ -56,8 +134,9 @@ def leader_security(ca: ClusterCA, name: str = "leader") -> Any:
 class LeaderScheduler:
     """A distributed.Scheduler running on its own event loop thread inside the leader."""
 
-    def __init__(self, ca: ClusterCA, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, ca: ClusterCA, *, host: str = "127.0.0.1", port: int = 0, worker_ttl: int = 30) -> None:
         self.security = leader_security(ca)
+        self._worker_ttl = worker_ttl
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cluster-scheduler", daemon=True)
         self._thread.start()
@@ -70,7 +149,11 @@ class LeaderScheduler:
 
         # No work stealing: a task runs where its partitions are, so rows move between
         # workers only when a function's own task needs them, never to balance load.
-        dask.config.set({"distributed.scheduler.work-stealing": False})
+        # A worker silent for worker_ttl seconds (frozen, or cut off from the leader) is
+        # dropped, so its jobs fail with cluster.worker_lost instead of hanging for Dask's
+        # default of 5 minutes.
+        dask.config.set({"distributed.scheduler.work-stealing": False,
+                         "distributed.scheduler.worker-ttl": f"{self._worker_ttl}s"})
         scheduler = Scheduler(host=host, port=port, protocol="tls", security=self.security,
                               dashboard=False, dashboard_address=None, idle_timeout=None)
         await scheduler
@@ -82,15 +165,44 @@ class LeaderScheduler:
     def workers(self) -> list[tuple[str, str]]:
         """(name, address) of every worker connected now, read on the scheduler's own loop
         (no network round trip, so a busy machine never makes a live worker look gone)."""
-        async def read() -> list[tuple[str, str]]:
-            return [(str(ws.name), addr) for addr, ws in self._scheduler.workers.items()]
+        return [(name, addr) for name, addr, _ in self.connected()]
+
+    def connected(self) -> list[tuple[str, str, int | None]]:
+        """(name, address, serial) of every worker connected now: serial is the serial number
+        of the certificate the worker presented on its TLS connection to the scheduler (None
+        while its stream is not yet up), which tells one admission of a name from another."""
+        async def read() -> list[tuple[str, str, int | None]]:
+            out = []
+            for addr, ws in self._scheduler.workers.items():
+                out.append((str(ws.name), addr, _peer_serial(self._scheduler.stream_comms.get(addr))))
+            return out
 
         return asyncio.run_coroutine_threadsafe(read(), self._loop).result(30)
+
+    def remove(self, address: str, why: str) -> None:
+        """Close the worker at `address` and drop it from the scheduler (its tasks fail over
+        as for any lost worker)."""
+        async def remove() -> None:
+            if address in self._scheduler.workers:
+                await self._scheduler.remove_worker(address, stimulus_id=f"teenet-{why}", close=True)
+
+        asyncio.run_coroutine_threadsafe(remove(), self._loop).result(30)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._scheduler.close(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+def _peer_serial(stream: Any) -> int | None:
+    """The serial number of the peer certificate on a BatchedSend's TLS comm, or None."""
+    comm = getattr(stream, "comm", None)
+    info = getattr(comm, "extra_info", None) or {}
+    serial = (info.get("peercert") or {}).get("serialNumber")
+    try:
+        return int(serial, 16) if isinstance(serial, str) else None
+    except ValueError:
+        return None
 
 
 async def run_worker(scheduler: str, security: Any, name: str, host: str = "127.0.0.1") -> None:

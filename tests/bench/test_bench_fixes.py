@@ -103,3 +103,13 @@ def test_sorted_int64_intersection_agrees_with_the_hash_path() -> None:
     assert ids.column_names == ["id"] and ids.column("id").type == pa.int64()
     assert np.all(values[1:] > values[:-1])                          # ascending, each once
     assert set(values.tolist()) == set(shared.tolist())
+
+
+def test_bench_cluster_refuses_an_unknown_case_before_it_starts_anything(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+    done = subprocess.run([sys.executable, str(script), "--cluster", "--skip", "psi,forest", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--skip: unknown case(s) forest; expected psi, boosting" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written

@@ -20,6 +20,13 @@ def test_compute_node_may_lead_a_cluster(sandbox: Sandbox) -> None:
                      "cluster: {workers: 2, admission_listen: 127.0.0.1:7310, allow_simulated: true}\npolicy:")
     cluster = load_node_config(path).cluster
     assert (cluster.workers, cluster.admission_listen, cluster.allow_simulated) == (2, "127.0.0.1:7310", True)
+    assert cluster.worker_ttl == 30  # seconds of silence before a worker counts as lost
+
+
+def test_the_worker_ttl_may_be_set(sandbox: Sandbox) -> None:
+    path, _ = edited(sandbox, "compute-1/node.yaml", "policy:",
+                     "cluster: {workers: 2, admission_listen: 127.0.0.1:7310, worker_ttl: 8}\npolicy:")
+    assert load_node_config(path).cluster.worker_ttl == 8
 
 
 @pytest.mark.parametrize("section, field, message", [
@@ -27,6 +34,7 @@ def test_compute_node_may_lead_a_cluster(sandbox: Sandbox) -> None:
     ("{workers: 2}", "cluster.admission_listen", "missing required field 'admission_listen'"),
     ("{workers: 2, admission_listen: nowhere}", "cluster.admission_listen", "not an endpoint"),
     ("{workers: 2, admission_listen: 127.0.0.1:7310, dashboard: on}", "cluster.dashboard", "unknown field"),
+    ("{workers: 2, admission_listen: 127.0.0.1:7310, worker_ttl: 1}", "cluster.worker_ttl", "from 2 to 3600"),
 ])
 def test_bad_cluster_fields_are_named(sandbox: Sandbox, section: str, field: str, message: str) -> None:
     path, line = edited(sandbox, "compute-1/node.yaml", "policy:", f"cluster: {section}\npolicy:")

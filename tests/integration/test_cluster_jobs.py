@@ -4,7 +4,11 @@ processes on loopback (`teenet sandbox init --computes 2 --workers 2`, simulated
 attestation). The same PSI (size, ids, sums) and aggregate give the cluster exactly the
 single node's answer; a coordinator that rewrites the offer's workers is refused by the data
 node before anything is sealed, and one that strips them gets no whole table into the leader; a worker killed after its partitions arrived fails the job
-within seconds, nothing released, the keys dropped at the leader and the other worker.
+within seconds, nothing released, the keys dropped at the leader and the other worker; started
+again with the same config it is admitted again and the next cluster job is the single node's;
+a worker frozen mid-job (as cut off from the leader: its connections stay open, it answers
+nothing) fails the job within its worker_ttl, and once thawed it finds itself dropped and
+exits, so its job keys end with it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,6 +26,7 @@ import yaml
 from integration_helpers import cli_json, run_cli, write_job, job_status, until_status
 
 pytestmark = pytest.mark.slow
+WORKER_TTL = 6  # seconds (the leader's cluster.worker_ttl in this network; the default is 30)
 
 PSI = """\
 name: {name}
@@ -78,6 +84,9 @@ def net(tmp_path_factory):
         cfg["policy"]["id_recipients"] = ["bank"]
         cfg["policy"]["auto_approve"][0]["release_kinds"].append("ids")
         (d / f"{party}.yaml").write_text(yaml.safe_dump(cfg))
+    leader = yaml.safe_load((d / "compute-1.yaml").read_text())
+    leader["cluster"]["worker_ttl"] = WORKER_TTL  # a frozen worker counts as lost this soon
+    (d / "compute-1.yaml").write_text(yaml.safe_dump(leader))
     insurer = yaml.safe_load((d / "insurer.yaml").read_text())
     insurer["policy"]["auto_approve"][0]["functions"] = ["aggregate"]
     (d / "insurer.yaml").write_text(yaml.safe_dump(insurer))
@@ -309,7 +318,7 @@ def test_an_offer_stripped_of_its_workers_gets_no_whole_table_into_the_leader(ne
     assert not any(e["event"] == "table_received" for e in leader)
 
 
-def test_a_worker_killed_mid_job_fails_it_cleanly(net, capsys):
+def test_a_worker_killed_mid_job_fails_it_cleanly_and_restarted_rejoins(net, capsys, tmp_path):
     job_id = _hold(capsys, net, "worker-killed")
     procs = _procs(net)
     try:
@@ -336,3 +345,77 @@ def test_a_worker_killed_mid_job_fails_it_cleanly(net, capsys):
     assert f"job {job_id[:16]}: partitions and keys dropped on this worker" in log
     # Dask logs the dead worker's broken connection itself; no teenet code failed unexpectedly.
     assert "ERROR teenet" not in (net / "logs" / "compute-1.log").read_text()
+
+    # Started again with the same config, the worker is admitted again under its old name
+    # (fresh evidence, a new certificate), and the next job on the cluster is the single
+    # node's answer; nothing of the failed job comes back.
+    from teenet.cli.sandbox import up_sandbox
+
+    started = [p for p in up_sandbox(net) if p["started"]]
+    assert [p["name"] for p in started] == ["compute-1-w2"]
+    assert "cluster admission: worker 'compute-1-w2' admitted again" in (net / "logs" / "compute-1.log").read_text()
+    answers = {}
+    for compute in ("compute-1", "compute-2"):
+        again = _run(capsys, net, PSI, f"psi-after-restart-{compute}", compute)
+        _results(capsys, net, again, "analyst", tmp_path / compute)
+        _results(capsys, net, again, "bank", tmp_path / compute / "bank")
+        answers[compute] = (json.loads((tmp_path / compute / "size.json").read_text()),
+                            (tmp_path / compute / "bank" / "ids.csv").read_text())
+        if compute == "compute-1":
+            opened = _eventually_audited(net, "compute-1", again, "cluster_job_opened")
+            assert opened["workers"] == ["compute-1-w1", "compute-1-w2"]
+    assert answers["compute-1"] == answers["compute-2"] and answers["compute-1"][0]["intersection_size"] > 10
+    st = _status(capsys, net, job_id)
+    assert st["state"] == "failed" and st["results"] == []  # the failed job stays failed
+    restarted_log = Path(started[0]["log"]).read_bytes()[started[0]["log_offset"]:].decode()
+    assert job_id[:16] not in restarted_log  # the new worker never heard of the failed job
+    assert len([e for e in _audit(net, "compute-1") if e.get("job_id") == job_id
+                and e["event"] == "partition_received"]) == 2  # no partition of it arrived since
+
+
+def _state(pid):
+    """The process's state letter from /proc (R, S, T, Z...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def test_a_worker_cut_off_mid_job_fails_it_within_its_ttl_and_exits_when_it_wakes(net, capsys):
+    job_id = _hold(capsys, net, "worker-frozen")
+    procs = _procs(net)
+    frozen = procs["compute-1-w1"]
+    try:
+        deadline = time.monotonic() + 10
+        while sum(1 for e in _audit(net, "compute-1") if e.get("job_id") == job_id
+                  and e["event"] == "partition_received") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.kill(frozen["pid"], signal.SIGSTOP)  # alive, connections open, silent
+        stopped = time.monotonic()
+        st = _until(capsys, net, job_id, lambda s: s["state"] == "failed", 4 * WORKER_TTL + 10)
+        took = time.monotonic() - stopped
+    finally:
+        os.kill(procs["bank"]["pid"], signal.SIGCONT)
+    assert st["state"] == "failed", st
+    assert st["reason"] == "the compute cluster failed: cluster.worker_lost (field 'compute-1-w1')", st
+    assert WORKER_TTL <= took < 3 * WORKER_TTL + 5, took  # not at once (it is alive), not after Dask's 5 minutes
+    assert st["results"] == []
+    dropped = _eventually_audited(net, "compute-1", job_id, "cluster_partitions_dropped")
+    assert dropped["workers"] == ["compute-1-w2"] and dropped["unreachable"] == ["compute-1-w1"]
+
+    # Thawed, the worker learns the scheduler dropped it and ends: its keys end with it.
+    os.kill(frozen["pid"], signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while _state(frozen["pid"]) not in (None, "Z"):
+        assert time.monotonic() < deadline, "the dropped worker did not exit"
+        time.sleep(0.2)
+    tail = Path(frozen["log"]).read_bytes()[frozen.get("log_offset", 0):].decode()
+    assert "was closed by the leader's scheduler" in tail
+    assert "Traceback" not in tail
+
+    from teenet.cli.sandbox import up_sandbox
+
+    started = [p for p in up_sandbox(net) if p["started"]]
+    assert [p["name"] for p in started] == ["compute-1-w1"]
+    assert "cluster admission: worker 'compute-1-w1' admitted again" in (net / "logs" / "compute-1.log").read_text()

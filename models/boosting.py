@@ -29,6 +29,7 @@ booster's JSON, never pickled).
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -162,6 +163,18 @@ def _booster_params(task: str, classes: int, hyperparameters: Mapping[str, Any],
     return params, values["n_estimators"]
 
 
+def _worker_task(fn: Any) -> Any:
+    """models/cluster.py's worker_task around a task of this module (imported when the task
+    runs: cluster.py's own imports reach this module, so it cannot be imported at its top)."""
+    @functools.wraps(fn)
+    def task(*args: Any, **kwargs: Any) -> Any:
+        from teenet.models.cluster import worker_task
+
+        return worker_task(fn)(*args, **kwargs)
+    return task
+
+
+@_worker_task
 def _train_worker(part: Any, prepare: Any, classes: np.ndarray | None, params: Mapping[str, Any], rounds: int,
                   rank: int, world: int, address: str, ca_file: str, pems: tuple[bytes, bytes, bytes] = (b"", b"", b"")
                   ) -> bytes:

@@ -44,7 +44,10 @@ returned releases.
 
 from __future__ import annotations
 
+import functools
 import math
+import pickle
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -52,7 +55,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from teenet.errors import InputError
+from teenet.errors import InputError, ReleaseRefused, TeenetError
 
 from teenet.models import aggregate, psi, release
 from teenet.models.api import _function, check_before_data
@@ -65,6 +68,94 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; distributed is imported laz
     import distributed
 
 CLUSTER_FUNCTIONS = frozenset({"psi", "aggregate", "predict", "train"})
+
+
+# ---- what leaves a worker: clean errors, fixed-size counts -------------------------------
+
+
+class WorkerTaskError(TeenetError):
+    """A teenet error raised inside a cluster task, carried to the leader as its type name and
+    fixed check code only (`check`, one of teenet.reasons.CHECKS)."""
+
+    def __init__(self, error_type: str, check: str) -> None:
+        self.error_type = error_type
+        self.check = check
+        super().__init__(f"{check}: refused by a task on a cluster worker ({error_type})")
+
+    def __reduce__(self) -> Any:
+        return WorkerTaskError, (self.error_type, self.check)
+
+
+class WorkerTaskFailed(Exception):
+    """Any other exception inside a cluster task (a bug, a library's error): its type name only."""
+
+    def __init__(self, error_type: str) -> None:
+        self.error_type = error_type
+        super().__init__(f"a task failed on a cluster worker ({error_type})")
+
+    def __reduce__(self) -> Any:
+        return WorkerTaskFailed, (self.error_type,)
+
+
+def _clean_error(exc: Exception) -> Exception:
+    """`exc` as an error that says its type and teenet's fixed reason code, never its text."""
+    from teenet.reasons import MAX_NAME_CHARS, check_of
+
+    name = type(exc).__name__
+    check = check_of(exc) or "unlisted"
+    field = getattr(exc, "field", None)
+    field = field if isinstance(field, str) and field.isprintable() and len(field) <= MAX_NAME_CHARS else None
+    if isinstance(exc, InputError):
+        return InputError(f"refused by a task on a cluster worker ({name}, {check})", field=field)
+    if isinstance(exc, ReleaseRefused):
+        clean = ReleaseRefused(f"{check}: refused by a task on a cluster worker ({name})")
+        if field is not None:
+            clean.field = field  # type: ignore[attr-defined]  # a spec path, as Reason.of reads it
+        return clean
+    if isinstance(exc, TeenetError):
+        return WorkerTaskError(name, check)
+    return WorkerTaskFailed(name)
+
+
+def worker_task(fn: Any) -> Any:
+    """Every task the leader submits runs inside this: an exception leaves the worker (Dask
+    logs it, keeps it at the scheduler and pickles it, with its traceback, to the leader) as
+    `_clean_error` of it, raised outside the handler and `from None`, so neither the
+    original's message, nor its traceback and locals, nor a chained __context__ goes with it.
+    The function's own words may quote its inputs (a cell value, a count below k), as on a
+    single node (node/compute_role.py keeps only an error's type)."""
+    @functools.wraps(fn)
+    def task(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every error leaves as its type and code only
+            clean = _clean_error(exc)
+            del exc
+        raise clean from None
+    return task
+
+
+@worker_task
+def _count(value: Any) -> np.ndarray:
+    """On a worker: how many rows a result kept there holds (a table's, a partial's bytes,
+    a dict's "rows"), as one int64 (8 bytes whatever the
+    number: the size of what the leader gathers before its k check says nothing)."""
+    if isinstance(value, pa.Table):
+        rows = value.num_rows
+    elif isinstance(value, Mapping):
+        rows = int(value["rows"])
+    else:
+        rows = len(value)
+    return np.array([rows], dtype=np.int64)
+
+
+def _gather(client: "distributed.Client", futures: Sequence[Any]) -> list[Any]:
+    return client.gather(list(futures))
+
+
+def _counts(client: "distributed.Client", futures: Sequence[Any]) -> list[int]:
+    """Phase one of every gather of rows: the per-partition row counts (fixed-size integers)."""
+    return [int(c[0]) for c in _gather(client, [client.submit(_count, f, pure=False) for f in futures])]
 
 
 @dataclass(frozen=True)
@@ -170,33 +261,74 @@ def _party_inputs(specs: Sequence[InputSpec], tables: Sequence[pa.Table]) -> lis
 
 def _per_partition(client: "distributed.Client", task: Any, inputs: Sequence[ClusterPartyInput],
                    *args: Any) -> list[Any]:
-    """Run `task(specs, tables..., *args)` once per partition, where its partitions live; gather."""
+    """Run `task(specs, tables..., *args)` once per partition, where its partitions live; the
+    futures (their results stay on the workers until the leader gathers them)."""
     specs = [inp.spec for inp in inputs]
     futures = []
     for i in range(len(inputs[0].partitions)):
         parts = [inp.partitions[i] for inp in inputs]
         futures.append(client.submit(task, specs, *args, *parts, pure=False, key=None))
-    return client.gather(futures)
+    return futures
+
+
+@worker_task
+def _padded(blob: bytes, size: int) -> bytes:
+    """On a worker: its partial's bytes, length-prefixed and zero-padded to `size` bytes."""
+    if len(blob) + 8 > size:  # the leader sized it from every worker's length: never
+        raise ValueError("a partial is larger than the size the leader asked for")
+    return struct.pack(">Q", len(blob)) + blob + bytes(size - 8 - len(blob))
+
+
+def _gather_padded(client: "distributed.Client", futures: Sequence[Any]) -> list[Any]:
+    """Each worker's pickled partial, gathered at one size for all: the smallest power of two
+    that holds the largest (its length is learnt first as a fixed-size integer). The wire then
+    shows the same size for every partition, whatever its number of groups or label bytes.
+    The bytes come only from admitted workers over the cluster's mutual TLS, the same peers
+    and the same pickle as every Dask message between them (docs/threat-model.md)."""
+    largest = max(_counts(client, futures)) + 8
+    size = 1 << (largest - 1).bit_length()
+    out = []
+    for padded in _gather(client, [client.submit(_padded, f, size, pure=False) for f in futures]):
+        (length,) = struct.unpack(">Q", padded[:8])
+        out.append(pickle.loads(padded[8:8 + length]))
+    return out
+
+
+def _pickled(frame: pd.DataFrame) -> bytes:
+    return pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # ---- psi ---------------------------------------------------------------------------------
 
 
+@worker_task
 def _psi_partition(specs: Sequence[InputSpec], params: psi.PsiParams, want_ids: bool,
                    *tables: pa.Table) -> dict[str, Any]:
-    """On a worker: this partition's intersection, and partial sums of the payload columns."""
+    """On a worker: this partition's intersection, and partial sums of the payload columns
+    (kept there: the leader reads its size first, and the rest only once k is met)."""
     inputs = _party_inputs(specs, tables)
     common = psi.intersect(inputs, params.normalise, ordered=False)
     partials = [psi.payload_partial(inputs, item, common, params.normalise) for item in params.payload]
-    return {"size": common.num_rows, "ids": common if want_ids else None, "sums": partials}
+    return {"rows": common.num_rows, "ids": common if want_ids else None, "sums": partials}
+
+
+@worker_task
+def _item(value: Mapping[str, Any], name: str) -> Any:
+    """On a worker: one entry of a result kept there."""
+    return value[name]
 
 
 def _psi(inputs: Sequence[ClusterPartyInput], params: psi.PsiParams, kinds: frozenset[str],
          rules: ReleaseRules, client: "distributed.Client") -> dict[str, Output]:
-    parts = _per_partition(client, _psi_partition, inputs, params, "ids" in kinds)
-    size = sum(int(p["size"]) for p in parts)
-    # The merged intersection is what the owners' k applies to, and nothing below it leaves.
+    futures = _per_partition(client, _psi_partition, inputs, params, "ids" in kinds)
+    # Two phases: the per-partition sizes (8 bytes each) first; the merged intersection is what
+    # the owners' k applies to, and no id or sum crosses the cluster's network below it.
+    size = sum(_counts(client, futures))
     release.require_group_size(size, rules, "the intersection", unit="ids")
+    wanted = [name for name in ("ids", "sums") if name in kinds]
+    gathered = _gather(client, [client.submit(_item, f, name, pure=False) for name in wanted for f in futures])
+    width = len(futures)
+    parts = [{name: gathered[j * width + i] for j, name in enumerate(wanted)} for i in range(width)]
     outputs: dict[str, Output] = {}
     if "size" in kinds:
         outputs["size"] = json_output({"intersection_size": size}, {"intersection_size": size})
@@ -248,9 +380,11 @@ def _add(values: Sequence[Any]) -> Any:
 _GROUP = "__teenet_group"
 
 
+@worker_task
 def _aggregate_partition(specs: Sequence[InputSpec], params: aggregate.AggregateParams,
-                         *tables: pa.Table) -> pd.DataFrame:
-    """On a worker: per group of this partition, rows, people and per metric the partials."""
+                         *tables: pa.Table) -> bytes:
+    """On a worker: per group of this partition, rows, people and per metric the partials
+    (pickled, for _gather_padded)."""
     inputs = _party_inputs(specs, tables)
     frame, entities = aggregate.combined_frame(inputs, params)
     group_by = list(params.group_by)
@@ -286,7 +420,7 @@ def _aggregate_partition(specs: Sequence[InputSpec], params: aggregate.Aggregate
         out[f"{column}|min"] = low
         out[f"{column}|max"] = high
         out[f"{column}|people"] = aggregate._support(codes, entities, valid, groups)
-    return pd.DataFrame(out)
+    return _pickled(pd.DataFrame(out))
 
 
 def _merge_groups(parts: Sequence[pd.DataFrame], params: aggregate.AggregateParams) -> pd.DataFrame:
@@ -340,7 +474,7 @@ def _aggregate(inputs: Sequence[ClusterPartyInput], params: aggregate.AggregateP
                                  field=f"params.metrics[{i}].stats")
     if params.dp is not None:
         return _aggregate_dp(inputs, params, rules, client)
-    parts = _per_partition(client, _aggregate_partition, inputs, params)
+    parts = _gather_padded(client, _per_partition(client, _aggregate_partition, inputs, params))
     merged = _merge_groups(parts, params)
     labels = [key if isinstance(key, tuple) else (key,) for key in merged.index] if params.group_by \
         else [()] * len(merged)
@@ -390,11 +524,13 @@ def _stat(stat: str, merged: pd.DataFrame, column: str, g: int, count: int) -> A
     return None if math.isinf(value) else value
 
 
+@worker_task
 def _aggregate_dp_partition(specs: Sequence[InputSpec], params: aggregate.AggregateParams,
-                            plan: aggregate.DpPlan, *tables: pa.Table) -> pd.DataFrame:
+                            plan: aggregate.DpPlan, *tables: pa.Table) -> bytes:
     """On a worker: rows clipped per key (every row of a key is on this worker), then per
     group the exact row count and per metric the non-null count and the clamped sum and
-    sum of squares: what a single node's _dp_group adds noise to."""
+    sum of squares: what a single node's _dp_group adds noise to. Pickled, for _gather_padded:
+    how many groups this partition has is what DP's partition selection hides."""
     inputs = _party_inputs(specs, tables)
     frame, entities = aggregate.combined_frame(inputs, params)
     kept = clip_rows_per_key(entities, len(frame), plan.rows_per_key)
@@ -418,7 +554,7 @@ def _aggregate_dp_partition(specs: Sequence[InputSpec], params: aggregate.Aggreg
         out[f"{column}|count"] = np.bincount(g, minlength=groups).astype(np.int64)
         out[f"{column}|sum"] = np.bincount(g, weights=clamped, minlength=groups)
         out[f"{column}|squares"] = np.bincount(g, weights=clamped ** 2, minlength=groups)
-    return pd.DataFrame(out)
+    return _pickled(pd.DataFrame(out))
 
 
 def _aggregate_dp(inputs: Sequence[ClusterPartyInput], params: aggregate.AggregateParams, rules: ReleaseRules,
@@ -426,7 +562,7 @@ def _aggregate_dp(inputs: Sequence[ClusterPartyInput], params: aggregate.Aggrega
     """DP aggregate: exact partials merged at the leader, then noise drawn once per group, in
     the same order, with the same sensitivities and partition selection as a single node."""
     plan = aggregate._dp_plan([inp.spec for inp in inputs], params, rules)
-    parts = _per_partition(client, _aggregate_dp_partition, inputs, params, plan)
+    parts = _gather_padded(client, _per_partition(client, _aggregate_dp_partition, inputs, params, plan))
     frame = pd.concat(list(parts), ignore_index=True)
     group_by = list(params.group_by) or [_GROUP]
     if not params.group_by:
@@ -464,6 +600,7 @@ def _dp_group_from_partials(row: pd.Series, params: aggregate.AggregateParams, p
 # ---- predict -----------------------------------------------------------------------------
 
 
+@worker_task
 def _predict_partition(specs: Sequence[InputSpec], params: Any, *tables: pa.Table) -> pa.Table:
     """On a worker: models/predict.py's scoring of this partition's joined rows (no k test:
     k applies to all scored rows, at the leader), keys under the aligned names."""
@@ -496,9 +633,11 @@ def _predict(inputs: Sequence[ClusterPartyInput], params: Any, rules: ReleaseRul
     if missing:
         raise InputError(f"the model needs column(s) {', '.join(missing)}, which no input ships",
                          field="params.model")
-    parts = _per_partition(client, _predict_partition, inputs, params)
-    rows = sum(p.num_rows for p in parts)
+    futures = _per_partition(client, _predict_partition, inputs, params)
+    # Two phases: the per-partition row counts first; no scored row crosses the network below k.
+    rows = sum(_counts(client, futures))
     release.require_group_size(rows, rules, "the set of scored rows", unit="ids")
+    parts = _gather(client, futures)
     arity = len(inputs[0].keys)
     scored = sort_by_keys(_concat_scored(parts, arity), arity)
     owner = next(inp for inp in inputs if inp.party == params.ids_from)

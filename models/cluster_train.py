@@ -8,11 +8,13 @@ numbers no larger than the model:
 
 - rows: each worker joins its partitions (models/learning.labelled_table, the same code),
   so a worker's rows are exactly the single node's rows whose key hashes to it.
-- the split: the leader gathers only the joined keys (one value per labelled row, the
-  aligned key columns), orders them as the single node sorts them, takes
-  learning.split_positions(n) (train_test_split over positions) and sends each worker the
+- the split: the leader first gathers each worker's row counts only (fixed-size int64s)
+  and applies learning.split_positions(n) (train_test_split over positions), whose k and
+  row-count refusals need nothing else. Only then, and only for a hold-out
+  (test_fraction > 0), it gathers the joined keys (one value per labelled row, the aligned
+  key columns), orders them as the single node sorts them and sends each worker the
   hold-out mask of its own rows. The leader holds the keys once: 8 bytes per joined row for
-  an int64 key.
+  an int64 key. A refused job moves no key.
 - medians: an exact selection over merged histograms. Each value is mapped to an unsigned
   64-bit key with the same order; eight rounds of 256-bucket counts (one byte of the key per
   round, summed over workers) find the exact value of each middle rank. No column moves.
@@ -49,6 +51,7 @@ import pyarrow as pa
 
 from teenet.errors import InputError
 
+from teenet.models.cluster import worker_task
 from teenet.models.features import FeatureLayout
 from teenet.models.spec import InputSpec, Output, ReleaseRules
 from teenet.models.tables import key_names
@@ -99,6 +102,7 @@ class _Part:
         return self.frame[mask], self.label[mask]
 
 
+@worker_task
 def _load(specs: Sequence[InputSpec], params: Any, keyed: bool, *tables: pa.Table) -> _Part:
     from teenet.models import learning
     from teenet.models.cluster import _party_inputs
@@ -110,21 +114,33 @@ def _load(specs: Sequence[InputSpec], params: Any, keyed: bool, *tables: pa.Tabl
     return _Part(rows.frame, rows.label, rows.layout, rows.dropped_unlabelled, keys)
 
 
+@worker_task
 def _summary(part: _Part) -> dict[str, Any]:
-    return {"rows": len(part.label), "dropped": part.dropped, "layout": part.layout, "label_kind": part.label.dtype,
-            "keys": part.keys}
+    """What the leader learns before its k check: fixed-size counts (int64, 8 bytes whatever
+    the number) and the partition's column types; never a key or a row."""
+    return {"rows": np.int64(len(part.label)), "dropped": np.int64(part.dropped), "layout": part.layout,
+            "label_kind": part.label.dtype}
 
 
+@worker_task
+def _keys(part: _Part) -> pa.Table:
+    """The partition's joined keys, in its row order (only for a hold-out, once k is met)."""
+    return part.keys
+
+
+@worker_task
 def _as_regression(part: _Part) -> _Part:
     from teenet.models.learning import _numeric_label
 
     return replace(part, label=_numeric_label(part.label))
 
 
+@worker_task
 def _with_split(part: _Part, test: np.ndarray | None) -> _Part:
     return replace(part, keys=None, train=np.ones(len(part.label), bool) if test is None else ~test)
 
 
+@worker_task
 def _train_classes(part: _Part) -> np.ndarray:
     return np.unique(part.rows("train")[1])
 
@@ -141,6 +157,7 @@ def _from_order_key(key: int) -> float:
     return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
 
 
+@worker_task
 def _sorted_keys(part: _Part, columns: Sequence[str]) -> list[np.ndarray]:
     """Per column, the order keys of the training rows' present values, sorted (kept on the
     worker for the selection rounds)."""
@@ -152,6 +169,7 @@ def _sorted_keys(part: _Part, columns: Sequence[str]) -> list[np.ndarray]:
     return out
 
 
+@worker_task
 def _histograms(keys: Sequence[np.ndarray], queries: Sequence[tuple[int, int, int]]) -> np.ndarray:
     """Per query (column index, known key prefix, bytes known): how many of the worker's
     sorted keys have that prefix, by their next byte (bucket edges found by binary search)."""
@@ -175,6 +193,7 @@ def _imputed(frame: pd.DataFrame, columns: Sequence[str], medians: Mapping[str, 
     return x
 
 
+@worker_task
 def _moments(part: _Part, columns: Sequence[str], medians: Mapping[str, float]) -> tuple[int, np.ndarray, np.ndarray]:
     """Count, sums and sums of squared deviations (about this worker's mean) of the imputed values."""
     x = _imputed(part.rows("train")[0], columns, medians)
@@ -184,6 +203,7 @@ def _moments(part: _Part, columns: Sequence[str], medians: Mapping[str, float]) 
     return x.shape[0], x.sum(axis=0), ((x - mean) ** 2).sum(axis=0)
 
 
+@worker_task
 def _categories(part: _Part, columns: Sequence[str]) -> dict[str, list[str]]:
     frame, _ = part.rows("train")
     return {c: np.unique(frame[c].to_numpy()).tolist() for c in columns}
@@ -197,6 +217,7 @@ class _Design:
     y: np.ndarray
 
 
+@worker_task
 def _design(part: _Part, prepare: Any, classes: np.ndarray | None) -> _Design:
     frame, label = part.rows("train")
     x = np.ascontiguousarray(prepare.transform(frame), dtype=np.float64) if len(label) else \
@@ -208,6 +229,7 @@ def _design(part: _Part, prepare: Any, classes: np.ndarray | None) -> _Design:
     return _Design(x, np.searchsorted(classes, label).astype(np.float64))
 
 
+@worker_task
 def _logistic_partial(design: _Design, coef: np.ndarray, classes: int) -> tuple[float, np.ndarray]:
     """Sum over this worker's rows of scikit-learn's pointwise logistic loss and its gradient."""
     loss = _linear_loss(classes)
@@ -228,10 +250,12 @@ def _logistic_partial(design: _Design, coef: np.ndarray, classes: int) -> tuple[
     return float(pointwise.sum()), grad2.ravel(order="F")
 
 
+@worker_task
 def _design_sums(design: _Design) -> tuple[np.ndarray, float]:
     return design.x.sum(axis=0), float(design.y.sum())
 
 
+@worker_task
 def _centred_products(design: _Design, x_offset: np.ndarray, y_offset: float) -> dict[str, np.ndarray]:
     """The centred Gram matrix and X^T y, and the R factor and Q^T y of this worker's centred rows."""
     x = design.x - x_offset
@@ -240,6 +264,7 @@ def _centred_products(design: _Design, x_offset: np.ndarray, y_offset: float) ->
     return {"gram": x.T @ x, "xy": x.T @ y, "r": r, "qty": q.T @ y}
 
 
+@worker_task
 def _evaluate(part: _Part, pipeline: Any, task: str, which: str) -> tuple[np.ndarray, np.ndarray]:
     frame, label = part.rows(which)
     if len(label) == 0:
@@ -302,7 +327,8 @@ def train_on_cluster(inputs: Sequence["ClusterPartyInput"], params: Any, kinds: 
 
         boosting.require_federated_tls(federated_tls)
     specs = [inp.spec for inp in inputs]
-    keyed = params.layout == "vertical" and bool(specs[0].keys)
+    # The join keys are needed (and kept on the workers) only for a hold-out split.
+    keyed = params.layout == "vertical" and bool(specs[0].keys) and params.test_fraction > 0.0
     workers = _holders(client, inputs)
     cluster = _Cluster(client, workers)
     loads = []
@@ -324,7 +350,9 @@ def train_on_cluster(inputs: Sequence["ClusterPartyInput"], params: Any, kinds: 
     parts = cluster.map(_as_regression, loads) if task == "regression" else loads
     k = rules.k
     train_positions, test_positions = learning.split_positions(n, params, k)
-    tests = _test_masks(summaries, test_positions, n)
+    # Only now, with every count check passed and a hold-out to place, do the keys move.
+    keys = cluster.gather(_keys, loads) if test_positions is not None else None
+    tests = _test_masks(summaries, keys, test_positions, n)
     parts = cluster.map(_with_split, parts, per_worker=tests)
     n_test = 0 if test_positions is None else len(test_positions)
     n_train = n - n_test
@@ -367,19 +395,18 @@ def train_on_cluster(inputs: Sequence["ClusterPartyInput"], params: Any, kinds: 
     return learning.release_trained(pipeline, params, task, layout, counts, kinds, scores, hyperparameters)
 
 
-def _test_masks(summaries: Sequence[Mapping[str, Any]], test_positions: np.ndarray | None,
-                n: int) -> list[np.ndarray | None]:
+def _test_masks(summaries: Sequence[Mapping[str, Any]], keys: Sequence[pa.Table] | None,
+                test_positions: np.ndarray | None, n: int) -> list[np.ndarray | None]:
     """Per worker, which of its rows (in its own key order) the single node's split holds out.
 
     The workers' keys are ordered as a single node sorts the joined rows (ascending key,
     Arrow's sort; numpy's for one int64 key, the same order for distinct keys)."""
-    if test_positions is None:
+    if test_positions is None or keys is None:
         return [None] * len(summaries)
     tables = []
-    for p, s in enumerate(summaries):
-        keys = s["keys"]
-        tables.append(keys.append_column(_PART, pa.array(np.full(keys.num_rows, p, np.int32)))
-                      .append_column(_ROW, pa.array(np.arange(keys.num_rows, dtype=np.int64))))
+    for p, part_keys in enumerate(keys):
+        tables.append(part_keys.append_column(_PART, pa.array(np.full(part_keys.num_rows, p, np.int32)))
+                      .append_column(_ROW, pa.array(np.arange(part_keys.num_rows, dtype=np.int64))))
     try:
         merged = pa.concat_tables(tables)
     except pa.ArrowInvalid:
@@ -542,6 +569,7 @@ def _fit_logistic(cluster: _Cluster, designs: Sequence[Any], estimator: Any, cla
         estimator.coef_ = full[:, :-1]
 
 
+@worker_task
 def _width(design: _Design) -> int:
     return int(design.x.shape[1])
 

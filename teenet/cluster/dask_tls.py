@@ -209,6 +209,10 @@ async def run_worker(scheduler: str, security: Any, name: str, host: str = "127.
     """Run a Dask worker (no nanny: the worker is this attested process) until it closes."""
     from distributed import Worker
 
+    # A failed task's record ("Compute Failed": its arguments, exception text and traceback)
+    # and any traceback Dask's worker logs may quote cell values: they stay out of its log.
+    logging.getLogger("distributed.worker").addFilter(
+        lambda r: not (str(r.msg).startswith("Compute Failed") or r.exc_info))
     worker = Worker(scheduler, security=security, name=name, host=host, protocol="tls", nthreads=1,
                     dashboard=False)
     await worker

@@ -33,7 +33,12 @@ the same rows on one node:
   and a horizontal layout with a hold-out are refused with theirs.
 
 Parsing params, checking release requests and every owner's analysis rule happen at the
-leader before any task touches data, exactly as on a single node. Dask and distributed
+leader before any task touches data, exactly as on a single node. What the leader gathers
+is visible to the cluster's network as sizes (docs/threat-model.md): it gathers the
+per-partition row counts first (one int64 each), applies k to their sum, and only then the
+ids, sums or scored rows; aggregate partials are padded to one size for all partitions; and
+every task runs in `worker_task`, so a task's error leaves its worker as its type and fixed
+reason code only. Dask and distributed
 are imported lazily: nothing here is imported when the CLI starts.
 
 Dask serialises task arguments and results with pickle; that is acceptable only because
@@ -137,9 +142,9 @@ def worker_task(fn: Any) -> Any:
 
 @worker_task
 def _count(value: Any) -> np.ndarray:
-    """On a worker: how many rows a result kept there holds (a table's, a partial's bytes,
-    a dict's "rows"), as one int64 (8 bytes whatever the
-    number: the size of what the leader gathers before its k check says nothing)."""
+    """On a worker: how many rows a result kept there holds (a table's rows, a dict's "rows",
+    a partial's bytes), as one int64: 8 bytes whatever the number, so the size of what the
+    leader gathers before its k check says nothing."""
     if isinstance(value, pa.Table):
         rows = value.num_rows
     elif isinstance(value, Mapping):

@@ -302,8 +302,12 @@ class ClusterLeader:
                     for a in arrivals[known[index]:]:
                         slot = cj.arrivals.setdefault((a["party"], a["table"]), {})
                         slot[index] = (int(a["rows"]), bytes.fromhex(a["root"]), a.get("shipped", b""))
+                        # No row count per partition in the audit: every input owner holds the
+                        # partition key, so another owner's count per partition would say which
+                        # of its own keys that owner has (docs/threat-model.md). The lineage
+                        # carries each input's total, rounded to k.
                         rt.audit("partition_received", job_id=cj.job_id, party=a["party"], table=a["table"],
-                                 partition=index, worker=cj.workers[index][0], rows=int(a["rows"]))
+                                 partition=index, worker=cj.workers[index][0])
                     known[index] = len(arrivals)
                 if cj.complete():
                     completed = True

@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import secrets
 import socket
 import ssl
@@ -59,9 +60,11 @@ from teenet.cluster.ratls import claims_buffer, report_data_for_claims
 from teenet.errors import InputError, VerificationError
 
 log = logging.getLogger("teenet.cluster.admission")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # as a worker config's `node` (ASCII only)
 MAX_MESSAGE = 1024 * 1024
 NONCE_SIZE = 32
 TIMEOUT = 30.0
+MAX_HANDSHAKES = 16  # admissions in progress at once
 
 
 class AdmissionRefused(Exception):
@@ -211,6 +214,7 @@ class AdmissionServer:
         self._connected = connected
         self.admitted: dict[str, Admitted] = {}
         self._lock = threading.Lock()
+        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         pair = _temp_pair(ca)
@@ -239,9 +243,21 @@ class AdmissionServer:
                 raw, _ = self._sock.accept()
             except (socket.timeout, OSError):
                 continue
+            if not self._handshakes.acquire(blocking=False):
+                # Each admission costs the leader an attestation before the peer has proved
+                # anything: at most MAX_HANDSHAKES at a time; the rest are closed at once.
+                log.warning("cluster admission: %d handshakes already running; connection closed", MAX_HANDSHAKES)
+                raw.close()
+                continue
             threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
 
     def _handle(self, raw: socket.socket) -> None:
+        try:
+            self._handle_one(raw)
+        finally:
+            self._handshakes.release()
+
+    def _handle_one(self, raw: socket.socket) -> None:
         raw.settimeout(TIMEOUT)
         try:
             with self._ctx.wrap_socket(raw, server_side=True) as sock:
@@ -264,7 +280,7 @@ class AdmissionServer:
                      "evidence": own.to_json()})
         hello = _recv(sock, ("name", "public_key", "evidence"))
         name = hello["name"]
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise AdmissionRefused("field 'name': expected 1-64 letters, digits, '-' or '_'")
         try:
             public_key = serialization.load_pem_public_key(hello["public_key"].encode())

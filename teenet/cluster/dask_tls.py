@@ -3,7 +3,7 @@
 Dask's TLS is mutual: with `require_encryption=True` and the cluster CA as the only trust
 anchor, a peer without a certificate from this leader's in-memory CA cannot complete the
 handshake, so Dask's pickled messages come only from admitted, attested peers of this one
-cluster (docs/threat-model.md). The dashboard is off. dask/distributed are imported here,
+cluster (docs/threat-model.md). No HTTP route is served (and its listener is on loopback), nothing spills to disk (HARDENED). dask/distributed are imported here,
 lazily, never at CLI start.
 
 The keys and certificates ssl, Dask and XGBoost's C++ communicator read "from a file" are
@@ -13,14 +13,11 @@ anonymous memory (`memfd_create`), never on disk: see private_files.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import fcntl
 import logging
 import os
-import shutil
-import tempfile
+import ssl
 import threading
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from teenet.cluster.ca import ClusterCA, cert_pem, key_pem, new_key
@@ -39,14 +36,15 @@ def private_files(files: Mapping[str, bytes]) -> tuple[str, ...]:
     process lives (a /proc/self path would mean the child's own fds; memfds are close-on-exec).
     The fds stay open for the process lifetime, or until `release(paths)`.
 
-    Only where memfd_create or /proc does not exist (not Linux), the files go, with a loud
-    warning, into a fresh 0700 temp dir removed at exit."""
+    Where memfd_create or /proc does not exist (not Linux) this fails closed: a cluster's
+    keys are never written to a file system."""
     try:
         return tuple(_memfd(name, data) for name, data in files.items())
     except _NoMemfd as exc:
-        log.warning("INSECURE: no memory-only files on this system (%s): cluster keys and certificates are "
-                    "written to a 0700 temp dir (removed at exit) instead", exc)
-        return _disk_files(files)
+        from teenet.errors import InputError
+
+        raise InputError(f"cluster keys and certificates must stay in memory, and this system has no "
+                         f"memory-only files ({exc}); compute clusters need Linux (memfd_create and /proc)") from None
 
 
 class _NoMemfd(Exception):
@@ -83,33 +81,29 @@ def _memfd(name: str, data: bytes) -> str:
 
 
 def release(paths: Iterable[str]) -> None:
-    """Close the memfds behind `paths` (their memory is freed once nothing else holds them);
-    a path that is not one of ours (the on-disk fallback) is removed."""
+    """Close the memfds behind `paths` (their memory is freed once nothing else holds them)."""
     for path in paths:
         with _MEMFD_LOCK:
             fd = _MEMFDS.pop(path, None)
         if fd is not None:
             os.close(fd)
-        elif not path.startswith("/proc/"):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
 
 
-def _disk_files(files: Mapping[str, bytes]) -> tuple[str, ...]:
-    """The fallback: a fresh 0700 temp dir (removed at exit), files 0600."""
-    directory = Path(tempfile.mkdtemp(prefix="teenet-cluster-"))
-    os.chmod(directory, 0o700)
-    atexit.register(shutil.rmtree, directory, True)
-    paths = []
-    for name, data in files.items():
-        path = directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        paths.append(str(path))
-    return tuple(paths)
+# Dask settings every leader and worker process runs with:
+# - no HTTP routes: `dashboard=False` turns off only the Bokeh dashboard; distributed still
+#   serves /info (workers, task sizes, logs), /json, /eventstream (every task's result size)
+#   and /metrics over plain HTTP with no login. With no routes every path is a 404, and the
+#   listener is on loopback only (LOOPBACK_HTTP), never on the cluster's interface.
+# - no spilling: a worker's memory manager would pickle held partitions (opened tables,
+#   joined rows) to plaintext files under its local directory past 60% of memory. A worker
+#   that runs out of memory fails its job instead; its data never reaches the disk.
+HARDENED: dict[str, Any] = {
+    "distributed.scheduler.http.routes": [],
+    "distributed.worker.http.routes": [],
+    "distributed.worker.memory.target": False,
+    "distributed.worker.memory.spill": False,
+}
+LOOPBACK_HTTP = "127.0.0.1:0"
 
 
 def security_for(ca_pem: bytes, cert: bytes, key: bytes) -> Any:
@@ -122,7 +116,7 @@ def security_for(ca_pem: bytes, cert: bytes, key: bytes) -> Any:
     return Security(tls_ca_file=ca_file, tls_client_cert=cert_file, tls_client_key=key_file,
                     tls_scheduler_cert=cert_file, tls_scheduler_key=key_file,
                     tls_worker_cert=cert_file, tls_worker_key=key_file, require_encryption=True,
-                    tls_min_version=None)
+                    tls_min_version=ssl.TLSVersion.TLSv1_3)
 
 
 def leader_security(ca: ClusterCA, name: str = "leader") -> Any:
@@ -152,10 +146,10 @@ class LeaderScheduler:
         # A worker silent for worker_ttl seconds (frozen, or cut off from the leader) is
         # dropped, so its jobs fail with cluster.worker_lost instead of hanging for Dask's
         # default of 5 minutes.
-        dask.config.set({"distributed.scheduler.work-stealing": False,
+        dask.config.set({**HARDENED, "distributed.scheduler.work-stealing": False,
                          "distributed.scheduler.worker-ttl": f"{self._worker_ttl}s"})
         scheduler = Scheduler(host=host, port=port, protocol="tls", security=self.security,
-                              dashboard=False, dashboard_address=None, idle_timeout=None)
+                              dashboard=False, dashboard_address=LOOPBACK_HTTP, idle_timeout=None)
         await scheduler
         return scheduler
 
@@ -205,15 +199,22 @@ def _peer_serial(stream: Any) -> int | None:
         return None
 
 
-async def run_worker(scheduler: str, security: Any, name: str, host: str = "127.0.0.1") -> None:
-    """Run a Dask worker (no nanny: the worker is this attested process) until it closes."""
+def make_worker(scheduler: str, security: Any, name: str, host: str = "127.0.0.1") -> Any:
+    """A Dask worker (no nanny: the worker is this attested process), hardened (HARDENED)."""
+    import dask
     from distributed import Worker
 
+    dask.config.set(HARDENED)
+    return Worker(scheduler, security=security, name=name, host=host, protocol="tls", nthreads=1,
+                  dashboard=False, dashboard_address=LOOPBACK_HTTP)
+
+
+async def run_worker(scheduler: str, security: Any, name: str, host: str = "127.0.0.1") -> None:
+    """Run a hardened Dask worker until the scheduler closes it."""
     # A failed task's record ("Compute Failed": its arguments, exception text and traceback)
     # and any traceback Dask's worker logs may quote cell values: they stay out of its log.
     logging.getLogger("distributed.worker").addFilter(
         lambda r: not (str(r.msg).startswith("Compute Failed") or r.exc_info))
-    worker = Worker(scheduler, security=security, name=name, host=host, protocol="tls", nthreads=1,
-                    dashboard=False)
+    worker = make_worker(scheduler, security, name, host)
     await worker
     await worker.finished()

@@ -25,10 +25,13 @@ So a single int64 key is one AES block, `00 00 00 09 "i" be64(v) 00 00 00`, and 
 placement is one AES-ECB call over the table's blocks; longer keys are a CBC-MAC, run for
 all rows at once block index by block index (one ECB call per block index).
 
-Why this is as good as HMAC for placement. The threat is an observer (coordinator, a
-worker's host, another member) learning something about keys from which partition a row
-landed in. The partition key is made per job inside the leader's enclave and reaches the
-owners only HPKE-sealed, so the observer does not have K. AES-256 under an unknown key is a
+Why this is as good as HMAC for placement. The threat is an observer (the coordinator, a
+worker's host, a member that is not an input of the job) learning something about keys from
+which partition a row landed in. The partition key is made per job inside the leader's
+enclave and reaches the job's input owners only HPKE-sealed, so the observer does not have
+K. The job's other input owners do hold K (they must place their rows the same way), so
+what each owner's partition sizes are must not reach them: docs/threat-model.md says where
+those sizes are kept and what a network observer still sees. AES-256 under an unknown key is a
 pseudorandom permutation; on distinct inputs a PRP is indistinguishable from a random
 function (switching lemma: advantage <= q^2 / 2^129 for q blocks). CBC-MAC over a
 prefix-free message set is a PRF (Bellare-Kilian-Rogaway; Petrank-Rackoff), and P is
@@ -46,6 +49,7 @@ every row it received belongs to its own partition (check `cluster.partition`).
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -56,6 +60,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from teenet.errors import InputError, VerificationError
+
+_DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII digits only (str.isdigit takes "²" and "٣")
 
 VERSION = "teenet/partition/v2"
 _INFO = VERSION.encode() + b"\x00aes-256"
@@ -244,7 +250,7 @@ def parse_partition_table_name(name: str) -> tuple[str, int, int]:
     """(table, i, N) from `<table>#<i>/<N>`, or InputError."""
     table, sep, tail = name.rpartition("#")
     index, slash, parts = tail.partition("/")
-    if not (sep and slash and table and index.isdigit() and parts.isdigit()):
+    if not (sep and slash and table and _DIGITS.fullmatch(index) and _DIGITS.fullmatch(parts)):
         raise InputError(f"expected a partition name <table>#<i>/<N>, found {name[:80]!r}", field="table")
     return table, int(index), int(parts)
 

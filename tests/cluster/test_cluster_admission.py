@@ -197,6 +197,44 @@ def test_evidence_not_binding_the_transport_key_is_refused(leader, sim_platform)
     assert server.admitted == {}
 
 
+@pytest.mark.parametrize("name", ["wörker", "w\u0663", "-w1", "w" * 65])
+def test_a_worker_name_outside_ascii_letters_digits_dash_underscore_is_refused_with_a_reason(leader, sim_platform,
+                                                                                            name):
+    """str.isalnum() takes 'ö' and Arabic digits, which a certificate's DNS name cannot hold:
+    the admission thread then died without an answer. Now the name is refused, named."""
+    server, ca, roots, measurement = leader
+    with pytest.raises(AdmissionRefused, match="field 'name': expected 1-64 letters, digits"):
+        _admit(server, name, new_key(), sim_platform, roots, measurement)
+    assert server.admitted == {}
+
+
+def test_idle_connections_cannot_hold_more_than_max_handshakes_and_admission_goes_on(leader, sim_platform):
+    """Anyone can connect to the admission port, and each handshake costs the leader an
+    attestation: past MAX_HANDSHAKES at once, a connection is closed at once; when the idle
+    ones go, a worker is admitted as usual."""
+    import socket
+    import time
+
+    from teenet.cluster.admission import MAX_HANDSHAKES
+
+    server, ca, roots, measurement = leader
+    host, port = server.address.rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_HANDSHAKES)]
+    try:
+        time.sleep(0.3)  # accepted, each waiting in its TLS handshake
+        extra = socket.create_connection((host, int(port)), timeout=5)
+        started = time.monotonic()
+        assert extra.recv(1) == b""  # closed by the leader at once, not after the 30 s timeout
+        assert time.monotonic() - started < 5
+        extra.close()
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    _admit(server, "after-the-flood", new_key(), sim_platform, roots, measurement)
+    assert "after-the-flood" in server.admitted
+
+
 # ---- re-admission of a restarted worker ----------------------------------------------------
 
 def _admit(server, name, key, sim_platform, roots, measurement):

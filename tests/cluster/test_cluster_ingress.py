@@ -69,7 +69,7 @@ def test_placement_is_keyed_and_balanced():
 
 def test_partition_names_and_the_clustered_fingerprint():
     assert parse_partition_table_name(partition_table_name("my#table", 1, 2)) == ("my#table", 1, 2)
-    for bad in ("customers", "customers#1", "customers#a/2", "#1/2"):
+    for bad in ("customers", "customers#1", "customers#a/2", "#1/2", "customers#²/2", "customers#1/٣"):
         with pytest.raises(InputError, match="<table>#<i>/<N>"):
             parse_partition_table_name(bad)
     roots = [hashlib.sha256(b"p0").digest(), hashlib.sha256(b"p1").digest()]

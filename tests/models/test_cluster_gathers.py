@@ -243,8 +243,13 @@ def test_task_error_reaches_the_leader_without_the_cell(client):
 def test_worker_log_keeps_no_task_error_text(client, ca_folder):
     """A worker started as teenet starts one (run_worker) logs no failed task's text, even for a
     task that is not wrapped."""
+    import copy
+
+    import dask
+
     from teenet.cluster.dask_tls import run_worker
 
+    config = copy.deepcopy(dask.config.config)  # run_worker hardens Dask's (global) config
     records: list[str] = []
 
     class Keep(logging.Handler):
@@ -279,3 +284,5 @@ def test_worker_log_keeps_no_task_error_text(client, ca_folder):
         if address is not None:
             client.retire_workers(workers=[address], close_workers=True)
         thread.join(timeout=20)
+        dask.config.config.clear()
+        dask.config.config.update(config)

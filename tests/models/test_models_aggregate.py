@@ -153,7 +153,9 @@ def test_dp_mechanisms_are_built_without_a_random_state(monkeypatch, tables):
 
 
 @pytest.mark.parametrize("dp,mean_tolerance,std_tolerance", [
-    ({"mechanism": "laplace", "delta": 1e-6}, 1e-3, 1e-2),
+    # the Laplace std's relative error was over 1e-2 in 7 of 300 runs (largest 1.3e-2, mean at
+    # most 3.1e-4; measured 2026-12-07), so 1e-2 failed about one CI run in 40: 3e-2 holds it
+    ({"mechanism": "laplace", "delta": 1e-6}, 1e-3, 3e-2),
     # the analytic Gaussian's scale shrinks only with the square root of a large epsilon: its
     # noisy mean was seen 0.1% off in about one run in six (so 1e-3 was a flaky bound; 5e-3
     # is several of its standard deviations), and its std is held to 10%

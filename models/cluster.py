@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import functools
 import math
-import pickle
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -285,22 +284,27 @@ def _padded(blob: bytes, size: int) -> bytes:
 
 
 def _gather_padded(client: "distributed.Client", futures: Sequence[Any]) -> list[Any]:
-    """Each worker's pickled partial, gathered at one size for all: the smallest power of two
-    that holds the largest (its length is learnt first as a fixed-size integer). The wire then
-    shows the same size for every partition, whatever its number of groups or label bytes.
-    The bytes come only from admitted workers over the cluster's mutual TLS, the same peers
-    and the same pickle as every Dask message between them (docs/threat-model.md)."""
+    """Each worker's partial (an Arrow IPC stream, _frame_bytes), gathered at one size for
+    all: the smallest power of two that holds the largest (its length is learnt first as a
+    fixed-size integer). The wire then shows the same size for every partition, whatever its
+    number of groups or label bytes. teenet itself unpickles nothing here: the partial is
+    read back as Arrow, not with pickle."""
     largest = max(_counts(client, futures)) + 8
     size = 1 << (largest - 1).bit_length()
     out = []
     for padded in _gather(client, [client.submit(_padded, f, size, pure=False) for f in futures]):
         (length,) = struct.unpack(">Q", padded[:8])
-        out.append(pickle.loads(padded[8:8 + length]))
+        out.append(pa.ipc.open_stream(pa.py_buffer(padded[8:8 + length])).read_all().to_pandas())
     return out
 
 
-def _pickled(frame: pd.DataFrame) -> bytes:
-    return pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+def _frame_bytes(frame: pd.DataFrame) -> bytes:
+    """A partial frame as an Arrow IPC stream (pandas metadata keeps its dtypes and index)."""
+    table = pa.Table.from_pandas(frame)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 # ---- psi ---------------------------------------------------------------------------------
@@ -389,7 +393,7 @@ _GROUP = "__teenet_group"
 def _aggregate_partition(specs: Sequence[InputSpec], params: aggregate.AggregateParams,
                          *tables: pa.Table) -> bytes:
     """On a worker: per group of this partition, rows, people and per metric the partials
-    (pickled, for _gather_padded)."""
+    (Arrow IPC bytes, for _gather_padded)."""
     inputs = _party_inputs(specs, tables)
     frame, entities = aggregate.combined_frame(inputs, params)
     group_by = list(params.group_by)
@@ -425,7 +429,7 @@ def _aggregate_partition(specs: Sequence[InputSpec], params: aggregate.Aggregate
         out[f"{column}|min"] = low
         out[f"{column}|max"] = high
         out[f"{column}|people"] = aggregate._support(codes, entities, valid, groups)
-    return _pickled(pd.DataFrame(out))
+    return _frame_bytes(pd.DataFrame(out))
 
 
 def _merge_groups(parts: Sequence[pd.DataFrame], params: aggregate.AggregateParams) -> pd.DataFrame:
@@ -534,7 +538,7 @@ def _aggregate_dp_partition(specs: Sequence[InputSpec], params: aggregate.Aggreg
                             plan: aggregate.DpPlan, *tables: pa.Table) -> bytes:
     """On a worker: rows clipped per key (every row of a key is on this worker), then per
     group the exact row count and per metric the non-null count and the clamped sum and
-    sum of squares: what a single node's _dp_group adds noise to. Pickled, for _gather_padded:
+    sum of squares: what a single node's _dp_group adds noise to. Arrow IPC bytes, for _gather_padded:
     how many groups this partition has is what DP's partition selection hides."""
     inputs = _party_inputs(specs, tables)
     frame, entities = aggregate.combined_frame(inputs, params)
@@ -559,7 +563,7 @@ def _aggregate_dp_partition(specs: Sequence[InputSpec], params: aggregate.Aggreg
         out[f"{column}|count"] = np.bincount(g, minlength=groups).astype(np.int64)
         out[f"{column}|sum"] = np.bincount(g, weights=clamped, minlength=groups)
         out[f"{column}|squares"] = np.bincount(g, weights=clamped ** 2, minlength=groups)
-    return _pickled(pd.DataFrame(out))
+    return _frame_bytes(pd.DataFrame(out))
 
 
 def _aggregate_dp(inputs: Sequence[ClusterPartyInput], params: aggregate.AggregateParams, rules: ReleaseRules,

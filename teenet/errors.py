@@ -41,6 +41,7 @@ class VerificationError(TeenetError):
     def __init__(self, check: str, message: str, *, expected: str | None = None,
                  found: str | None = None) -> None:
         self.check = check
+        self.message = message
         self.expected = expected
         self.found = found
         text = f"{check}: {message}"

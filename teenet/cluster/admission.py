@@ -168,14 +168,8 @@ class NamedPolicy:
         try:
             self.policy.verify(claims)
         except VerificationError as exc:
-            raise VerificationError(f"{self.label}: {exc.check}", _message(exc), expected=exc.expected,
+            raise VerificationError(f"{self.label}: {exc.check}", exc.message, expected=exc.expected,
                                     found=exc.found) from None
-
-
-def _message(exc: VerificationError) -> str:
-    text = str(exc)
-    text = text[len(exc.check) + 2:] if text.startswith(exc.check + ": ") else text
-    return text.split(" (expected ", 1)[0] if exc.expected is not None or exc.found is not None else text
 
 
 def admission_policy(own_measurement: bytes, owners: list[tuple[str, Policy]]) -> Policy:

@@ -52,6 +52,7 @@ from teenet.attestation.dcap import (
 )
 from teenet.attestation.dcap_quote import DcapQuote, TdReport
 from teenet.attestation.evidence import Claims, Evidence, IntelCollateral, Platform, TrustRoots
+from teenet.der import DerError, der_tlv
 from teenet.errors import VerificationError
 
 SGX_EXTENSIONS_OID = "1.2.840.113741.1.13.1"
@@ -90,26 +91,11 @@ def _der_items(data: bytes, what: str) -> list[tuple[int, bytes]]:
     while pos < len(data):
         if len(items) >= MAX_DER_ITEMS:
             raise _pck_error(f"too many DER items in {what}")
-        if pos + 2 > len(data):
-            raise _pck_error(f"truncated DER header in {what}")
-        tag, first = data[pos], data[pos + 1]
-        pos += 2
-        if tag & 0x1F == 0x1F:
-            raise _pck_error(f"multi-byte DER tag in {what}")
-        if first < 0x80:
-            length = first
-        else:
-            count = first & 0x7F
-            if count == 0 or count > 3 or pos + count > len(data):
-                raise _pck_error(f"bad DER length in {what}")
-            length = int.from_bytes(data[pos:pos + count], "big")
-            if length < 0x80 or data[pos] == 0:
-                raise _pck_error(f"non-minimal DER length in {what}")
-            pos += count
-        if pos + length > len(data):
-            raise _pck_error(f"DER item overruns {what}")
-        items.append((tag, data[pos:pos + length]))
-        pos += length
+        try:
+            tag, start, pos = der_tlv(data, pos)
+        except DerError as exc:
+            raise _pck_error(f"{exc} in {what}") from None
+        items.append((tag, data[start:pos]))
     return items
 
 

@@ -59,6 +59,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from teenet import cbor
+from teenet.der import DerError, der_tlv
 from teenet.attestation.evidence import REPORT_DATA_SIZE, Evidence, Platform
 from teenet.errors import InputError, VerificationError
 
@@ -165,27 +166,11 @@ class RatlsEvidence:
 
 
 def _der_tlv(data: bytes, pos: int, what: str) -> tuple[int, int, int]:
-    """(tag byte, start of contents, end of contents) of the DER item at `pos`."""
-    def bad(message: str) -> InputError:
-        return InputError(f"certificate DER at byte {pos} ({what}): {message}")
-
-    if pos + 2 > len(data):
-        raise bad("truncated")
-    tag, first = data[pos], data[pos + 1]
-    if tag & 0x1F == 0x1F:
-        raise bad("multi-byte tags are not expected in a certificate")
-    start = pos + 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 4 or start + count > len(data):
-            raise bad("expected a definite DER length")
-        length = int.from_bytes(data[start:start + count], "big")
-        start += count
-    if start + length > len(data):
-        raise bad(f"declares {length} bytes but only {len(data) - start} remain")
-    return tag, start, start + length
+    """(tag byte, start of contents, end of contents) of the DER item at `pos` (teenet.der)."""
+    try:
+        return der_tlv(data, pos)
+    except DerError as exc:
+        raise InputError(f"certificate DER at byte {pos} ({what}): {exc}") from None
 
 
 def certificate_parts(der: bytes) -> tuple[bytes, dict[bytes, tuple[bool, bytes]]]:

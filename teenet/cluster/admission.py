@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import secrets
 import socket
 import ssl
@@ -56,11 +55,11 @@ from teenet.attestation.evidence import Attester, Evidence, TrustRoots
 from teenet.attestation.policy import AllOf, MeasurementAllowlist, Policy
 from teenet.attestation.verifier import verify_evidence
 from teenet.cluster.ca import ClusterCA, cert_pem
+from teenet.cluster.config import WORKER_NAME
 from teenet.cluster.ratls import claims_buffer, report_data_for_claims
 from teenet.errors import InputError, VerificationError
 
 log = logging.getLogger("teenet.cluster.admission")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # as a worker config's `node` (ASCII only)
 MAX_MESSAGE = 1024 * 1024
 NONCE_SIZE = 32
 TIMEOUT = 30.0
@@ -274,7 +273,7 @@ class AdmissionServer:
                      "evidence": own.to_json()})
         hello = _recv(sock, ("name", "public_key", "evidence"))
         name = hello["name"]
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not isinstance(name, str) or not WORKER_NAME.fullmatch(name):
             raise AdmissionRefused("field 'name': expected 1-64 letters, digits, '-' or '_'")
         try:
             public_key = serialization.load_pem_public_key(hello["public_key"].encode())

@@ -30,7 +30,7 @@ from teenet.yamlload import Located, load_yaml
 WORKER_ROLE = "compute-worker"
 MAX_WORKERS = 256
 DEFAULT_WORKER_TTL = 30  # seconds without a heartbeat before the scheduler drops a worker
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,253}")
 
 
@@ -68,7 +68,7 @@ def load_worker_config(path: str | Path) -> WorkerConfig:
                      what="a compute-worker config mapping")
     role = f["role"].string(choices=(WORKER_ROLE,))
     assert role == WORKER_ROLE
-    node = f["node"].string(pattern=_NAME, what="a worker name (letters, digits, '-', '_'; at most 64)")
+    node = f["node"].string(pattern=WORKER_NAME, what="a worker name (letters, digits, '-', '_'; at most 64)")
     leader = endpoint(f["leader"])
     listen = f["listen"].string(pattern=_HOST, what="a host name or IP address to listen on")
     enclave = _enclave(f["enclave"], path.parent)
